@@ -1,0 +1,345 @@
+//! `/v1/jobs`: submit, list, show, history (JSON or a live SSE stream), cancel, resume and
+//! amend a node.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::{ApiError, parse_json};
+use super::{AppState, not_found, resolve_tenant, views};
+use crate::config::Principal;
+use crate::engine::request;
+use crate::model::{JobState, Role};
+use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
+
+pub async fn submit(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = parse_json(&body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().unwrap_or_default().trim();
+            if k.is_empty() || k.len() > 255 {
+                return Err(ApiError::field(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                ));
+            }
+            // The owner is part of the request: another user's retry never returns your job.
+            Some(IdempotencyKey {
+                key: k.to_string(),
+                request: json!({ "owner": p.name, "body": body }).to_string(),
+            })
+        }
+    };
+    let req = request::parse(&body, st.engine.workflows()).map_err(ApiError::Invalid)?;
+    let tenant = resolve_tenant(&st.auth, &p, req.tenant.as_deref(), &req.cluster)?;
+    let wf = st.engine.workflows()[&req.kind].clone();
+    let job = req.into_job(&wf, &tenant, &p.name, None);
+    let submitted = st.engine.store().submit(&job, key.as_ref()).await?;
+    st.engine.wake(&submitted.job_id);
+    let view = job_view(st.engine.store(), &submitted.job_id).await?;
+    let status = if submitted.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, Json(view)).into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        format!("/v1/jobs/{}", submitted.job_id).parse().unwrap(),
+    );
+    if !submitted.created {
+        resp.headers_mut()
+            .insert("idempotent-replayed", "true".parse().unwrap());
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    kind: Option<String>,
+    state: Option<String>,
+    cluster: Option<String>,
+    tenant: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::field("(query)", e.body_text()))?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::field("state", e))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be from 1 to 500"));
+    }
+    let mut filter = JobFilter {
+        kind: q.kind,
+        state,
+        cluster: q.cluster,
+        before: q.cursor,
+        limit: limit + 1,
+        ..Default::default()
+    };
+    match p.role {
+        Role::Admin => filter.tenant = q.tenant,
+        Role::TenantAdmin | Role::Member => {
+            if q.tenant
+                .as_ref()
+                .is_some_and(|t| Some(t) != p.tenant.as_ref())
+            {
+                return Ok(Json(json!({ "jobs": [], "next_cursor": null })));
+            }
+            filter.tenant = p.tenant.clone();
+            if p.role == Role::Member {
+                filter.owner = Some(p.name.clone());
+            }
+        }
+    }
+    let mut rows = st.engine.store().list_jobs(&filter).await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
+    let jobs: Vec<Value> = rows.iter().map(|j| views::job(j, None)).collect();
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })))
+}
+
+/// Loads a job the principal may see, or a 404 that does not say which it was.
+async fn visible(st: &AppState, p: &Principal, id: &str) -> Result<JobRow, ApiError> {
+    match st.engine.store().job(id).await? {
+        Some(j) if p.can_access(&j.tenant, &j.owner) => Ok(j),
+        _ => Err(not_found("job", id)),
+    }
+}
+
+async fn job_view(store: &Store, id: &str) -> Result<Value, ApiError> {
+    let job = store.job(id).await?.ok_or_else(|| not_found("job", id))?;
+    let tasks = store.tasks(id).await?;
+    Ok(views::job(&job, Some(&tasks)))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    visible(&st, &p, &id).await?;
+    Ok(Json(job_view(st.engine.store(), &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn events(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::field("(query)", e.body_text()))?;
+    visible(&st, &p, &id).await?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let after = q.after.or(last_seen).unwrap_or(0);
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if wants_stream {
+        let stream = live_events(st.engine.store().clone(), id, after);
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let rows = st.engine.store().events(&id, after, limit).await?;
+    let next_after = rows.last().map(|e| e.id).unwrap_or(after);
+    let events: Vec<Value> = rows.iter().map(views::event).collect();
+    Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
+}
+
+/// Streams a job's history from `after`, then live, ending once the job is finished and
+/// everything it wrote has been sent. Appends in this process wake it at once; writes by
+/// other engine processes are picked up within a second.
+fn live_events(
+    store: Store,
+    job_id: String,
+    after: i64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let rx = store.subscribe_appends();
+    stream::unfold(Some((store, job_id, after, rx)), |state| async move {
+        let (store, job_id, mut after, mut rx) = state?;
+        let mut finished = false;
+        loop {
+            let batch = store.events(&job_id, after, 500).await.ok()?;
+            if let Some(last) = batch.last() {
+                after = last.id;
+                let items: Vec<Result<Event, Infallible>> = batch
+                    .iter()
+                    .map(|e| {
+                        Ok(Event::default()
+                            .id(e.id.to_string())
+                            .event(e.kind.clone())
+                            .data(views::event(e).to_string()))
+                    })
+                    .collect();
+                return Some((stream::iter(items), Some((store, job_id, after, rx))));
+            }
+            if finished {
+                return None;
+            }
+            // The job's final events commit with its final state: once it reads finished,
+            // one more empty read means nothing is left to send.
+            if store
+                .job(&job_id)
+                .await
+                .ok()?
+                .is_none_or(|j| j.state.is_terminal())
+            {
+                finished = true;
+                continue;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                loop {
+                    match rx.recv().await {
+                        Ok(id) if id == job_id => return,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => return,
+                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            })
+            .await;
+        }
+    })
+    .flatten()
+}
+
+pub async fn cancel(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    visible(&st, &p, &id).await?;
+    st.engine.store().request_cancel(&id, &p.name).await?;
+    st.engine.wake(&id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(job_view(st.engine.store(), &id).await?),
+    )
+        .into_response())
+}
+
+pub async fn resume(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = visible(&st, &p, &id).await?;
+    if job.cancel_requested {
+        return Err(ApiError::Conflict(
+            "the job is cancelled; it cannot be resumed".into(),
+        ));
+    }
+    let resumed = st.engine.store().resume(&id, &p.name).await?;
+    st.engine.wake(&id);
+    let mut view = job_view(st.engine.store(), &id).await?;
+    view["resumed"] = json!(resumed);
+    Ok(Json(view))
+}
+
+/// Merges the body into a `needs_input` node's spec (JSON merge patch: `null` removes a
+/// field). The node's name cannot change.
+pub async fn amend(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    visible(&st, &p, &id).await?;
+    let patch = parse_json(&body)?;
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::field(
+            "(body)",
+            "must be a JSON object of node fields to change",
+        ));
+    };
+    let tasks = st.engine.store().tasks(&id).await?;
+    let task = tasks
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| not_found("node", &name))?;
+    if let Some(n) = patch.get("name")
+        && n.as_str() != Some(name.as_str())
+    {
+        return Err(ApiError::field(
+            "name",
+            "a node's name cannot be amended; cancel and submit a new job",
+        ));
+    }
+    let mut spec = task.spec();
+    let obj = spec
+        .as_object_mut()
+        .ok_or_else(|| ApiError::Internal("stored node spec is not an object".into()))?;
+    let mut changed = Vec::new();
+    for (k, v) in patch {
+        if k == "name" {
+            continue;
+        }
+        if v.is_null() {
+            obj.remove(&k);
+        } else {
+            obj.insert(k.clone(), v);
+        }
+        changed.push(k);
+    }
+    if changed.is_empty() {
+        return Err(ApiError::field("(body)", "names no field to change"));
+    }
+    st.engine
+        .store()
+        .amend_node(&id, &name, &spec, &changed, &p.name)
+        .await?;
+    let tasks = st.engine.store().tasks(&id).await?;
+    let task = tasks
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| not_found("node", &name))?;
+    Ok(Json(views::node(task)))
+}

@@ -1,0 +1,194 @@
+//! The HTTP API (axum): jobs, their history, schedules, health, metrics and the OpenAPI
+//! document.
+//!
+//! Invariants: every `/v1` route needs a bearer token; a principal never sees another
+//! tenant's (or, for members, another user's) jobs: those answer 404 exactly like absent ones.
+//! Handlers validate the whole request before they write anything.
+
+mod error;
+mod jobs;
+mod schedules;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+
+pub use error::ApiError;
+
+use crate::config::{Auth, Principal};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::model::Role;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/jobs", post(jobs::submit).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/resume", post(jobs::resume))
+        .route("/jobs/{id}/nodes/{name}", patch(jobs::amend))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/schedules/{id}",
+            get(schedules::show)
+                .patch(schedules::update)
+                .delete(schedules::delete),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+async fn require_token(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let principal = st
+        .auth
+        .authenticate(token)
+        .ok_or(ApiError::Unauthorized)?
+        .clone();
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.engine.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not ready: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let counts = st.engine.store().job_counts().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(&counts),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    let doc: serde_json::Value =
+        serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON (tested)");
+    Json(doc).into_response()
+}
+
+/// The OpenAPI document, kept beside the handlers it describes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Decides which tenant a new job or schedule belongs to, and checks the principal may act
+/// for it and that the cluster's namespace is that tenant's.
+pub(crate) fn resolve_tenant(
+    auth: &Auth,
+    p: &Principal,
+    asked: Option<&str>,
+    cluster: &str,
+) -> Result<String, ApiError> {
+    let ns = cluster.split('/').next().unwrap_or_default();
+    let tenant = match (p.role, asked) {
+        (Role::Admin, Some(t)) => {
+            if !auth.tenants.is_empty() && !auth.tenants.contains_key(t) {
+                return Err(ApiError::field("tenant", format!("unknown tenant `{t}`")));
+            }
+            t.to_string()
+        }
+        (Role::Admin, None) => match auth.tenant_of_namespace(ns) {
+            Some(t) => t.to_string(),
+            None if auth.tenants.is_empty() => "default".to_string(),
+            None => {
+                return Err(ApiError::field(
+                    "tenant",
+                    format!("is required: no single tenant owns namespace `{ns}`"),
+                ));
+            }
+        },
+        (_, asked) => {
+            let own = p.tenant.clone().unwrap_or_default();
+            if let Some(t) = asked
+                && t != own
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "{} acts for tenant {own} only",
+                    p.name
+                )));
+            }
+            own
+        }
+    };
+    if let Some(cfg) = auth.tenants.get(&tenant)
+        && !cfg.namespaces.is_empty()
+        && !cfg.namespaces.iter().any(|n| n == ns)
+    {
+        return Err(ApiError::field(
+            "cluster",
+            format!(
+                "namespace `{ns}` does not belong to tenant {tenant} (it owns: {})",
+                cfg.namespaces.join(", ")
+            ),
+        ));
+    }
+    Ok(tenant)
+}
+
+/// A 404 that reads the same for "absent" and "not yours".
+pub(crate) fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} {id} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/resume",
+            "/v1/jobs/{id}/nodes/{name}",
+            "/v1/schedules",
+            "/v1/schedules/{id}",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(paths.contains_key(p), "openapi.json lacks {p}");
+        }
+    }
+}

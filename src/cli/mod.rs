@@ -1,0 +1,243 @@
+//! The `capstan` command line: `serve`, the API client commands (`jobs`, `schedules`) and
+//! `bench`. Each subcommand parses its flags here and hands off; nothing is decided in main.
+
+mod client;
+mod output;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::serve::{ServeOptions, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capstan",
+    version,
+    about = "Durable jobs for the worker nodes of Cluster API clusters on OpenStack"
+)]
+pub struct Cli {
+    /// Log one JSON object per line instead of human-readable lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine, the scheduler and the HTTP API.
+    Serve(ServeArgs),
+    /// Submit, inspect and steer jobs on a running server.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Manage cron schedules that enqueue jobs.
+    #[command(subcommand)]
+    Schedules(SchedulesCmd),
+    /// Measure the engine and print figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// SQLite database file (created if absent).
+    #[arg(long, default_value = "capstan.db")]
+    pub db: PathBuf,
+    /// Tenants and tokens (YAML); see README.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Load workflows from this directory instead of the built-in ones.
+    #[arg(long)]
+    pub workflows: Option<PathBuf>,
+    /// An admin bearer token, without a config file.
+    #[arg(long, env = "CAPSTAN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s)
+}
+
+/// Where the server is and who we are.
+#[derive(Debug, Args, Clone)]
+pub struct Remote {
+    /// Server URL.
+    #[arg(
+        long,
+        env = "CAPSTAN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token.
+    #[arg(long, env = "CAPSTAN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Submit a job from a JSON file (`-` for standard input).
+    Submit {
+        file: PathBuf,
+        /// Return the first job for a repeated key instead of submitting twice.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a job with its nodes and what each is waiting for.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a job's history.
+    Events {
+        id: String,
+        /// Keep printing new events until the job finishes.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Live progress of each node until the job finishes.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a job at its next safe point.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Continue a job whose nodes needed input, after amending them.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Amend a needs_input node's spec with a JSON object (merge patch).
+    Amend {
+        id: String,
+        node: String,
+        patch: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCmd {
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create a schedule: NAME, a cron expression and a job template file.
+    Create {
+        name: String,
+        cron: String,
+        job_file: PathBuf,
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change a schedule's cron expression, template or enabled flag.
+    Update {
+        id: String,
+        #[arg(long)]
+        cron: Option<String>,
+        #[arg(long)]
+        job_file: Option<PathBuf>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// N jobs x K no-op steps on a file database, against the raw-transaction floor.
+    Engine(crate::bench::EngineBenchArgs),
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    crate::telemetry::init(cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capstan: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => {
+                let mut opts = ServeOptions::new(a.listen, a.db);
+                opts.config = a.config;
+                opts.workflows = a.workflows;
+                opts.admin_token = a.admin_token;
+                opts.lease = a.lease;
+                let mut registry = crate::engine::step::Registry::new();
+                crate::lifecycle::register(&mut registry);
+                serve(opts, registry).await
+            }
+            Command::Jobs(cmd) => client::jobs(cmd).await,
+            Command::Schedules(cmd) => client::schedules(cmd).await,
+            Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("capstan: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

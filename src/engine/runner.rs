@@ -1,0 +1,666 @@
+//! Runs one claimed job: launches its due node tasks (up to the job's concurrency), applies
+//! each step's outcome through the workflow, keeps the lease by heartbeat, and releases the
+//! job when nothing is due soon.
+//!
+//! Invariant: every change this runner makes goes through a fenced store write. If the lease
+//! is lost (another worker claimed the job after this one stalled), the first refused write
+//! stops the runner; the newer worker's progress is never overwritten.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Inner;
+use super::retry::RetryDecision;
+use super::step::{Outcome, Recorded, StepContext, StepError};
+use super::workflow::{Action, EXHAUSTED, Workflow};
+use crate::model::{EventKind, FailureClass, JobState, NodeStatus};
+use crate::store::{Claim, JobRow, NewEvent, StoreError, TaskRow, TaskUpdate, now_ms};
+
+/// A job with nothing due within this window gives its lease back rather than hold it idle.
+const HOLD_IDLE: Duration = Duration::from_secs(2);
+/// How often a node blocked by another job's lock looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a runner stopped before the job finished.
+enum Stop {
+    LeaseLost,
+    Shutdown,
+}
+
+pub(super) async fn run(inner: Arc<Inner>, claim: Claim, wake: Arc<Notify>) {
+    let span = info_span!("job", job_id = %claim.job.id, kind = %claim.job.kind);
+    async move {
+        if let Some(prev) = &claim.taken_over_from {
+            inner.metrics.lease_takeovers.inc();
+            info!(previous = %prev, "took over a job whose lease lapsed");
+        }
+        let Some(wf) = inner.workflows.get(&claim.job.kind).cloned() else {
+            // The binary no longer knows this kind; keep the job and look again later.
+            warn!("no workflow for this kind; leaving the job for a binary that has one");
+            let _ = inner.store.release(&claim.job.id, claim.job.fence).await;
+            return;
+        };
+        let mut runner = Runner::new(inner.clone(), claim, wf, wake);
+        match runner.drive().await {
+            Ok(()) => {}
+            Err(Stop::LeaseLost) => {
+                warn!("lease lost to another worker; stopping without further writes")
+            }
+            Err(Stop::Shutdown) => info!("shutting down; lease released"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Runner {
+    inner: Arc<Inner>,
+    job: JobRow,
+    fence: i64,
+    wf: Arc<Workflow>,
+    params: Arc<serde_json::Value>,
+    tasks: Vec<TaskRow>,
+    inflight: HashSet<String>,
+    wake: Arc<Notify>,
+    operator_seq: i64,
+    cancel: bool,
+}
+
+/// A finished step: its node, result, duration, and the node's external IDs if it recorded any.
+type StepResult = (String, Result<Outcome, StepError>, Duration, Option<String>);
+
+impl Runner {
+    fn new(inner: Arc<Inner>, claim: Claim, wf: Arc<Workflow>, wake: Arc<Notify>) -> Runner {
+        let params = Arc::new(claim.job.params());
+        Runner {
+            fence: claim.job.fence,
+            operator_seq: claim.job.operator_seq,
+            cancel: claim.job.cancel_requested,
+            job: claim.job,
+            tasks: claim.tasks,
+            inflight: HashSet::new(),
+            params,
+            inner,
+            wf,
+            wake,
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), Stop> {
+        let mut running: JoinSet<StepResult> = JoinSet::new();
+        let heartbeat_every = self.inner.config.lease / 3;
+        let mut next_heartbeat = Instant::now() + heartbeat_every;
+        let mut shutdown = self.inner.shutdown.clone();
+        let mut stopping = false;
+        loop {
+            if (self.cancel || stopping) && running.is_empty() {
+                if self.cancel {
+                    let state = self.lease(
+                        self.inner
+                            .store
+                            .finish_cancel(&self.job, self.fence, &self.tasks)
+                            .await,
+                    )?;
+                    info!(state = %state, "job cancelled at a safe point");
+                    self.inner
+                        .store
+                        .release(&self.job.id, self.fence)
+                        .await
+                        .ok();
+                    return Ok(());
+                }
+                self.inner
+                    .store
+                    .release(&self.job.id, self.fence)
+                    .await
+                    .ok();
+                return Err(Stop::Shutdown);
+            }
+            if !self.cancel && !stopping {
+                self.launch_due(&mut running).await?;
+            }
+            if running.is_empty() && !self.cancel {
+                match self.next_due() {
+                    None => {
+                        // Nothing runnable: every node is finished or needs input.
+                        self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                        return Ok(());
+                    }
+                    Some(at) if at - now_ms() > HOLD_IDLE.as_millis() as i64 => {
+                        self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                        debug!("nothing due soon; lease released until the next wake-up");
+                        return Ok(());
+                    }
+                    Some(_) => {}
+                }
+            }
+            let sleep_for = self
+                .next_due()
+                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .unwrap_or(heartbeat_every)
+                .min(next_heartbeat.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    // Steps are never aborted while the runner lives, and panics are caught
+                    // inside the task, so a join error cannot carry a node's result.
+                    if let Ok((node, result, took, recorded)) = done {
+                        self.inflight.remove(&node);
+                        if let Some(ext) = recorded
+                            && let Some(t) = self.tasks.iter_mut().find(|t| t.name == node)
+                        {
+                            t.external_ids = ext;
+                        }
+                        self.apply(&node, result, took).await?;
+                    }
+                }
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = self.wake.notified() => {
+                    self.refresh().await?;
+                }
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                }
+            }
+            if Instant::now() >= next_heartbeat {
+                next_heartbeat = Instant::now() + heartbeat_every;
+                let hb = self
+                    .inner
+                    .store
+                    .heartbeat(
+                        &self.job.id,
+                        self.fence,
+                        self.inner.config.lease.as_millis() as i64,
+                    )
+                    .await;
+                match hb {
+                    Ok(Some(hb)) => {
+                        if hb.cancel_requested && !self.cancel {
+                            info!("cancel requested");
+                            self.cancel = true;
+                        }
+                        if hb.operator_seq != self.operator_seq {
+                            self.refresh().await?;
+                        }
+                    }
+                    Ok(None) => {
+                        running.abort_all();
+                        return Err(Stop::LeaseLost);
+                    }
+                    Err(e) => warn!(error = %e, "heartbeat failed; retrying"),
+                }
+            }
+        }
+    }
+
+    /// Re-reads the job after an operator action: cancel flag and the tasks not in flight.
+    async fn refresh(&mut self) -> Result<(), Stop> {
+        let Ok(Some(job)) = self.inner.store.job(&self.job.id).await else {
+            return Ok(());
+        };
+        if job.fence != self.fence {
+            return Err(Stop::LeaseLost);
+        }
+        self.cancel = job.cancel_requested;
+        self.operator_seq = job.operator_seq;
+        if let Ok(fresh) = self.inner.store.reload_tasks(&self.job.id).await {
+            for t in fresh {
+                if !self.inflight.contains(&t.name)
+                    && let Some(slot) = self.tasks.iter_mut().find(|x| x.name == t.name)
+                {
+                    *slot = t;
+                }
+            }
+        }
+        self.job = job;
+        Ok(())
+    }
+
+    fn next_due(&self) -> Option<i64> {
+        self.tasks
+            .iter()
+            .filter(|t| t.status.is_runnable() && !self.inflight.contains(&t.name))
+            .map(|t| t.wake_at.unwrap_or(0))
+            .min()
+    }
+
+    fn lease<T>(&self, r: Result<T, StoreError>) -> Result<T, Stop> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(StoreError::LeaseLost { .. }) => Err(Stop::LeaseLost),
+            Err(e) => {
+                // A store error we cannot write through: let the lease lapse so this job is
+                // picked up again (here or elsewhere) from its last committed state.
+                warn!(error = %e, "store write failed; abandoning the lease");
+                Err(Stop::LeaseLost)
+            }
+        }
+    }
+
+    async fn launch_due(&mut self, running: &mut JoinSet<StepResult>) -> Result<(), Stop> {
+        let now = now_ms();
+        let concurrency = self.job.concurrency.max(1) as usize;
+        let due: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| {
+                let t = &self.tasks[i];
+                t.status.is_runnable()
+                    && !self.inflight.contains(&t.name)
+                    && t.wake_at.unwrap_or(0) <= now
+            })
+            .collect();
+        for i in due {
+            if self.inflight.len() >= concurrency {
+                break;
+            }
+            if let Some(deadline) = self.job.deadline_at
+                && now >= deadline
+            {
+                let msg = format!(
+                    "the job's deadline ({}) passed",
+                    crate::store::rfc3339(deadline)
+                );
+                self.end_task(i, NodeStatus::Failed, FailureClass::Deadline, msg)
+                    .await?;
+                continue;
+            }
+            let t = &self.tasks[i];
+            if matches!(t.status, NodeStatus::Pending | NodeStatus::Blocked) {
+                let holder = self.lease(
+                    self.inner
+                        .store
+                        .lock_node(&self.job, self.fence, &t.name)
+                        .await,
+                )?;
+                if let Some(holder) = holder {
+                    self.block(i, &holder).await?;
+                    continue;
+                }
+                if self.job.state == JobState::Queued {
+                    self.lease(
+                        self.inner
+                            .store
+                            .mark_started(&self.job.id, self.fence)
+                            .await,
+                    )?;
+                    self.job.state = JobState::Running;
+                }
+            }
+            self.spawn_step(i, running);
+        }
+        Ok(())
+    }
+
+    async fn block(&mut self, i: usize, holder: &str) -> Result<(), Stop> {
+        let t = &self.tasks[i];
+        let reason = format!("waiting for job {holder}, which is acting on this node");
+        let mut update = TaskUpdate::from_row(t);
+        update.status = NodeStatus::Blocked;
+        update.wake_at = Some(now_ms() + BLOCKED_RECHECK.as_millis() as i64);
+        let mut events = Vec::new();
+        if t.wait_reason.as_deref() != Some(reason.as_str()) {
+            info!(node = %t.name, holder, "node held by another job; waiting");
+            events.push(
+                NewEvent::new(EventKind::Blocked)
+                    .node(&t.name)
+                    .message(&reason),
+            );
+        }
+        update.wait_reason = Some(reason);
+        self.commit(i, update, events).await
+    }
+
+    fn spawn_step(&mut self, i: usize, running: &mut JoinSet<StepResult>) {
+        let t = &self.tasks[i];
+        let state = self.wf.state(&t.state).expect("validated workflow");
+        let Action::Step(step) = &state.action else {
+            return;
+        };
+        let recorded = Arc::new(std::sync::Mutex::new(Recorded {
+            map: t.external_ids(),
+            dirty: false,
+        }));
+        let def = self
+            .inner
+            .registry
+            .step_def(step)
+            .expect("validated workflow");
+        let ctx = StepContext {
+            job_id: self.job.id.clone(),
+            kind: self.job.kind.clone(),
+            tenant: self.job.tenant.clone(),
+            cluster: self.job.cluster.clone(),
+            params: self.params.clone(),
+            node: t.name.clone(),
+            spec: t.spec(),
+            state: t.state.clone(),
+            attempt: t.attempt as u32 + 1,
+            external: recorded.clone(),
+            store: self.inner.store.clone(),
+            fence: self.fence,
+        };
+        let run = def.run.clone();
+        let timeout = state.timeout;
+        let node = t.name.clone();
+        let step_name = step.clone();
+        let span = info_span!("step", node = %node, state = %t.state, step = %step_name);
+        self.inflight.insert(node.clone());
+        running.spawn(
+            async move {
+                let started = Instant::now();
+                let guarded = std::panic::AssertUnwindSafe(run(ctx)).catch_unwind();
+                let result = match tokio::time::timeout(timeout, guarded).await {
+                    Ok(Ok(r)) => r,
+                    // A panicking step is a bug; count it as a failed attempt, so the retry
+                    // budget bounds it, instead of taking the worker down.
+                    Ok(Err(panic)) => Err(StepError::new(
+                        FailureClass::Transient,
+                        format!("step {step_name} panicked: {}", panic_text(&panic)),
+                    )),
+                    Err(_) => Err(StepError::new(
+                        FailureClass::Timeout,
+                        format!(
+                            "step {step_name} did not finish within {}",
+                            crate::duration::format(timeout)
+                        ),
+                    )),
+                };
+                let rec = recorded.lock().unwrap();
+                let ext = rec
+                    .dirty
+                    .then(|| serde_json::Value::Object(rec.map.clone()).to_string());
+                (node, result, started.elapsed(), ext)
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Applies a step's outcome to its node through the workflow and commits it.
+    async fn apply(
+        &mut self,
+        node: &str,
+        result: Result<Outcome, StepError>,
+        took: Duration,
+    ) -> Result<(), Stop> {
+        let Some(i) = self.tasks.iter().position(|t| t.name == node) else {
+            return Ok(());
+        };
+        let t = &self.tasks[i];
+        let state = self.wf.state(&t.state).expect("validated workflow");
+        if let Action::Step(step) = &state.action {
+            self.inner.metrics.observe_step(&self.job.kind, step, took);
+        }
+        let now = now_ms();
+        let outcome = result.unwrap_or_else(|e| Outcome::Retry {
+            class: e.class,
+            message: e.message,
+        });
+        let mut update = TaskUpdate::from_row(t);
+        update.attempts_total += 1;
+        let mut events = Vec::new();
+        let _span = info_span!("node", node = %t.name).entered();
+        match outcome {
+            Outcome::Next { label, note } => {
+                let target = state.on.get(&label).cloned().unwrap_or_else(|| {
+                    // Validation guarantees declared labels have transitions; an undeclared
+                    // one is a step bug, so fail the node loudly rather than guess.
+                    String::new()
+                });
+                if target.is_empty() {
+                    let msg = format!(
+                        "step returned undeclared outcome `{label}` in state {}",
+                        t.state
+                    );
+                    drop(_span);
+                    return self
+                        .end_task(i, NodeStatus::Failed, FailureClass::InvalidSpec, msg)
+                        .await;
+                }
+                let (class, message) = match note {
+                    Some((c, m)) => (c, Some(m)),
+                    None => (None, None),
+                };
+                self.transition(
+                    &mut update,
+                    &mut events,
+                    &label,
+                    &target,
+                    class,
+                    message,
+                    now,
+                );
+            }
+            Outcome::Wait {
+                reason,
+                until,
+                recheck,
+            } => {
+                let mut wake = until.unwrap_or(now + recheck.as_millis() as i64);
+                if let Some(deadline) = self.job.deadline_at {
+                    wake = wake.min(deadline);
+                }
+                update.status = NodeStatus::Waiting;
+                update.wake_at = Some(wake);
+                if t.wait_reason.as_deref() != Some(reason.as_str()) {
+                    info!(reason = %reason, "waiting");
+                    events.push(NewEvent::new(EventKind::Waiting).node(&t.name).message(&reason).data(json!({
+                        "state": t.state, "until": until.map(crate::store::rfc3339), "recheck_ms": recheck.as_millis() as u64,
+                    })));
+                }
+                update.wait_reason = Some(reason);
+            }
+            Outcome::Retry { class, message } => {
+                self.inner.metrics.retries.inc(class.as_str());
+                let failed = (t.attempt + 1) as u32;
+                update.attempt = failed as i64;
+                update.failure_class = Some(class);
+                update.last_error = Some(message.clone());
+                let in_state = Duration::from_millis((now - t.entered_at).max(0) as u64);
+                match state.retry.decide(failed, in_state) {
+                    RetryDecision::After(delay) => {
+                        let wake = now + delay.as_millis() as i64;
+                        if let Some(deadline) = self.job.deadline_at
+                            && wake > deadline
+                        {
+                            let msg = format!(
+                                "{message} (no retry: the next attempt would pass the job's deadline {})",
+                                crate::store::rfc3339(deadline)
+                            );
+                            drop(_span);
+                            return self.end_task(i, NodeStatus::Failed, class, msg).await;
+                        }
+                        warn!(class = %class, attempt = failed, error = %message, "attempt failed; retrying");
+                        update.status = NodeStatus::Waiting;
+                        update.wake_at = Some(wake);
+                        update.wait_reason = Some(format!(
+                            "retrying {} after {class} failure (attempt {failed})",
+                            t.state
+                        ));
+                        events.push(
+                            NewEvent::new(EventKind::Retry)
+                                .node(&t.name)
+                                .attempt(failed as i64)
+                                .class(Some(class))
+                                .message(message)
+                                .data(json!({ "state": t.state, "backoff_ms": delay.as_millis() as u64 })),
+                        );
+                    }
+                    RetryDecision::Exhausted(why) => {
+                        let msg = format!("{message} ({why})");
+                        if let Some(target) = state.on.get(EXHAUSTED).cloned() {
+                            self.transition(
+                                &mut update,
+                                &mut events,
+                                EXHAUSTED,
+                                &target,
+                                Some(class),
+                                Some(msg),
+                                now,
+                            );
+                        } else {
+                            drop(_span);
+                            return self.end_task(i, NodeStatus::Failed, class, msg).await;
+                        }
+                    }
+                }
+            }
+            Outcome::Fail { class, message } => {
+                drop(_span);
+                return self.end_task(i, NodeStatus::Failed, class, message).await;
+            }
+            Outcome::NeedsInput { class, reason } => {
+                warn!(reason = %reason, "node needs operator input");
+                update.status = NodeStatus::NeedsInput;
+                update.wake_at = None;
+                update.failure_class = class;
+                update.last_error = Some(reason.clone());
+                update.wait_reason = Some(reason.clone());
+                events.push(
+                    NewEvent::new(EventKind::NeedsInput)
+                        .node(&t.name)
+                        .class(class)
+                        .message(reason),
+                );
+            }
+        }
+        drop(_span);
+        self.commit(i, update, events).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transition(
+        &self,
+        update: &mut TaskUpdate,
+        events: &mut Vec<NewEvent>,
+        label: &str,
+        target: &str,
+        class: Option<FailureClass>,
+        message: Option<String>,
+        now: i64,
+    ) {
+        let from = update.state.clone();
+        let end = match self.wf.state(target).map(|s| &s.action) {
+            Some(Action::End(status)) => Some(*status),
+            _ => None,
+        };
+        update.state = target.to_string();
+        update.attempt = 0;
+        update.entered_at = now;
+        update.wait_reason = None;
+        match end {
+            Some(status) => {
+                update.status = status;
+                update.wake_at = None;
+                if status == NodeStatus::Failed {
+                    update.failure_class = class;
+                    update.last_error = message.clone();
+                }
+            }
+            None => {
+                update.status = NodeStatus::Running;
+                update.wake_at = Some(now);
+            }
+        }
+        info!(from = %from, to = %target, outcome = label, "transition");
+        let mut e = NewEvent::new(EventKind::Transition)
+            .node(&update.name)
+            .transition(&from, target)
+            .class(class)
+            .data(json!({ "outcome": label }));
+        if let Some(m) = message {
+            e = e.message(m);
+        }
+        events.push(e);
+    }
+
+    async fn end_task(
+        &mut self,
+        i: usize,
+        status: NodeStatus,
+        class: FailureClass,
+        message: String,
+    ) -> Result<(), Stop> {
+        let t = &self.tasks[i];
+        warn!(node = %t.name, class = %class, error = %message, "node {status}");
+        let mut update = TaskUpdate::from_row(t);
+        update.status = status;
+        update.wake_at = None;
+        update.wait_reason = None;
+        update.failure_class = Some(class);
+        update.last_error = Some(message.clone());
+        let e = NewEvent::new(EventKind::Failed)
+            .node(&t.name)
+            .attempt(t.attempt + 1)
+            .class(Some(class))
+            .message(message)
+            .data(json!({ "state": t.state }));
+        self.commit(i, update, vec![e]).await
+    }
+
+    async fn commit(
+        &mut self,
+        i: usize,
+        update: TaskUpdate,
+        events: Vec<NewEvent>,
+    ) -> Result<(), Stop> {
+        let job_state = self.lease(
+            self.inner
+                .store
+                .commit_task(&self.job, self.fence, &update, &events)
+                .await,
+        )?;
+        if let Some(s) = job_state {
+            self.job.state = s;
+        }
+        let t = &mut self.tasks[i];
+        t.state = update.state;
+        t.status = update.status;
+        t.attempt = update.attempt;
+        t.attempts_total = update.attempts_total;
+        t.entered_at = update.entered_at;
+        t.wake_at = update.wake_at;
+        t.wait_reason = update.wait_reason;
+        t.failure_class = update.failure_class.map(|c| c.to_string());
+        t.last_error = update.last_error;
+        Ok(())
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
+/// In-process wake-ups for jobs this process holds.
+#[derive(Default)]
+pub(super) struct Held {
+    jobs: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Held {
+    pub fn insert(&self, id: &str) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        self.jobs.lock().unwrap().insert(id.to_string(), n.clone());
+        n
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.jobs.lock().unwrap().remove(id);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Notify>> {
+        self.jobs.lock().unwrap().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.lock().unwrap().len()
+    }
+}

@@ -1,0 +1,15 @@
+//! Capstan: a durable job engine for the worker-node lifecycle of Cluster API clusters on
+//! OpenStack. See ARCHITECTURE.md for the map; `main.rs` only wires.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod engine;
+pub mod lifecycle;
+pub mod metrics;
+pub mod model;
+pub mod serve;
+pub mod store;
+pub mod telemetry;

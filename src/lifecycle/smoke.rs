@@ -1,0 +1,46 @@
+//! `smoke`: a job kind that touches no cloud, for checking an installation end to end.
+//! Node spec: `{"name": ..., "settle": "2s"}` (optional, default 1s).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::model::FailureClass;
+use crate::store::now_ms;
+
+pub fn register(r: &mut Registry) {
+    r.step("smoke.touch", &["ok"], touch);
+    r.step("smoke.settle", &["ok"], settle);
+}
+
+/// Records the touch time once; a re-run after a crash finds it and does not touch again.
+async fn touch(mut ctx: StepContext) -> Result<Outcome, StepError> {
+    if ctx.external("touched_at").is_none() {
+        ctx.record("touched_at", json!(now_ms()), Some("touched".into()))
+            .await?;
+    }
+    Ok(Outcome::next("ok"))
+}
+
+/// Waits until `settle` after the touch, as a persisted wait.
+async fn settle(ctx: StepContext) -> Result<Outcome, StepError> {
+    let settle = match ctx.spec.get("settle").and_then(|v| v.as_str()) {
+        Some(s) => crate::duration::parse(s)
+            .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("settle: {e}")))?,
+        None => Duration::from_secs(1),
+    };
+    let touched = ctx
+        .external("touched_at")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(now_ms);
+    let ready_at = touched + settle.as_millis() as i64;
+    if now_ms() >= ready_at {
+        Ok(Outcome::next("ok"))
+    } else {
+        Ok(Outcome::wait_until(
+            ready_at,
+            format!("settling for {}", crate::duration::format(settle)),
+        ))
+    }
+}

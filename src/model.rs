@@ -1,0 +1,209 @@
+//! The vocabulary every layer shares: job and node states, failure classes and event kinds.
+//!
+//! Each enum has exactly one string form, used verbatim by the database columns, the JSON
+//! API and the log lines, so an operator can grep one word across all three.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares a fieldless enum with a single snake_case string form, plus `Display`,
+/// `FromStr` and serde impls that all use that form.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "`{other}` is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a job is in its life. Derived from its node tasks after every change, inside
+    /// the same transaction, so it can never disagree with them.
+    pub enum JobState {
+        /// Accepted, no step has run yet.
+        Queued = "queued",
+        /// At least one node task has started and some are still runnable.
+        Running = "running",
+        /// Nothing can run until an operator amends a node and resumes.
+        NeedsInput = "needs_input",
+        /// Cancel was asked; in-flight steps finish, nothing new starts.
+        Cancelling = "cancelling",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+string_enum! {
+    /// Where one node task is. The workflow state name (e.g. `wait_provisioned`) says which
+    /// step it is at; this says whether that step can run.
+    pub enum NodeStatus {
+        /// Not started; the node lock is not yet held.
+        Pending = "pending",
+        /// Runnable now.
+        Running = "running",
+        /// A persisted wait: until a time, or until a condition re-checked on a timer or event.
+        Waiting = "waiting",
+        /// Another job holds this node; re-checked until it is released.
+        Blocked = "blocked",
+        /// Stopped until an operator amends the node's spec and resumes the job.
+        NeedsInput = "needs_input",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl NodeStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            NodeStatus::Succeeded | NodeStatus::Failed | NodeStatus::Cancelled
+        )
+    }
+
+    /// A status the engine itself will run again without an operator.
+    pub fn is_runnable(self) -> bool {
+        matches!(
+            self,
+            NodeStatus::Pending | NodeStatus::Running | NodeStatus::Waiting | NodeStatus::Blocked
+        )
+    }
+}
+
+string_enum! {
+    /// Why something failed, which decides what is done about it (DESIGN §4).
+    pub enum FailureClass {
+        /// Not enough quota: clean up, wait, retry until it fits or the deadline passes.
+        Quota = "quota",
+        /// No valid host: clean up, back off, retry with the same spec.
+        Capacity = "capacity",
+        /// The spec cannot work as written: the node needs operator input.
+        InvalidSpec = "invalid_spec",
+        /// 5xx, timeouts, connection refused: retry with backoff.
+        Transient = "transient",
+        /// Credentials refused: fail, never retried.
+        Auth = "auth",
+        /// A name taken by something that is not ours.
+        Conflict = "conflict",
+        /// A step exceeded its time budget.
+        Timeout = "timeout",
+        /// The job's deadline passed.
+        Deadline = "deadline",
+    }
+}
+
+string_enum! {
+    /// The kinds of entries in a job's append-only history.
+    pub enum EventKind {
+        Submitted = "submitted",
+        /// A node moved from one workflow state to another.
+        Transition = "transition",
+        Waiting = "waiting",
+        Blocked = "blocked",
+        Retry = "retry",
+        Failed = "failed",
+        NeedsInput = "needs_input",
+        /// Something a step removed or verified gone.
+        Cleanup = "cleanup",
+        /// Anything else a step wants on the record (an ID it created, a policy it read).
+        Note = "note",
+        /// Cancel, resume, amend: who asked for what.
+        Operator = "operator",
+        /// A worker took over a job whose previous lease lapsed.
+        LeaseTakeover = "lease_takeover",
+        JobState = "job_state",
+    }
+}
+
+string_enum! {
+    /// What a bearer token may do (DESIGN §6).
+    pub enum Role {
+        /// Every tenant.
+        Admin = "admin",
+        /// Every job of one tenant.
+        TenantAdmin = "tenant_admin",
+        /// Their own jobs in one tenant.
+        Member = "member",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_one_string_form() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+        }
+        for s in NodeStatus::ALL {
+            assert_eq!(s.as_str().parse::<NodeStatus>().unwrap(), *s);
+        }
+        for c in FailureClass::ALL {
+            assert_eq!(c.as_str().parse::<FailureClass>().unwrap(), *c);
+        }
+        let err = "sideways".parse::<JobState>().unwrap_err();
+        assert!(
+            err.contains("`sideways`") && err.contains("needs_input"),
+            "{err}"
+        );
+    }
+}

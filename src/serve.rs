@@ -1,0 +1,137 @@
+//! `capstan serve`: opens the store, loads and checks the workflows, and runs the engine,
+//! the scheduler and the HTTP API in one process until SIGTERM or Ctrl-C, then shuts down
+//! gracefully (in-flight steps finish, leases are released).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::api::{self, AppState};
+use crate::config::{Auth, Config};
+use crate::engine::step::Registry;
+use crate::engine::{Engine, EngineConfig, workflow};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything `serve` needs, from flags or from a test.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Load workflows from this directory instead of the built-in ones.
+    pub workflows: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub max_jobs: usize,
+}
+
+impl ServeOptions {
+    pub fn new(listen: SocketAddr, db: PathBuf) -> ServeOptions {
+        let defaults = EngineConfig::default();
+        ServeOptions {
+            listen,
+            db,
+            config: None,
+            workflows: None,
+            admin_token: None,
+            lease: defaults.lease,
+            poll: defaults.poll,
+            max_jobs: defaults.max_jobs,
+        }
+    }
+}
+
+/// Runs the server with the given steps (the built-in ones, or a test's).
+pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()> {
+    let sources = match &opts.workflows {
+        Some(dir) => workflow::read_dir(dir)
+            .with_context(|| format!("reading workflows from {}", dir.display()))?,
+        None => crate::lifecycle::workflow_sources(),
+    };
+    let workflows = workflow::load_all(&sources, &registry)?;
+    let config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let auth = Auth::from_config(config, opts.admin_token.clone())?;
+    if auth.is_empty() {
+        anyhow::bail!(
+            "no API token is configured: set CAPSTAN_ADMIN_TOKEN or give --config with `tokens`"
+        );
+    }
+    let store = Store::open(&opts.db).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let engine_config = EngineConfig {
+        lease: opts.lease,
+        poll: opts.poll,
+        max_jobs: opts.max_jobs,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        store,
+        Arc::new(registry),
+        workflows,
+        engine_config,
+        metrics.clone(),
+        stop_rx.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let mut kinds: Vec<&String> = engine.workflows().keys().collect();
+    kinds.sort();
+    info!(db = %opts.db.display(), kinds = ?kinds, "capstan serving on http://{addr}");
+    // Tests and scripts read the bound address from this line.
+    println!("capstan: listening on http://{addr}");
+
+    let app = api::router(AppState {
+        engine: engine.clone(),
+        auth: Arc::new(auth),
+        metrics,
+    });
+    let engine_task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run().await }
+    });
+    let scheduler_task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_scheduler().await }
+    });
+    let mut http_stop = stop_rx.clone();
+    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = http_stop.changed().await;
+    });
+    let signals = async {
+        shutdown_signal().await;
+        info!("shutting down: finishing in-flight steps and releasing leases");
+        let _ = stop_tx.send(true);
+    };
+    let (served, ()) = tokio::join!(http, signals);
+    served?;
+    let _ = tokio::join!(engine_task, scheduler_task);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,174 @@
+//! Schedules: cron expressions that enqueue a job template.
+//!
+//! Exactly one job per tick: firing is a compare-and-set on `next_fire_at` in the same
+//! transaction that inserts the job, so two engine processes on one file, or a restart in the
+//! middle, can never enqueue a tick twice.
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::jobs::{NewJob, insert_job};
+use super::{Result, Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: String,
+    pub tenant: String,
+    pub owner: String,
+    pub name: String,
+    pub cron: String,
+    pub template: String,
+    pub enabled: bool,
+    pub next_fire_at: i64,
+    pub last_fired_at: Option<i64>,
+    pub last_job_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, tenant, owner, name, cron, template, enabled, next_fire_at, \
+     last_fired_at, last_job_id, created_at, updated_at";
+
+/// The changeable parts of a schedule; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleChange {
+    pub cron: Option<String>,
+    pub template: Option<String>,
+    pub enabled: Option<bool>,
+    pub next_fire_at: Option<i64>,
+}
+
+impl Store {
+    pub async fn create_schedule(&self, s: &ScheduleRow) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT id FROM schedules WHERE tenant = ? AND name = ?")
+                .bind(&s.tenant)
+                .bind(&s.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = taken {
+            return Err(StoreError::Conflict(format!(
+                "tenant {} already has a schedule named `{}` ({id})",
+                s.tenant, s.name
+            )));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.owner)
+        .bind(&s.name)
+        .bind(&s.cron)
+        .bind(&s.template)
+        .bind(s.enabled)
+        .bind(s.next_fire_at)
+        .bind(s.last_fired_at)
+        .bind(&s.last_job_id)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM schedules WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn list_schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM schedules"));
+        if let Some(t) = tenant {
+            q.push(" WHERE tenant = ").push_bind(t.to_string());
+        }
+        q.push(" ORDER BY tenant, name");
+        Ok(q.build_query_as().fetch_all(&self.read).await?)
+    }
+
+    pub async fn update_schedule(&self, id: &str, c: &ScheduleChange) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET cron = COALESCE(?, cron), template = COALESCE(?, template), \
+               enabled = COALESCE(?, enabled), next_fire_at = COALESCE(?, next_fire_at), \
+               updated_at = ? WHERE id = ?",
+        )
+        .bind(&c.cron)
+        .bind(&c.template)
+        .bind(c.enabled)
+        .bind(c.next_fire_at)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM schedules WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    /// Enabled schedules whose next tick is due.
+    pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE enabled = 1 AND next_fire_at <= ? ORDER BY next_fire_at"
+        ))
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Enqueues `job` for the tick `s.next_fire_at` and moves the schedule on to `next`, in
+    /// one transaction. `None`: someone else fired this tick first (or the schedule changed).
+    pub async fn fire_schedule(
+        &self,
+        s: &ScheduleRow,
+        next: i64,
+        job: &NewJob,
+    ) -> Result<Option<String>> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(
+            "UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, last_job_id = ?, updated_at = ? \
+             WHERE id = ? AND next_fire_at = ? AND enabled = 1",
+        )
+        .bind(next)
+        .bind(now)
+        .bind(&job.id)
+        .bind(now)
+        .bind(&s.id)
+        .bind(s.next_fire_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(None);
+        }
+        insert_job(&mut tx, job).await?;
+        tx.commit().await?;
+        self.notify_appended(&job.id);
+        Ok(Some(job.id.clone()))
+    }
+
+    /// Moves a schedule past ticks that cannot fire (its template no longer admits), so a
+    /// broken template does not spin.
+    pub async fn skip_tick(&self, s: &ScheduleRow, next: i64) -> Result<()> {
+        sqlx::query("UPDATE schedules SET next_fire_at = ?, updated_at = ? WHERE id = ? AND next_fire_at = ?")
+            .bind(next)
+            .bind(now_ms())
+            .bind(&s.id)
+            .bind(s.next_fire_at)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
