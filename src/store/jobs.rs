@@ -902,7 +902,8 @@ async fn derive_job_state(
         })
         .filter_map(|(_, _, w)| *w)
         .min();
-    let started = total - count(NodeStatus::Pending) > 0;
+    // Once running, a job never reads as queued again (a crash can leave every task pending).
+    let started = old != JobState::Queued || total - count(NodeStatus::Pending) > 0;
     let state = if terminal == total {
         if count(NodeStatus::Cancelled) > 0 || cancel_requested {
             JobState::Cancelled

@@ -6,8 +6,9 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::jobs::{NewJob, insert_job};
-use super::{Result, Store, StoreError, now_ms};
+use super::jobs::{NewEvent, NewJob, insert_event, insert_job};
+use super::{Result, Store, StoreError, now_ms, rfc3339};
+use crate::model::EventKind;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -154,6 +155,14 @@ impl Store {
             return Ok(None);
         }
         insert_job(&mut tx, job).await?;
+        let e = NewEvent::new(EventKind::Note)
+            .message(format!(
+                "enqueued by schedule {} for its tick at {}",
+                s.name,
+                rfc3339(s.next_fire_at)
+            ))
+            .data(serde_json::json!({ "schedule_id": s.id, "tick": rfc3339(s.next_fire_at) }));
+        insert_event(&mut tx, &job.id, now, &e).await?;
         tx.commit().await?;
         self.notify_appended(&job.id);
         Ok(Some(job.id.clone()))

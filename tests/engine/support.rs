@@ -1,0 +1,416 @@
+//! What the engine tests share: a real `capstan serve` child process with test-registered
+//! steps, an HTTP client, and the side database in which the test steps record every
+//! execution (the "outside world" the engine must not act on twice).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use capstan::engine::step::{Outcome, Registry, StepContext, StepError};
+use capstan::model::FailureClass;
+use capstan::store::now_ms;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use tokio::sync::OnceCell;
+
+pub const ADMIN: &str = "admin-token-0001";
+
+pub fn workflows_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workflows")
+}
+
+/// The side database: one table of executions (every run of a test step, with its process
+/// and time span) and one of effects (what an idempotent step created, once).
+pub async fn side_pool(path: &Path) -> SqlitePool {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePool::connect_with(opts).await.expect("side db");
+    for ddl in [
+        "CREATE TABLE IF NOT EXISTS executions (id INTEGER PRIMARY KEY, job TEXT, node TEXT, state TEXT, pid INTEGER, started INTEGER, ended INTEGER)",
+        "CREATE TABLE IF NOT EXISTS effects (job TEXT, node TEXT, state TEXT, pid INTEGER)",
+        "CREATE TABLE IF NOT EXISTS gates (name TEXT PRIMARY KEY)",
+    ] {
+        sqlx::query(ddl).execute(&pool).await.expect("side ddl");
+    }
+    pool
+}
+
+static SIDE: OnceCell<SqlitePool> = OnceCell::const_new();
+
+async fn side() -> &'static SqlitePool {
+    SIDE.get_or_init(|| async {
+        let path = std::env::var("CAPSTAN_TEST_SIDE_DB").expect("CAPSTAN_TEST_SIDE_DB");
+        side_pool(Path::new(&path)).await
+    })
+    .await
+}
+
+async fn begin_execution(ctx: &StepContext) -> i64 {
+    sqlx::query_scalar("INSERT INTO executions (job, node, state, pid, started) VALUES (?, ?, ?, ?, ?) RETURNING id")
+        .bind(&ctx.job_id)
+        .bind(&ctx.node)
+        .bind(&ctx.state)
+        .bind(std::process::id() as i64)
+        .bind(now_ms())
+        .fetch_one(side().await)
+        .await
+        .expect("record execution")
+}
+
+async fn end_execution(id: i64) {
+    sqlx::query("UPDATE executions SET ended = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(id)
+        .execute(side().await)
+        .await
+        .expect("end execution");
+}
+
+fn spec_u64(ctx: &StepContext, key: &str, default: u64) -> u64 {
+    ctx.spec.get(key).and_then(Value::as_u64).unwrap_or(default)
+}
+
+/// Creates its effect once: it looks before it creates, as real steps must.
+async fn effect(ctx: StepContext) -> Result<Outcome, StepError> {
+    let exec = begin_execution(&ctx).await;
+    let pool = side().await;
+    tokio::time::sleep(Duration::from_millis(spec_u64(&ctx, "work_ms", 15))).await;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM effects WHERE job = ? AND node = ? AND state = ?")
+            .bind(&ctx.job_id)
+            .bind(&ctx.node)
+            .bind(&ctx.state)
+            .fetch_optional(pool)
+            .await
+            .expect("look");
+    if exists.is_none() {
+        sqlx::query("INSERT INTO effects (job, node, state, pid) VALUES (?, ?, ?, ?)")
+            .bind(&ctx.job_id)
+            .bind(&ctx.node)
+            .bind(&ctx.state)
+            .bind(std::process::id() as i64)
+            .execute(pool)
+            .await
+            .expect("create");
+    }
+    end_execution(exec).await;
+    Ok(Outcome::next("ok"))
+}
+
+/// A persisted wait of `wait_ms`, measured from the first run.
+async fn wait(mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let ready_at = match ctx.external("ready_at").and_then(|v| v.as_i64()) {
+        Some(t) => t,
+        None => {
+            let t = now_ms() + spec_u64(&ctx, "wait_ms", 300) as i64;
+            ctx.record("ready_at", json!(t), None).await?;
+            t
+        }
+    };
+    if now_ms() >= ready_at {
+        Ok(Outcome::next("ok"))
+    } else {
+        Ok(Outcome::wait_until(ready_at, "waiting for ready_at"))
+    }
+}
+
+/// Fails `fail_times` times (class `fail_class`), then succeeds.
+async fn flaky(ctx: StepContext) -> Result<Outcome, StepError> {
+    let exec = begin_execution(&ctx).await;
+    end_execution(exec).await;
+    let runs: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE job = ? AND node = ?")
+            .bind(&ctx.job_id)
+            .bind(&ctx.node)
+            .fetch_one(side().await)
+            .await
+            .expect("count");
+    let class: FailureClass = ctx
+        .spec
+        .get("fail_class")
+        .and_then(Value::as_str)
+        .unwrap_or("transient")
+        .parse()
+        .unwrap();
+    if runs <= spec_u64(&ctx, "fail_times", 2) as i64 {
+        return Err(StepError::new(class, format!("injected failure {runs}")));
+    }
+    Ok(Outcome::next("ok"))
+}
+
+/// Needs input until the node's spec says `fixed: true`.
+async fn check(ctx: StepContext) -> Result<Outcome, StepError> {
+    if ctx.spec.get("fixed") == Some(&json!(true)) {
+        Ok(Outcome::next("ok"))
+    } else {
+        Ok(Outcome::needs_input(
+            Some(FailureClass::InvalidSpec),
+            "volume type `ssd2` does not exist; set `fixed: true`",
+        ))
+    }
+}
+
+/// Waits until the test opens the gate named in the spec (default: the node's name).
+async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
+    if ctx.external("gate_seen_at").is_none() {
+        ctx.record("gate_seen_at", json!(now_ms()), None).await?;
+    }
+    let name = ctx
+        .spec
+        .get("gate")
+        .and_then(Value::as_str)
+        .unwrap_or(&ctx.node)
+        .to_string();
+    let open: Option<i64> = sqlx::query_scalar("SELECT 1 FROM gates WHERE name = ?")
+        .bind(&name)
+        .fetch_optional(side().await)
+        .await
+        .expect("gate");
+    if open.is_some() {
+        Ok(Outcome::next("ok"))
+    } else {
+        Ok(Outcome::recheck_in(
+            Duration::from_millis(50),
+            format!("gate {name} closed"),
+        ))
+    }
+}
+
+pub fn test_registry() -> Registry {
+    let mut r = Registry::new();
+    r.step("t.effect", &["ok"], effect);
+    r.step("t.wait", &["ok"], wait);
+    r.step("t.flaky", &["ok"], flaky);
+    r.step("t.check", &["ok"], check);
+    r.step("t.gate", &["ok"], gate);
+    r
+}
+
+/// A `capstan serve` child process running the test steps.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+pub struct ServerSpec {
+    pub db: PathBuf,
+    pub side: PathBuf,
+    pub config: Option<PathBuf>,
+    pub lease: &'static str,
+    pub log: PathBuf,
+}
+
+impl ServerSpec {
+    pub fn new(dir: &Path) -> ServerSpec {
+        ServerSpec {
+            db: dir.join("capstan.db"),
+            side: dir.join("side.db"),
+            config: None,
+            lease: "2s",
+            log: dir.join("server.log"),
+        }
+    }
+}
+
+impl Server {
+    /// Starts the child and waits for it to say where it listens.
+    pub fn start(spec: &ServerSpec) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "child_server_entry",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CAPSTAN_TEST_CHILD", "1")
+        .env("CAPSTAN_TEST_DB", &spec.db)
+        .env("CAPSTAN_TEST_SIDE_DB", &spec.side)
+        .env("CAPSTAN_TEST_LEASE", spec.lease)
+        .env("CAPSTAN_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+        if let Some(c) = &spec.config {
+            cmd.env("CAPSTAN_TEST_CONFIG", c);
+        }
+        let mut child = cmd.spawn().expect("spawn server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    // libtest's own "test ... " prefix may share the line.
+                    if let Some((_, u)) = line.split_once("capstan: listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!(
+                        "server exited before listening ({status}); see {}",
+                        spec.log.display()
+                    );
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `capstan serve` and expects it to refuse to start; returns its stderr.
+pub fn serve_refuses(db: &Path, workflows: Option<&Path>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env("CAPSTAN_ADMIN_TOKEN", ADMIN);
+    if let Some(w) = workflows {
+        cmd.arg("--workflows").arg(w);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "serve should have refused to start");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+pub struct Api {
+    http: reqwest::Client,
+    pub url: String,
+}
+
+impl Api {
+    pub fn new(url: &str) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None, &[])
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            path,
+            Some(token),
+            Some(&body.to_string()),
+            &[],
+        )
+        .await
+        .expect("POST")
+    }
+
+    pub async fn submit(&self, token: &str, body: &Value) -> Value {
+        let (status, v) = self.post("/v1/jobs", token, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "submit: {v}");
+        v
+    }
+
+    /// Polls until the job is finished; a generous bound only so a broken engine fails the
+    /// test instead of hanging it (not a timing claim).
+    pub async fn wait_finished(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}"), ADMIN).await;
+            if matches!(
+                job["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    /// Polls until `pred` holds for the job.
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..600 {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}"), ADMIN).await;
+            if pred(&job) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id}: never saw {what}");
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (status, page) = self.get(&format!("/v1/jobs/{id}/events"), ADMIN).await;
+        assert_eq!(status, StatusCode::OK);
+        page["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub async fn open_gate(side: &Path, name: &str) {
+    let pool = side_pool(side).await;
+    sqlx::query("INSERT OR IGNORE INTO gates (name) VALUES (?)")
+        .bind(name)
+        .execute(&pool)
+        .await
+        .unwrap();
+}
