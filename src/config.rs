@@ -175,10 +175,6 @@ impl Auth {
             .map(|(_, p)| p)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
     /// The tenant that owns a cluster namespace, if exactly one does.
     pub fn tenant_of_namespace(&self, ns: &str) -> Option<&str> {
         let mut owners = self

@@ -60,13 +60,17 @@ pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()>
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let auth = Auth::from_config(config, opts.admin_token.clone())?;
-    if auth.is_empty() {
-        anyhow::bail!(
-            "no API token is configured: set CAPSTAN_ADMIN_TOKEN or give --config with `tokens`"
-        );
-    }
     let store = Store::open(&opts.db).await?;
+    let mut admin_token = opts.admin_token.clone();
+    if config.tokens.is_empty() && admin_token.is_none() {
+        let (path, token) = local_admin_token(&opts.db)?;
+        info!(
+            file = %path.display(),
+            "no API token configured; using the local admin token kept in this file"
+        );
+        admin_token = Some(token);
+    }
+    let auth = Auth::from_config(config, admin_token)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let engine_config = EngineConfig {
@@ -119,6 +123,31 @@ pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()>
     served?;
     let _ = tokio::join!(engine_task, scheduler_task);
     Ok(())
+}
+
+/// With no token configured, a local admin token kept beside the database (created once,
+/// readable only by its owner), so the first run needs no setup and prints no secret.
+fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, String)> {
+    let path = db.with_extension("admin-token");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.trim().is_empty()
+    {
+        return Ok((path, existing.trim().to_string()));
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    Ok((path, token))
 }
 
 async fn shutdown_signal() {

@@ -3,9 +3,9 @@
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(json: bool) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+/// `default` applies when `RUST_LOG` is not set (e.g. `info,sqlx=warn`).
+pub fn init(json: bool, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -205,7 +205,12 @@ pub enum BenchCmd {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    crate::telemetry::init(cli.log_json);
+    // A benchmark should not measure its own log lines.
+    let default_log = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info,sqlx=warn",
+    };
+    crate::telemetry::init(cli.log_json, default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

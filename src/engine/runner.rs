@@ -129,8 +129,11 @@ impl Runner {
             if running.is_empty() && !self.cancel {
                 match self.next_due() {
                     None => {
-                        // Nothing runnable: every node is finished or needs input.
-                        self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                        // Nothing runnable: every node is finished (the commit that finished
+                        // the job released the lease) or needs input.
+                        if !self.job.state.is_terminal() {
+                            self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                        }
                         return Ok(());
                     }
                     Some(at) if at - now_ms() > HOLD_IDLE.as_millis() as i64 => {
@@ -274,7 +277,7 @@ impl Runner {
                 let holder = self.lease(
                     self.inner
                         .store
-                        .lock_node(&self.job, self.fence, &t.name)
+                        .start_node(&self.job, self.fence, &t.name)
                         .await,
                 )?;
                 if let Some(holder) = holder {
@@ -282,12 +285,6 @@ impl Runner {
                     continue;
                 }
                 if self.job.state == JobState::Queued {
-                    self.lease(
-                        self.inner
-                            .store
-                            .mark_started(&self.job.id, self.fence)
-                            .await,
-                    )?;
                     self.job.state = JobState::Running;
                 }
             }

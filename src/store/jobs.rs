@@ -420,7 +420,8 @@ impl Store {
 
     /// Writes one node task's new state and the events that explain it, in one fenced
     /// transaction. When the task leaves the runnable set, its node lock is released and
-    /// the job's state is re-derived; the new job state is returned then.
+    /// the job's state is re-derived; the new job state is returned then. A job that this
+    /// commit finishes also gives up its lease here.
     pub async fn commit_task(
         &self,
         job: &JobRow,
@@ -463,7 +464,15 @@ impl Store {
             if update.status.is_terminal() {
                 release_node_lock(&mut tx, &job.cluster, &update.name, &job.id).await?;
             }
-            job_state = Some(derive_job_state(&mut tx, &job.id, now).await?);
+            let state = derive_job_state(&mut tx, &job.id, now).await?;
+            if state.is_terminal() {
+                // The job is done: its lease goes in the same transaction.
+                sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
+                    .bind(&job.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            job_state = Some(state);
         }
         tx.commit().await?;
         if !events.is_empty() || job_state.is_some() {
@@ -525,28 +534,47 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the node lock for `(cluster, node)` for this job, or names the job holding it.
-    pub async fn lock_node(&self, job: &JobRow, fence: i64, node: &str) -> Result<Option<String>> {
+    /// Starts work on a node: takes the node lock for `(cluster, node)` for this job and, the
+    /// first time, marks the job running, in one fenced transaction. Returns the job holding
+    /// the node instead, if that is another job.
+    pub async fn start_node(&self, job: &JobRow, fence: i64, node: &str) -> Result<Option<String>> {
+        let now = now_ms();
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, &job.id, fence).await?;
-        sqlx::query(
+        // A no-op update on conflict makes RETURNING give the current holder either way.
+        let holder: String = sqlx::query_scalar(
             "INSERT INTO node_locks (cluster, node, job_id, acquired_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (cluster, node) DO NOTHING",
+             ON CONFLICT (cluster, node) DO UPDATE SET node = excluded.node RETURNING job_id",
         )
         .bind(&job.cluster)
         .bind(node)
         .bind(&job.id)
-        .bind(now_ms())
-        .execute(&mut *tx)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await?;
-        let holder: String =
-            sqlx::query_scalar("SELECT job_id FROM node_locks WHERE cluster = ? AND node = ?")
-                .bind(&job.cluster)
-                .bind(node)
-                .fetch_one(&mut *tx)
-                .await?;
+        if holder != job.id {
+            tx.commit().await?;
+            return Ok(Some(holder));
+        }
+        let started = sqlx::query(
+            "UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ? AND state = 'queued'",
+        )
+        .bind(now)
+        .bind(&job.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if started > 0 {
+            let e = NewEvent::new(EventKind::JobState)
+                .transition("queued", "running")
+                .message("job running");
+            insert_event(&mut tx, &job.id, now, &e).await?;
+        }
         tx.commit().await?;
-        Ok((holder != job.id).then_some(holder))
+        if started > 0 {
+            self.notify_appended(&job.id);
+        }
+        Ok(None)
     }
 
     /// Gives up the lease cleanly, leaving `next_run_at` at the job's earliest wake-up.
@@ -953,29 +981,4 @@ async fn derive_job_state(
         insert_event(tx, job_id, now, &e).await?;
     }
     Ok(state)
-}
-
-/// Marks a job `running` the first time one of its tasks starts (fenced).
-impl Store {
-    pub async fn mark_started(&self, job_id: &str, fence: i64) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        check_fence(&mut tx, job_id, fence).await?;
-        let now = now_ms();
-        let changed = sqlx::query(
-            "UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ? AND state = 'queued'",
-        )
-        .bind(now)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed > 0 {
-            let e = NewEvent::new(EventKind::JobState)
-                .transition("queued", "running")
-                .message("job running");
-            insert_event(&mut tx, job_id, now, &e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 }

@@ -24,7 +24,7 @@ fn child_server_entry() {
         .build()
         .unwrap();
     rt.block_on(async {
-        capstan::telemetry::init(false);
+        capstan::telemetry::init(false, "info,sqlx=warn");
         let mut opts = ServeOptions::new(
             "127.0.0.1:0".parse().unwrap(),
             env("CAPSTAN_TEST_DB").into(),

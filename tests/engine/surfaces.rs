@@ -783,3 +783,61 @@ async fn serve_refuses_an_incomplete_workflow_naming_file_state_and_problem() {
         "no database is created for a refused start"
     );
 }
+
+#[tokio::test]
+async fn with_no_token_configured_serve_keeps_a_private_admin_token_file_and_never_logs_it() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env_remove("CAPSTAN_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split_once("listening on ")
+        .unwrap()
+        .1
+        .trim()
+        .to_string();
+    let token_file = dir.path().join("fresh.admin-token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let api = Api::new(&url);
+    assert_eq!(api.get("/v1/jobs", &token).await.0, StatusCode::OK);
+    assert_eq!(
+        api.submit(
+            &token,
+            &json!({"kind": "smoke", "cluster": "default/demo", "nodes": ["n-1"]})
+        )
+        .await["kind"],
+        "smoke"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("fresh.admin-token"),
+        "the log says where the token is: {logged}"
+    );
+    assert!(
+        !logged.contains(&token),
+        "the token itself must never be logged"
+    );
+}
