@@ -30,7 +30,10 @@ CREATE TABLE jobs (
     fence            INTEGER NOT NULL DEFAULT 0,  -- bumped on every claim; stale workers' writes fail
     operator_seq     INTEGER NOT NULL DEFAULT 0   -- bumped by cancel/resume/amend, so a lease holder reloads
 );
-CREATE INDEX jobs_due ON jobs (next_run_at) WHERE next_run_at IS NOT NULL;
+-- Claims look for due jobs nobody holds, then for leases that lapsed under a dead worker;
+-- held jobs stay out of the first index, so a claim never walks past them.
+CREATE INDEX jobs_due ON jobs (next_run_at) WHERE next_run_at IS NOT NULL AND lease_owner IS NULL;
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE lease_owner IS NOT NULL;
 CREATE INDEX jobs_by_tenant ON jobs (tenant, id);
 CREATE INDEX jobs_by_cluster ON jobs (cluster, id);
 

@@ -134,7 +134,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         if done as usize >= args.jobs {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let engine_time = started.elapsed();
     let _ = stop_tx.send(true);

@@ -341,16 +341,28 @@ impl Store {
     pub async fn claim_due(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let candidate: Option<(String, Option<String>)> = sqlx::query_as(
+        let due: Option<(String, Option<String>)> = sqlx::query_as(
             "SELECT id, lease_owner FROM jobs \
-             WHERE next_run_at IS NOT NULL AND next_run_at <= ? \
-               AND (lease_until IS NULL OR lease_until < ?) \
+             WHERE next_run_at IS NOT NULL AND lease_owner IS NULL AND next_run_at <= ? \
              ORDER BY next_run_at LIMIT 1",
         )
         .bind(now)
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
+        let candidate = match due {
+            Some(c) => Some(c),
+            // A lease that lapsed: its holder died (or stalled) mid-job.
+            None => {
+                sqlx::query_as(
+                    "SELECT id, lease_owner FROM jobs \
+                     WHERE lease_owner IS NOT NULL AND lease_until < ? \
+                     ORDER BY lease_until LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
         let Some((id, previous)) = candidate else {
             return Ok(None);
         };
