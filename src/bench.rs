@@ -32,6 +32,9 @@ pub struct EngineBenchArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// Concurrent submitting clients.
+const SUBMITTERS: usize = 8;
+
 fn workflow_yaml(steps: usize) -> String {
     let mut y =
         String::from("kind: bench\nstart: s1\nconcurrency: 1\nretry: {max_attempts: 1}\nstates:\n");
@@ -114,14 +117,25 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         async move { engine.run().await }
     });
     let started = Instant::now();
-    let wf = engine.workflows()["bench"].clone();
-    for i in 0..args.jobs {
-        let body = serde_json::json!({ "kind": "bench", "cluster": "bench/c", "nodes": [format!("n-{i}")] });
-        let req =
-            request::parse(&body, engine.workflows()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let job = req.into_job(&wf, "bench", "bench", None);
-        store.submit(&job, None).await?;
-        engine.wake(&job.id);
+    // Jobs arrive from several clients at once, as through the API.
+    let mut submitters = tokio::task::JoinSet::new();
+    for client in 0..SUBMITTERS {
+        let (engine, store) = (engine.clone(), store.clone());
+        let jobs = args.jobs;
+        submitters.spawn(async move {
+            let wf = engine.workflows()["bench"].clone();
+            for i in (client..jobs).step_by(SUBMITTERS) {
+                let body = serde_json::json!({ "kind": "bench", "cluster": "bench/c", "nodes": [format!("n-{i}")] });
+                let req = request::parse(&body, engine.workflows()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let job = req.into_job(&wf, "bench", "bench", None);
+                store.submit(&job, None).await?;
+                engine.wake(&job.id);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = submitters.join_next().await {
+        r??;
     }
     let submitted = started.elapsed();
     loop {

@@ -28,6 +28,9 @@ use crate::store::Store;
 use step::Registry;
 use workflow::Workflow;
 
+/// Jobs claimed in one transaction at most.
+const CLAIM_BATCH: usize = 64;
+
 /// Tunables of one engine process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -130,26 +133,33 @@ impl Engine {
             if *shutdown.borrow() {
                 break;
             }
-            while inner.held.len() < inner.config.max_jobs {
+            let room = inner
+                .config
+                .max_jobs
+                .saturating_sub(inner.held.len())
+                .min(CLAIM_BATCH);
+            if room > 0 {
                 match inner
                     .store
-                    .claim_due(&inner.config.worker_id, lease_ms)
+                    .claim_due(&inner.config.worker_id, lease_ms, room)
                     .await
                 {
-                    Ok(Some(claim)) => {
-                        let id = claim.job.id.clone();
-                        let wake = inner.held.insert(&id);
-                        let inner = self.inner.clone();
-                        runners.spawn(async move {
-                            runner::run(inner.clone(), claim, wake).await;
-                            inner.held.remove(&id);
-                        });
+                    Ok(claims) => {
+                        let full = claims.len() == room;
+                        for claim in claims {
+                            let id = claim.job.id.clone();
+                            let wake = inner.held.insert(&id);
+                            let inner = self.inner.clone();
+                            runners.spawn(async move {
+                                runner::run(inner.clone(), claim, wake).await;
+                                inner.held.remove(&id);
+                            });
+                        }
+                        if full {
+                            continue; // more may be due
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        warn!(error = %e, "claiming jobs failed; will retry");
-                        break;
-                    }
+                    Err(e) => warn!(error = %e, "claiming jobs failed; will retry"),
                 }
             }
             tokio::select! {

@@ -337,70 +337,69 @@ impl Store {
         )
     }
 
-    /// Claims the most overdue job whose lease is free or lapsed, bumping its fencing token.
-    pub async fn claim_due(&self, worker: &str, lease_ms: i64) -> Result<Option<Claim>> {
+    /// Claims up to `limit` jobs, most overdue first, whose lease is free or lapsed, bumping
+    /// each one's fencing token, in one transaction.
+    pub async fn claim_due(&self, worker: &str, lease_ms: i64, limit: usize) -> Result<Vec<Claim>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let due: Option<(String, Option<String>)> = sqlx::query_as(
+        let mut candidates: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT id, lease_owner FROM jobs \
              WHERE next_run_at IS NOT NULL AND lease_owner IS NULL AND next_run_at <= ? \
-             ORDER BY next_run_at LIMIT 1",
+             ORDER BY next_run_at LIMIT ?",
         )
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
         .await?;
-        let candidate = match due {
-            Some(c) => Some(c),
-            // A lease that lapsed: its holder died (or stalled) mid-job.
-            None => {
-                sqlx::query_as(
-                    "SELECT id, lease_owner FROM jobs \
-                     WHERE lease_owner IS NOT NULL AND lease_until < ? \
-                     ORDER BY lease_until LIMIT 1",
-                )
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-        };
-        let Some((id, previous)) = candidate else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "UPDATE jobs SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE id = ?",
-        )
-        .bind(worker)
-        .bind(now + lease_ms)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        // A lease is cleared on a clean release; one still set here lapsed under a dead worker.
-        let taken_over_from = previous.filter(|p| p != worker);
-        if let Some(prev) = &taken_over_from {
-            let e = NewEvent::new(EventKind::LeaseTakeover).message(format!(
-                "worker {worker} took over from {prev}, whose lease lapsed"
-            ));
-            insert_event(&mut tx, &id, now, &e).await?;
+        if candidates.len() < limit {
+            // Leases that lapsed: their holder died (or stalled) mid-job.
+            let lapsed: Vec<(String, Option<String>)> = sqlx::query_as(
+                "SELECT id, lease_owner FROM jobs \
+                 WHERE lease_owner IS NOT NULL AND lease_until < ? \
+                 ORDER BY lease_until LIMIT ?",
+            )
+            .bind(now)
+            .bind((limit - candidates.len()) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            candidates.extend(lapsed);
         }
-        let job: JobRow = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+        let mut claims = Vec::with_capacity(candidates.len());
+        for (id, previous) in candidates {
+            let job: JobRow = sqlx::query_as(&format!(
+                "UPDATE jobs SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE id = ? \
+                 RETURNING {JOB_COLUMNS}"
+            ))
+            .bind(worker)
+            .bind(now + lease_ms)
             .bind(&id)
             .fetch_one(&mut *tx)
             .await?;
-        let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT {TASK_COLUMNS} FROM node_tasks WHERE job_id = ? ORDER BY seq"
-        ))
-        .bind(&id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if taken_over_from.is_some() {
-            self.notify_appended(&id);
+            // A lease is cleared on a clean release; one still set here lapsed under a dead worker.
+            let taken_over_from = previous.filter(|p| p != worker);
+            if let Some(prev) = &taken_over_from {
+                let e = NewEvent::new(EventKind::LeaseTakeover).message(format!(
+                    "worker {worker} took over from {prev}, whose lease lapsed"
+                ));
+                insert_event(&mut tx, &id, now, &e).await?;
+            }
+            let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
+                "SELECT {TASK_COLUMNS} FROM node_tasks WHERE job_id = ? ORDER BY seq"
+            ))
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+            claims.push(Claim {
+                job,
+                tasks,
+                taken_over_from,
+            });
         }
-        Ok(Some(Claim {
-            job,
-            tasks,
-            taken_over_from,
-        }))
+        tx.commit().await?;
+        for c in claims.iter().filter(|c| c.taken_over_from.is_some()) {
+            self.notify_appended(&c.job.id);
+        }
+        Ok(claims)
     }
 
     /// Extends a held lease. `None`: the lease is gone (another worker claimed the job).
@@ -430,8 +429,8 @@ impl Store {
         self.tasks(job_id).await
     }
 
-    /// Writes one node task's new state and the events that explain it, in one fenced
-    /// transaction. When the task leaves the runnable set, its node lock is released and
+    /// Writes one node task's new state and the events that explain it, fenced, in one
+    /// transaction (shared with other steps' outcomes that arrive together: group commit). When the task leaves the runnable set, its node lock is released and
     /// the job's state is re-derived; the new job state is returned then. A job that this
     /// commit finishes also gives up its lease here.
     pub async fn commit_task(
@@ -441,56 +440,7 @@ impl Store {
         update: &TaskUpdate,
         events: &[NewEvent],
     ) -> Result<Option<JobState>> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE node_tasks SET state = ?, status = ?, attempt = ?, attempts_total = ?, \
-               entered_at = ?, wake_at = ?, wait_reason = ?, failure_class = ?, last_error = ?, updated_at = ? \
-             WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
-        )
-        .bind(&update.state)
-        .bind(update.status.as_str())
-        .bind(update.attempt)
-        .bind(update.attempts_total)
-        .bind(update.entered_at)
-        .bind(update.wake_at)
-        .bind(&update.wait_reason)
-        .bind(update.failure_class.map(|c| c.as_str()))
-        .bind(&update.last_error)
-        .bind(now)
-        .bind(&job.id)
-        .bind(&update.name)
-        .bind(&job.id)
-        .bind(fence)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::LeaseLost { fence });
-        }
-        for e in events {
-            insert_event(&mut tx, &job.id, now, e).await?;
-        }
-        let mut job_state = None;
-        if !update.status.is_runnable() {
-            if update.status.is_terminal() {
-                release_node_lock(&mut tx, &job.cluster, &update.name, &job.id).await?;
-            }
-            let state = derive_job_state(&mut tx, &job.id, now).await?;
-            if state.is_terminal() {
-                // The job is done: its lease goes in the same transaction.
-                sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
-                    .bind(&job.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            job_state = Some(state);
-        }
-        tx.commit().await?;
-        if !events.is_empty() || job_state.is_some() {
-            self.notify_appended(&job.id);
-        }
-        Ok(job_state)
+        super::commits::commit(self, job, fence, update, events).await
     }
 
     /// Records an external ID a step created (fenced), so a re-run after a crash finds it
@@ -767,6 +717,62 @@ impl Store {
         self.notify_appended(job_id);
         Ok(())
     }
+}
+
+/// The body of [`Store::commit_task`], inside the caller's transaction. Writes nothing when
+/// the fence is stale.
+pub(super) async fn apply_task_update(
+    tx: &mut Transaction<'static, Sqlite>,
+    job_id: &str,
+    cluster: &str,
+    fence: i64,
+    update: &TaskUpdate,
+    events: &[NewEvent],
+) -> Result<Option<JobState>> {
+    let now = now_ms();
+    let changed = sqlx::query(
+        "UPDATE node_tasks SET state = ?, status = ?, attempt = ?, attempts_total = ?, \
+           entered_at = ?, wake_at = ?, wait_reason = ?, failure_class = ?, last_error = ?, updated_at = ? \
+         WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
+    )
+    .bind(&update.state)
+    .bind(update.status.as_str())
+    .bind(update.attempt)
+    .bind(update.attempts_total)
+    .bind(update.entered_at)
+    .bind(update.wake_at)
+    .bind(&update.wait_reason)
+    .bind(update.failure_class.map(|c| c.as_str()))
+    .bind(&update.last_error)
+    .bind(now)
+    .bind(job_id)
+    .bind(&update.name)
+    .bind(job_id)
+    .bind(fence)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(StoreError::LeaseLost { fence });
+    }
+    for e in events {
+        insert_event(tx, job_id, now, e).await?;
+    }
+    if update.status.is_runnable() {
+        return Ok(None);
+    }
+    if update.status.is_terminal() {
+        release_node_lock(tx, cluster, &update.name, job_id).await?;
+    }
+    let state = derive_job_state(tx, job_id, now).await?;
+    if state.is_terminal() {
+        // The job is done: its lease goes in the same transaction.
+        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(Some(state))
 }
 
 async fn existing_for_key(

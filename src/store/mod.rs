@@ -10,6 +10,7 @@
 //! - Events are append-only (enforced by triggers in the schema).
 //! - The store knows nothing of workflows, steps, HTTP or clouds.
 
+mod commits;
 mod jobs;
 mod schedules;
 
@@ -48,6 +49,8 @@ pub enum StoreError {
     LeaseLost { fence: i64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("committing step outcomes failed: {0}")]
+    CommitFailed(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("stored JSON is corrupt: {0}")]
@@ -67,6 +70,8 @@ pub struct Store {
     read: SqlitePool,
     /// Job IDs whose history grew, for live event streams in this process.
     appended: broadcast::Sender<String>,
+    /// Step outcomes on their way to the group-commit writer.
+    commits: tokio::sync::mpsc::Sender<commits::Request>,
 }
 
 impl Store {
@@ -98,10 +103,12 @@ impl Store {
             .connect_with(options.read_only(true))
             .await?;
         let (appended, _) = broadcast::channel(1024);
+        let commits = commits::spawn_writer(write.clone(), appended.clone());
         Ok(Store {
             write,
             read,
             appended,
+            commits,
         })
     }
 

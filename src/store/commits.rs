@@ -1,0 +1,116 @@
+//! Group commit for step outcomes, the engine's hottest write.
+//!
+//! Runners hand their outcomes to one writer task. It takes whatever has queued up (up to
+//! [`MAX_BATCH`]) and writes it in one transaction, each outcome inside its own SAVEPOINT so
+//! a stale fence (or any error) undoes that outcome alone. Every caller gets its reply only
+//! after the transaction committed, so durability is exactly that of a commit per step; what
+//! is shared is the cost of BEGIN/COMMIT and of writing the same pages again. Under light
+//! load a batch is one outcome and nothing waits.
+
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::jobs::{JobRow, NewEvent, TaskUpdate, apply_task_update};
+use super::{Result, Store, StoreError};
+use crate::model::JobState;
+
+/// Outcomes written in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+pub(crate) struct Request {
+    job_id: String,
+    cluster: String,
+    fence: i64,
+    update: TaskUpdate,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Option<JobState>>>,
+}
+
+pub(super) fn spawn_writer(
+    pool: SqlitePool,
+    appended: broadcast::Sender<String>,
+) -> mpsc::Sender<Request> {
+    let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(writer(pool, rx, appended));
+    tx
+}
+
+pub(super) async fn commit(
+    store: &Store,
+    job: &JobRow,
+    fence: i64,
+    update: &TaskUpdate,
+    events: &[NewEvent],
+) -> Result<Option<JobState>> {
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        job_id: job.id.clone(),
+        cluster: job.cluster.clone(),
+        fence,
+        update: update.clone(),
+        events: events.to_vec(),
+        reply,
+    };
+    let gone = || StoreError::CommitFailed("the commit writer has stopped".into());
+    store.commits.send(request).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Request>,
+    appended: broadcast::Sender<String>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&pool, &batch).await {
+            Ok(results) => {
+                for (r, result) in batch.drain(..).zip(results) {
+                    if result
+                        .as_ref()
+                        .is_ok_and(|s| s.is_some() || !r.events.is_empty())
+                    {
+                        let _ = appended.send(r.job_id.clone());
+                    }
+                    let _ = r.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(StoreError::CommitFailed(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction; the outer error means nothing of it was committed.
+async fn write_batch(
+    pool: &SqlitePool,
+    batch: &[Request],
+) -> Result<Vec<Result<Option<JobState>>>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for r in batch {
+        sqlx::query("SAVEPOINT outcome").execute(&mut *tx).await?;
+        let result = apply_task_update(
+            &mut tx, &r.job_id, &r.cluster, r.fence, &r.update, &r.events,
+        )
+        .await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO outcome").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE outcome").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
