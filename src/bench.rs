@@ -171,7 +171,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let floor_time = floor(&db, total_steps).await?;
     let steps_per_s = total_steps as f64 / engine_time.as_secs_f64();
     println!(
-        "submit: {} jobs in {:.2}s",
+        "submit: {} jobs from {SUBMITTERS} concurrent clients in {:.2}s",
         args.jobs,
         submitted.as_secs_f64()
     );

@@ -79,6 +79,38 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
         .map(|e| e["data"]["backoff_ms"].as_u64().unwrap())
         .collect();
     assert_eq!(backoffs, vec![40, 80, 160], "capped at 160ms");
+
+    // What an operator's Prometheus sees: retries by class, jobs by kind and state.
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "capstan_retries_total{class=\"transient\"} 2",
+        "capstan_retries_total{class=\"capacity\"} 4",
+        "capstan_jobs{kind=\"retry\",state=\"succeeded\"} 1",
+        "capstan_jobs{kind=\"retry\",state=\"failed\"} 1",
+        "capstan_step_duration_seconds_count{kind=\"retry\",step=\"t.flaky\"} 7",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "/metrics lacks `{line}`:\n{metrics}"
+        );
+    }
+    for (path, expect) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let resp = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.text().await.unwrap().trim(), expect);
+    }
+    let doc: Value = reqwest::get(format!("{}/openapi.json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
 }
 
 #[tokio::test]
