@@ -19,7 +19,6 @@ CREATE TABLE jobs (
     deadline_at      INTEGER,
     concurrency      INTEGER NOT NULL,
     schedule_id      TEXT,
-    error            TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     finished_at      INTEGER,

@@ -20,7 +20,6 @@ pub struct JobRow {
     pub deadline_at: Option<i64>,
     pub concurrency: i64,
     pub schedule_id: Option<String>,
-    pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
@@ -236,7 +235,7 @@ pub struct JobFilter {
 }
 
 const JOB_COLUMNS: &str = "id, kind, tenant, owner, cluster, params, state, cancel_requested, \
-     deadline_at, concurrency, schedule_id, error, created_at, updated_at, finished_at, \
+     deadline_at, concurrency, schedule_id, created_at, updated_at, finished_at, \
      next_run_at, lease_owner, lease_until, fence, operator_seq";
 
 const TASK_COLUMNS: &str = "job_id, name, seq, spec, state, status, attempt, attempts_total, \
