@@ -83,13 +83,15 @@ CREATE TABLE node_locks (
     PRIMARY KEY (cluster, node)
 );
 
+-- Keys are each user's own: another user's key never returns (or reveals) your job.
 CREATE TABLE idempotency_keys (
     tenant     TEXT NOT NULL,
+    owner      TEXT NOT NULL,
     key        TEXT NOT NULL,
     request    TEXT NOT NULL,                 -- canonical JSON of the first request
     job_id     TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant, key)
+    PRIMARY KEY (tenant, owner, key)
 );
 
 CREATE TABLE schedules (

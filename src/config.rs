@@ -46,6 +46,13 @@ impl Secret {
     }
 }
 
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Secret, String> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -110,7 +117,7 @@ impl Config {
 impl Auth {
     /// Resolves the config (and `CAPSTAN_ADMIN_TOKEN`, if given) into an authenticator,
     /// refusing tokens that are missing, duplicated or inconsistent with their role.
-    pub fn from_config(config: Config, admin_token: Option<String>) -> anyhow::Result<Auth> {
+    pub fn from_config(config: Config, admin_token: Option<Secret>) -> anyhow::Result<Auth> {
         let mut tokens = Vec::new();
         for (i, t) in config.tokens.into_iter().enumerate() {
             let at = format!("tokens[{i}] ({})", t.name);
@@ -152,9 +159,9 @@ impl Auth {
                 },
             ));
         }
-        if let Some(token) = admin_token.filter(|t| !t.is_empty()) {
+        if let Some(token) = admin_token.filter(|t| !t.expose().is_empty()) {
             tokens.push((
-                Secret::new(token),
+                token,
                 Principal {
                     name: "admin".into(),
                     role: Role::Admin,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::api::{self, AppState};
-use crate::config::{Auth, Config};
+use crate::config::{Auth, Config, Secret};
 use crate::engine::step::Registry;
 use crate::engine::{Engine, EngineConfig, workflow};
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// Load workflows from this directory instead of the built-in ones.
     pub workflows: Option<PathBuf>,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub lease: Duration,
     pub poll: Duration,
     pub max_jobs: usize,
@@ -127,12 +127,12 @@ pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()>
 
 /// With no token configured, a local admin token kept beside the database (created once,
 /// readable only by its owner), so the first run needs no setup and prints no secret.
-fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, String)> {
+fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> {
     let path = db.with_extension("admin-token");
     if let Ok(existing) = std::fs::read_to_string(&path)
         && !existing.trim().is_empty()
     {
-        return Ok((path, existing.trim().to_string()));
+        return Ok((path, Secret::new(existing.trim())));
     }
     let token = format!(
         "{}{}",
@@ -147,7 +147,7 @@ fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, String)> 
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
-    Ok((path, token))
+    Ok((path, Secret::new(token)))
 }
 
 async fn shutdown_signal() {

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::{ApiError, parse_json};
 use super::{AppState, not_found, resolve_tenant, views};
 use crate::config::Principal;
-use crate::engine::request;
+use crate::engine::request::{self, FieldError};
 use crate::model::{JobState, Role};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
@@ -29,24 +29,36 @@ pub async fn submit(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body = parse_json(&body)?;
+    // Every problem at once: the header's and the body's.
+    let mut problems = Vec::new();
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let k = v.to_str().unwrap_or_default().trim();
             if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::field(
+                problems.push(FieldError::new(
                     "Idempotency-Key",
                     "must be 1 to 255 visible ASCII characters",
                 ));
+                None
+            } else {
+                // Keys are scoped to the submitting user (see the store).
+                Some(IdempotencyKey {
+                    key: k.to_string(),
+                    request: body.to_string(),
+                })
             }
-            // The owner is part of the request: another user's retry never returns your job.
-            Some(IdempotencyKey {
-                key: k.to_string(),
-                request: json!({ "owner": p.name, "body": body }).to_string(),
-            })
         }
     };
-    let req = request::parse(&body, st.engine.workflows()).map_err(ApiError::Invalid)?;
+    let req = request::parse(&body, st.engine.workflows());
+    let req = match req {
+        Ok(r) if problems.is_empty() => r,
+        Ok(_) => return Err(ApiError::Invalid(problems)),
+        Err(errs) => {
+            problems.extend(errs);
+            return Err(ApiError::Invalid(problems));
+        }
+    };
     let tenant = resolve_tenant(&st.auth, &p, req.tenant.as_deref(), &req.cluster)?;
     let wf = st.engine.workflows()[&req.kind].clone();
     let job = req.into_job(&wf, &tenant, &p.name, None);
@@ -182,7 +194,12 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     if wants_stream {
-        let stream = live_events(st.engine.store().clone(), id, after);
+        let stream = live_events(
+            st.engine.store().clone(),
+            id,
+            after,
+            st.engine.shutdown_signal(),
+        );
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -201,53 +218,67 @@ fn live_events(
     store: Store,
     job_id: String,
     after: i64,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = store.subscribe_appends();
-    stream::unfold(Some((store, job_id, after, rx)), |state| async move {
-        let (store, job_id, mut after, mut rx) = state?;
-        let mut finished = false;
-        loop {
-            let batch = store.events(&job_id, after, 500).await.ok()?;
-            if let Some(last) = batch.last() {
-                after = last.id;
-                let items: Vec<Result<Event, Infallible>> = batch
-                    .iter()
-                    .map(|e| {
-                        Ok(Event::default()
-                            .id(e.id.to_string())
-                            .event(e.kind.clone())
-                            .data(views::event(e).to_string()))
-                    })
-                    .collect();
-                return Some((stream::iter(items), Some((store, job_id, after, rx))));
-            }
-            if finished {
-                return None;
-            }
-            // The job's final events commit with its final state: once it reads finished,
-            // one more empty read means nothing is left to send.
-            if store
-                .job(&job_id)
-                .await
-                .ok()?
-                .is_none_or(|j| j.state.is_terminal())
-            {
-                finished = true;
-                continue;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                loop {
-                    match rx.recv().await {
-                        Ok(id) if id == job_id => return,
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => return,
-                        Err(RecvError::Closed) => std::future::pending::<()>().await,
-                    }
+    stream::unfold(
+        Some((store, job_id, after, rx, shutdown)),
+        |state| async move {
+            let (store, job_id, mut after, mut rx, mut shutdown) = state?;
+            let mut finished = false;
+            loop {
+                // A server shutting down ends its streams, so it does not wait on watchers.
+                if *shutdown.borrow() {
+                    return None;
                 }
-            })
-            .await;
-        }
-    })
+                let batch = store.events(&job_id, after, 500).await.ok()?;
+                if let Some(last) = batch.last() {
+                    after = last.id;
+                    let items: Vec<Result<Event, Infallible>> = batch
+                        .iter()
+                        .map(|e| {
+                            Ok(Event::default()
+                                .id(e.id.to_string())
+                                .event(e.kind.clone())
+                                .data(views::event(e).to_string()))
+                        })
+                        .collect();
+                    return Some((
+                        stream::iter(items),
+                        Some((store, job_id, after, rx, shutdown)),
+                    ));
+                }
+                if finished {
+                    return None;
+                }
+                // The job's final events commit with its final state: once it reads finished,
+                // one more empty read means nothing is left to send.
+                if store
+                    .job(&job_id)
+                    .await
+                    .ok()?
+                    .is_none_or(|j| j.state.is_terminal())
+                {
+                    finished = true;
+                    continue;
+                }
+                let appended = async {
+                    loop {
+                        match rx.recv().await {
+                            Ok(id) if id == job_id => return,
+                            Ok(_) => {}
+                            Err(RecvError::Lagged(_)) => return,
+                            Err(RecvError::Closed) => std::future::pending::<()>().await,
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(1), appended) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        },
+    )
     .flatten()
 }
 
@@ -284,8 +315,8 @@ pub async fn resume(
     Ok(Json(view))
 }
 
-/// Merges the body into a `needs_input` node's spec (JSON merge patch: `null` removes a
-/// field). The node's name cannot change.
+/// Applies the body to a `needs_input` node's spec as a JSON merge patch (RFC 7396: objects
+/// merge, `null` removes a field). The node's name cannot change.
 pub async fn amend(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -300,41 +331,32 @@ pub async fn amend(
             "must be a JSON object of node fields to change",
         ));
     };
-    let tasks = st.engine.store().tasks(&id).await?;
-    let task = tasks
+    if !st
+        .engine
+        .store()
+        .tasks(&id)
+        .await?
         .iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| not_found("node", &name))?;
-    if let Some(n) = patch.get("name")
-        && n.as_str() != Some(name.as_str())
+        .any(|t| t.name == name)
     {
-        return Err(ApiError::field(
-            "name",
-            "a node's name cannot be amended; cancel and submit a new job",
-        ));
+        return Err(not_found("node", &name));
     }
-    let mut spec = task.spec();
-    let obj = spec
-        .as_object_mut()
-        .ok_or_else(|| ApiError::Internal("stored node spec is not an object".into()))?;
-    let mut changed = Vec::new();
-    for (k, v) in patch {
-        if k == "name" {
-            continue;
+    let mut patch = patch;
+    match patch.remove("name") {
+        Some(n) if n.as_str() != Some(name.as_str()) => {
+            return Err(ApiError::field(
+                "name",
+                "a node's name cannot be amended; cancel and submit a new job",
+            ));
         }
-        if v.is_null() {
-            obj.remove(&k);
-        } else {
-            obj.insert(k.clone(), v);
-        }
-        changed.push(k);
+        _ => {}
     }
-    if changed.is_empty() {
+    if patch.is_empty() {
         return Err(ApiError::field("(body)", "names no field to change"));
     }
     st.engine
         .store()
-        .amend_node(&id, &name, &spec, &changed, &p.name)
+        .amend_node(&id, &name, &patch, &p.name)
         .await?;
     let tasks = st.engine.store().tasks(&id).await?;
     let task = tasks

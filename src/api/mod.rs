@@ -149,6 +149,17 @@ pub(crate) fn resolve_tenant(
             own
         }
     };
+    // A namespace another tenant lists is theirs, whatever this tenant's own list says.
+    if auth
+        .tenants
+        .iter()
+        .any(|(name, t)| *name != tenant && t.namespaces.iter().any(|n| n == ns))
+    {
+        return Err(ApiError::field(
+            "cluster",
+            format!("namespace `{ns}` belongs to another tenant"),
+        ));
+    }
     if let Some(cfg) = auth.tenants.get(&tenant)
         && !cfg.namespaces.is_empty()
         && !cfg.namespaces.iter().any(|n| n == ns)

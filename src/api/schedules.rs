@@ -75,9 +75,25 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let s: NewSchedule = typed(parse_json(&body)?)?;
-    check_dns_label(&s.name).map_err(|e| ApiError::field("name", e))?;
-    let next_fire_at = cron_next(&s.cron)?;
-    let tenant = check_template(&st, &p, &s.job)?;
+    // Every problem at once: name, cron and the job template.
+    let checks = (
+        check_dns_label(&s.name).map_err(|e| ApiError::field("name", e)),
+        cron_next(&s.cron),
+        check_template(&st, &p, &s.job),
+    );
+    let (next_fire_at, tenant) = match checks {
+        (Ok(()), Ok(next), Ok(tenant)) => (next, tenant),
+        (a, b, c) => {
+            let mut fields = Vec::new();
+            for e in [a.err(), b.err(), c.err()].into_iter().flatten() {
+                match e {
+                    ApiError::Invalid(f) => fields.extend(f),
+                    other => return Err(other),
+                }
+            }
+            return Err(ApiError::Invalid(fields));
+        }
+    };
     let now = now_ms();
     let row = ScheduleRow {
         id: uuid::Uuid::now_v7().to_string(),

@@ -7,11 +7,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{JobsCmd, Remote, SchedulesCmd, output, watch};
+use crate::config::Secret;
 
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: Secret,
 }
 
 impl Client {
@@ -36,7 +37,7 @@ impl Client {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+            .bearer_auth(self.token.expose());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -73,7 +74,7 @@ impl Client {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.expose())
             .header("accept", "text/event-stream")
             .send()
             .await

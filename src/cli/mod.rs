@@ -58,7 +58,7 @@ pub struct ServeArgs {
     pub workflows: Option<PathBuf>,
     /// An admin bearer token, without a config file.
     #[arg(long, env = "CAPSTAN_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<crate::config::Secret>,
     /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
@@ -81,7 +81,7 @@ pub struct Remote {
     pub url: String,
     /// Bearer token.
     #[arg(long, env = "CAPSTAN_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
+    pub token: Option<crate::config::Secret>,
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,

@@ -47,7 +47,14 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
-            worker_id: format!("{}-{}", hostname(), std::process::id()),
+            // The random part tells a restarted process (same PID in a container) from the
+            // one that died, so the takeover is recorded.
+            worker_id: format!(
+                "{}-{}-{:04x}",
+                hostname(),
+                std::process::id(),
+                fastrand::u16(..)
+            ),
             lease: Duration::from_secs(15),
             poll: Duration::from_millis(250),
             max_jobs: 64,
@@ -113,6 +120,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// Flips to `true` when the process begins to shut down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.clone()
+    }
+
     /// Tells the engine a job may have work now (submitted, resumed, cancelled).
     pub fn wake(&self, job_id: &str) {
         match self.inner.held.get(job_id) {
@@ -151,8 +163,8 @@ impl Engine {
                             let wake = inner.held.insert(&id);
                             let inner = self.inner.clone();
                             runners.spawn(async move {
-                                runner::run(inner.clone(), claim, wake).await;
-                                inner.held.remove(&id);
+                                runner::run(inner.clone(), claim, wake.clone()).await;
+                                inner.held.remove(&id, &wake);
                             });
                         }
                         if full {

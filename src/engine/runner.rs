@@ -25,6 +25,8 @@ use crate::store::{Claim, JobRow, NewEvent, StoreError, TaskRow, TaskUpdate, now
 
 /// A job with nothing due within this window gives its lease back rather than hold it idle.
 const HOLD_IDLE: Duration = Duration::from_secs(2);
+/// How long a job whose kind this binary does not know is left alone before a look again.
+const UNKNOWN_KIND_RETRY: Duration = Duration::from_secs(60);
 /// How often a node blocked by another job's lock looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -44,7 +46,11 @@ pub(super) async fn run(inner: Arc<Inner>, claim: Claim, wake: Arc<Notify>) {
         let Some(wf) = inner.workflows.get(&claim.job.kind).cloned() else {
             // The binary no longer knows this kind; keep the job and look again later.
             warn!("no workflow for this kind; leaving the job for a binary that has one");
-            let _ = inner.store.release(&claim.job.id, claim.job.fence).await;
+            let later = now_ms() + UNKNOWN_KIND_RETRY.as_millis() as i64;
+            let _ = inner
+                .store
+                .release_until(&claim.job.id, claim.job.fence, Some(later))
+                .await;
             return;
         };
         let mut runner = Runner::new(inner.clone(), claim, wf, wake);
@@ -71,6 +77,10 @@ struct Runner {
     wake: Arc<Notify>,
     operator_seq: i64,
     cancel: bool,
+    /// Until when this runner may trust its lease: the last confirmed claim or heartbeat plus
+    /// two thirds of the lease. Past it, nothing new starts and the runner stops, so a
+    /// worker whose heartbeats stall cannot re-run a step a newer holder already committed.
+    trusted_until: Instant,
 }
 
 /// A finished step: its node, result, duration, and the node's external IDs if it recorded any.
@@ -87,6 +97,7 @@ impl Runner {
             tasks: claim.tasks,
             inflight: HashSet::new(),
             params,
+            trusted_until: Instant::now() + inner.config.lease * 2 / 3,
             inner,
             wf,
             wake,
@@ -144,11 +155,17 @@ impl Runner {
                     Some(_) => {}
                 }
             }
-            let sleep_for = self
+            // Due nodes only shorten the sleep when one could start: not at the concurrency
+            // limit, and not while cancelling or stopping (then only steps finishing matter).
+            let can_start = !self.cancel
+                && !stopping
+                && self.inflight.len() < self.job.concurrency.max(1) as usize;
+            let until_due = self
                 .next_due()
+                .filter(|_| can_start)
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(heartbeat_every)
-                .min(next_heartbeat.saturating_duration_since(Instant::now()));
+                .unwrap_or(heartbeat_every);
+            let sleep_for = until_due.min(next_heartbeat.saturating_duration_since(Instant::now()));
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     // Steps are never aborted while the runner lives, and panics are caught
@@ -173,6 +190,7 @@ impl Runner {
             }
             if Instant::now() >= next_heartbeat {
                 next_heartbeat = Instant::now() + heartbeat_every;
+                let sent = Instant::now();
                 let hb = self
                     .inner
                     .store
@@ -184,6 +202,7 @@ impl Runner {
                     .await;
                 match hb {
                     Ok(Some(hb)) => {
+                        self.trusted_until = sent + self.inner.config.lease * 2 / 3;
                         if hb.cancel_requested && !self.cancel {
                             info!("cancel requested");
                             self.cancel = true;
@@ -196,8 +215,16 @@ impl Runner {
                         running.abort_all();
                         return Err(Stop::LeaseLost);
                     }
-                    Err(e) => warn!(error = %e, "heartbeat failed; retrying"),
+                    Err(e) => {
+                        warn!(error = %e, "heartbeat failed; retrying");
+                        next_heartbeat = Instant::now() + Duration::from_millis(200);
+                    }
                 }
+            }
+            if Instant::now() >= self.trusted_until {
+                // Unconfirmed for too long: another worker may hold the job by now.
+                running.abort_all();
+                return Err(Stop::LeaseLost);
             }
         }
     }
@@ -248,6 +275,30 @@ impl Runner {
 
     async fn launch_due(&mut self, running: &mut JoinSet<StepResult>) -> Result<(), Stop> {
         let now = now_ms();
+        if Instant::now() >= self.trusted_until {
+            return Err(Stop::LeaseLost);
+        }
+        if let Some(deadline) = self.job.deadline_at
+            && now >= deadline
+        {
+            // Past the deadline every unfinished node that is not mid-step fails, including
+            // those waiting for operator input.
+            let msg = format!(
+                "the job's deadline ({}) passed",
+                crate::store::rfc3339(deadline)
+            );
+            let late: Vec<usize> = (0..self.tasks.len())
+                .filter(|&i| {
+                    !self.tasks[i].status.is_terminal()
+                        && !self.inflight.contains(&self.tasks[i].name)
+                })
+                .collect();
+            for i in late {
+                self.end_task(i, NodeStatus::Failed, FailureClass::Deadline, msg.clone())
+                    .await?;
+            }
+            return Ok(());
+        }
         let concurrency = self.job.concurrency.max(1) as usize;
         let due: Vec<usize> = (0..self.tasks.len())
             .filter(|&i| {
@@ -260,17 +311,6 @@ impl Runner {
         for i in due {
             if self.inflight.len() >= concurrency {
                 break;
-            }
-            if let Some(deadline) = self.job.deadline_at
-                && now >= deadline
-            {
-                let msg = format!(
-                    "the job's deadline ({}) passed",
-                    crate::store::rfc3339(deadline)
-                );
-                self.end_task(i, NodeStatus::Failed, FailureClass::Deadline, msg)
-                    .await?;
-                continue;
             }
             let t = &self.tasks[i];
             if matches!(t.status, NodeStatus::Pending | NodeStatus::Blocked) {
@@ -649,8 +689,13 @@ impl Held {
         n
     }
 
-    pub fn remove(&self, id: &str) {
-        self.jobs.lock().unwrap().remove(id);
+    /// Forgets `id` if `mine` is still its entry (a newer claim of the same job, after this
+    /// runner's lease lapsed, has its own).
+    pub fn remove(&self, id: &str, mine: &Arc<Notify>) {
+        let mut jobs = self.jobs.lock().unwrap();
+        if jobs.get(id).is_some_and(|n| Arc::ptr_eq(n, mine)) {
+            jobs.remove(id);
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Notify>> {

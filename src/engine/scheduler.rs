@@ -71,9 +71,9 @@ async fn fire_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
                 .await?;
             continue;
         };
-        let Some(next) = next_tick(&cron, now) else {
-            continue;
-        };
+        // `None`: this is the expression's last tick (a year field that runs out); it still
+        // fires, and the schedule is disabled in the same transaction.
+        let next = next_tick(&cron, now);
         let template: serde_json::Value = serde_json::from_str(&s.template)?;
         let req = match request::parse(&template, engine.workflows()) {
             Ok(r) => r,

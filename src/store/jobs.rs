@@ -247,17 +247,18 @@ impl Store {
     pub async fn submit(&self, job: &NewJob, key: Option<&IdempotencyKey>) -> Result<Submitted> {
         let mut tx = self.begin_write().await?;
         if let Some(k) = key
-            && let Some(s) = existing_for_key(&mut tx, &job.tenant, k).await?
+            && let Some(s) = existing_for_key(&mut tx, &job.tenant, &job.owner, k).await?
         {
             return Ok(s);
         }
         insert_job(&mut tx, job).await?;
         if let Some(k) = key {
             sqlx::query(
-                "INSERT INTO idempotency_keys (tenant, key, request, job_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO idempotency_keys (tenant, owner, key, request, job_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(&job.tenant)
+            .bind(&job.owner)
             .bind(&k.key)
             .bind(&k.request)
             .bind(&job.id)
@@ -339,8 +340,9 @@ impl Store {
     /// Claims up to `limit` jobs, most overdue first, whose lease is free or lapsed, bumping
     /// each one's fencing token, in one transaction.
     pub async fn claim_due(&self, worker: &str, lease_ms: i64, limit: usize) -> Result<Vec<Claim>> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
+        // Read the clock once the write lock is held: waiting for it must not eat the lease.
+        let now = now_ms();
         let mut candidates: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT id, lease_owner FROM jobs \
              WHERE next_run_at IS NOT NULL AND lease_owner IS NULL AND next_run_at <= ? \
@@ -409,10 +411,11 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<Heartbeat>> {
         let row: Option<(bool, i64)> = sqlx::query_as(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND fence = ? \
-             RETURNING cancel_requested, operator_seq",
+            // The new expiry is computed when the statement runs, after any wait for the lock.
+            "UPDATE jobs SET lease_until = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ? \
+             WHERE id = ? AND fence = ? RETURNING cancel_requested, operator_seq",
         )
-        .bind(now_ms() + lease_ms)
+        .bind(lease_ms)
         .bind(job_id)
         .bind(fence)
         .fetch_optional(&self.write)
@@ -540,13 +543,28 @@ impl Store {
 
     /// Gives up the lease cleanly, leaving `next_run_at` at the job's earliest wake-up.
     pub async fn release(&self, job_id: &str, fence: i64) -> Result<()> {
+        self.release_until(job_id, fence, None).await
+    }
+
+    /// Gives up the lease and, if `not_before` is set, leaves the job alone until then.
+    pub async fn release_until(
+        &self,
+        job_id: &str,
+        fence: i64,
+        not_before: Option<i64>,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, job_id, fence).await?;
         derive_job_state(&mut tx, job_id, now_ms()).await?;
-        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, \
+               next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE MAX(next_run_at, COALESCE(?, 0)) END \
+             WHERE id = ?",
+        )
+        .bind(not_before)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.notify_appended(job_id);
         Ok(())
@@ -636,8 +654,10 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let names: Vec<(String, String)> = sqlx::query_as(
             "UPDATE node_tasks SET status = 'running', attempt = 0, wake_at = ?, wait_reason = NULL, \
-             updated_at = ? WHERE job_id = ? AND status = 'needs_input' RETURNING name, state",
+               entered_at = ?, updated_at = ? \
+             WHERE job_id = ? AND status = 'needs_input' RETURNING name, state",
         )
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(job_id)
@@ -665,36 +685,37 @@ impl Store {
         Ok(names.into_iter().map(|(n, _)| n).collect())
     }
 
-    /// Operator: replaces a `needs_input` node's spec. `changed` lists the fields for history.
+    /// Operator: applies a JSON merge patch (RFC 7396) to a `needs_input` node's spec, read
+    /// and written in one transaction so concurrent amends never drop each other's changes.
+    /// Returns the changed top-level fields.
     pub async fn amend_node(
         &self,
         job_id: &str,
         node: &str,
-        spec: &Value,
-        changed: &[String],
+        patch: &serde_json::Map<String, Value>,
         who: &str,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM node_tasks WHERE job_id = ? AND name = ?")
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT status, spec FROM node_tasks WHERE job_id = ? AND name = ?")
                 .bind(job_id)
                 .bind(node)
                 .fetch_optional(&mut *tx)
                 .await?;
-        match status.as_deref() {
-            None => {
-                return Err(StoreError::Conflict(format!(
-                    "the job has no node `{node}`"
-                )));
-            }
-            Some("needs_input") => {}
-            Some(other) => {
-                return Err(StoreError::Conflict(format!(
-                    "node `{node}` is {other}; only a needs_input node can be amended"
-                )));
-            }
+        let Some((status, spec)) = row else {
+            return Err(StoreError::Conflict(format!(
+                "the job has no node `{node}`"
+            )));
+        };
+        if status != "needs_input" {
+            return Err(StoreError::Conflict(format!(
+                "node `{node}` is {status}; only a needs_input node can be amended"
+            )));
         }
+        let mut spec: Value = serde_json::from_str(&spec)?;
+        merge_patch(&mut spec, &Value::Object(patch.clone()));
+        let changed: Vec<String> = patch.keys().cloned().collect();
         sqlx::query("UPDATE node_tasks SET spec = ?, updated_at = ? WHERE job_id = ? AND name = ?")
             .bind(spec.to_string())
             .bind(now)
@@ -714,7 +735,27 @@ impl Store {
         insert_event(&mut tx, job_id, now, &e).await?;
         tx.commit().await?;
         self.notify_appended(job_id);
-        Ok(())
+        Ok(changed)
+    }
+}
+
+/// JSON merge patch (RFC 7396): objects merge recursively, `null` removes, anything else
+/// replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let obj = target.as_object_mut().expect("made an object above");
+    for (k, v) in patch {
+        if v.is_null() {
+            obj.remove(k);
+        } else {
+            merge_patch(obj.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 
@@ -777,14 +818,17 @@ pub(super) async fn apply_task_update(
 async fn existing_for_key(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &str,
+    owner: &str,
     k: &IdempotencyKey,
 ) -> Result<Option<Submitted>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT request, job_id FROM idempotency_keys WHERE tenant = ? AND key = ?")
-            .bind(tenant)
-            .bind(&k.key)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT request, job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?",
+    )
+    .bind(tenant)
+    .bind(owner)
+    .bind(&k.key)
+    .fetch_optional(&mut **tx)
+    .await?;
     match row {
         None => Ok(None),
         Some((request, job_id)) if request == k.request => Ok(Some(Submitted {
@@ -792,7 +836,7 @@ async fn existing_for_key(
             created: false,
         })),
         Some((_, job_id)) => Err(StoreError::Conflict(format!(
-            "Idempotency-Key `{}` was first used for a different request (job {job_id})",
+            "Idempotency-Key `{}` was first used for a different request (your job {job_id})",
             k.key
         ))),
     }
@@ -916,8 +960,8 @@ async fn derive_job_state(
     job_id: &str,
     now: i64,
 ) -> Result<JobState> {
-    let (old, cancel_requested): (String, bool) =
-        sqlx::query_as("SELECT state, cancel_requested FROM jobs WHERE id = ?")
+    let (old, cancel_requested, deadline_at): (String, bool, Option<i64>) =
+        sqlx::query_as("SELECT state, cancel_requested, deadline_at FROM jobs WHERE id = ?")
             .bind(job_id)
             .fetch_one(&mut **tx)
             .await?;
@@ -950,7 +994,8 @@ async fn derive_job_state(
     // Once running, a job never reads as queued again (a crash can leave every task pending).
     let started = old != JobState::Queued || total - count(NodeStatus::Pending) > 0;
     let state = if terminal == total {
-        if count(NodeStatus::Cancelled) > 0 || cancel_requested {
+        // A cancel that came too late to stop anything does not hide the nodes' results.
+        if count(NodeStatus::Cancelled) > 0 {
             JobState::Cancelled
         } else if count(NodeStatus::Failed) > 0 {
             JobState::Failed
@@ -971,7 +1016,8 @@ async fn derive_job_state(
     } else if cancel_requested {
         Some(now)
     } else {
-        runnable_wake
+        // Nodes waiting for input still have the job's deadline to meet.
+        runnable_wake.or(deadline_at)
     };
     sqlx::query(
         "UPDATE jobs SET state = ?, next_run_at = ?, updated_at = ?, \
@@ -998,4 +1044,23 @@ async fn derive_job_state(
         insert_event(tx, job_id, now, &e).await?;
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut spec = json!({"name": "n-1", "root_volume": {"size_gib": 20, "type": "ssd2"}, "ip": "10.6.0.9"});
+        merge_patch(
+            &mut spec,
+            &json!({"root_volume": {"type": "ssd"}, "ip": null, "labels": {"a": "b"}}),
+        );
+        assert_eq!(
+            spec,
+            json!({"name": "n-1", "root_volume": {"size_gib": 20, "type": "ssd"}, "labels": {"a": "b"}})
+        );
+    }
 }

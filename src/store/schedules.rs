@@ -47,9 +47,9 @@ impl Store {
                 .bind(&s.name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some(id) = taken {
+        if taken.is_some() {
             return Err(StoreError::Conflict(format!(
-                "tenant {} already has a schedule named `{}` ({id})",
+                "tenant {} already has a schedule named `{}`",
                 s.tenant, s.name
             )));
         }
@@ -128,21 +128,24 @@ impl Store {
         .await?)
     }
 
-    /// Enqueues `job` for the tick `s.next_fire_at` and moves the schedule on to `next`, in
-    /// one transaction. `None`: someone else fired this tick first (or the schedule changed).
+    /// Enqueues `job` for the tick `s.next_fire_at` and moves the schedule on to `next` (or,
+    /// after its last tick, disables it), in one transaction. `None`: someone else fired this
+    /// tick first (or the schedule changed).
     pub async fn fire_schedule(
         &self,
         s: &ScheduleRow,
-        next: i64,
+        next: Option<i64>,
         job: &NewJob,
     ) -> Result<Option<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
-            "UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, last_job_id = ?, updated_at = ? \
+            "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, \
+               last_fired_at = ?, last_job_id = ?, updated_at = ? \
              WHERE id = ? AND next_fire_at = ? AND enabled = 1",
         )
         .bind(next)
+        .bind(next.is_some())
         .bind(now)
         .bind(&job.id)
         .bind(now)
@@ -170,9 +173,13 @@ impl Store {
 
     /// Moves a schedule past ticks that cannot fire (its template no longer admits), so a
     /// broken template does not spin.
-    pub async fn skip_tick(&self, s: &ScheduleRow, next: i64) -> Result<()> {
-        sqlx::query("UPDATE schedules SET next_fire_at = ?, updated_at = ? WHERE id = ? AND next_fire_at = ?")
+    pub async fn skip_tick(&self, s: &ScheduleRow, next: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, updated_at = ? \
+             WHERE id = ? AND next_fire_at = ?",
+        )
             .bind(next)
+            .bind(next.is_some())
             .bind(now_ms())
             .bind(&s.id)
             .bind(s.next_fire_at)

@@ -47,7 +47,7 @@ async fn holds_a_lease(db: &sqlx::SqlitePool, pid: u32) -> bool {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE lease_owner LIKE ? AND lease_until > ?",
     )
-    .bind(format!("%-{pid}"))
+    .bind(format!("%-{pid}-%"))
     .bind(capstan::store::now_ms())
     .fetch_one(db)
     .await

@@ -30,7 +30,7 @@ fn child_server_entry() {
             env("CAPSTAN_TEST_DB").into(),
         );
         opts.workflows = Some(support::workflows_dir());
-        opts.admin_token = Some(env("CAPSTAN_ADMIN_TOKEN"));
+        opts.admin_token = Some(capstan::config::Secret::new(env("CAPSTAN_ADMIN_TOKEN")));
         opts.config = std::env::var("CAPSTAN_TEST_CONFIG").ok().map(Into::into);
         opts.lease = capstan::duration::parse(&env("CAPSTAN_TEST_LEASE")).unwrap();
         opts.poll = Duration::from_millis(100);

@@ -130,6 +130,14 @@ async fn a_job_past_its_deadline_fails_its_unfinished_nodes() {
             .unwrap()
             .contains("deadline")
     );
+
+    // A node waiting for operator input is held to the deadline too.
+    let mut body = job("input", json!(["unfixed-1"]));
+    body["deadline"] = json!("1s");
+    let j = api.submit(ADMIN, &body).await;
+    let j = api.wait_finished(j["id"].as_str().unwrap()).await;
+    assert_eq!(j["state"], "failed");
+    assert_eq!(j["nodes"][0]["failure_class"], "deadline");
 }
 
 #[tokio::test]
@@ -475,11 +483,13 @@ const TENANT_CONFIG: &str = "\
 tenants:
   demo: {namespaces: [default]}
   other: {namespaces: [other]}
+  loose: {}
 tokens:
   - {name: carol, role: tenant_admin, tenant: demo, token: carol-token-1}
   - {name: alice, role: member, tenant: demo, token: alice-token-1}
   - {name: bob, role: member, tenant: demo, token: bob-token-11}
   - {name: olga, role: tenant_admin, tenant: other, token: olga-token-1}
+  - {name: lou, role: member, tenant: loose, token: lou-token-11}
 ";
 
 #[tokio::test]
@@ -614,6 +624,59 @@ async fn each_principal_sees_and_touches_only_what_its_role_allows() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["fields"][0]["field"], "cluster");
+    // A tenant that lists no namespaces still cannot act in one another tenant owns.
+    let (s, e) = api
+        .post("/v1/jobs", "lou-token-11", &job("gate", json!(["l-1"])))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to another tenant")
+    );
+
+    // Idempotency keys are each user's own: the same key from bob makes bob's job, and
+    // alice's retry still finds hers.
+    let body = job("gate", json!(["k-1"])).to_string();
+    let key = [("idempotency-key", "nightly")];
+    let (s1, by_alice) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some("alice-token-1"),
+            Some(&body),
+            &key,
+        )
+        .await
+        .unwrap();
+    let (s2, by_bob) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some("bob-token-11"),
+            Some(&body),
+            &key,
+        )
+        .await
+        .unwrap();
+    let (s3, again) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some("alice-token-1"),
+            Some(&body),
+            &key,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s1, s2, s3),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED, StatusCode::OK)
+    );
+    assert_ne!(by_alice["id"], by_bob["id"]);
+    assert_eq!(by_alice["id"], again["id"]);
+
     // The tenant admin can cancel a member's job.
     assert_eq!(
         api.post(&format!("{a}/cancel"), "carol-token-1", &json!({}))
@@ -672,11 +735,21 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_persisted() {
         .post(
             "/v1/schedules",
             ADMIN,
-            &json!({"name": "nightly", "cron": "every night", "job": job("gate", json!(["n-1"]))}),
+            &json!({"name": "Nightly", "cron": "every night", "job": job("teleport", json!(["n-1"]))}),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(e["fields"][0]["field"], "cron");
+    let fields: Vec<&str> = e["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["name", "cron", "job.kind"],
+        "every problem at once: {e}"
+    );
     let (s, e) = api.post("/v1/schedules", ADMIN, &json!({"name": "nightly", "cron": "0 3 * * *", "job": job("gate", json!(["n-1"])), "when": 1})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["fields"][0]["field"], "when");
