@@ -123,6 +123,7 @@ pub fn job_list(page: &Value) -> String {
 
 pub fn event_line(e: &Value) -> String {
     let mut out = format!("{}  {:<14}", s(&e["at"]), s(&e["kind"]));
+    let head = out.len();
     if let Some(n) = e["node"].as_str() {
         let _ = write!(out, " {n}");
     }
@@ -136,7 +137,9 @@ pub fn event_line(e: &Value) -> String {
         let _ = write!(out, " [{c}]");
     }
     if let Some(m) = e["message"].as_str() {
-        let _ = write!(out, ": {m}");
+        // A job-level event has nothing between its kind and its message.
+        let sep = if out.len() == head { " " } else { ": " };
+        let _ = write!(out, "{sep}{m}");
     }
     out
 }
