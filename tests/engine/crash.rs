@@ -59,7 +59,7 @@ async fn holds_a_lease(db: &sqlx::SqlitePool, pid: u32) -> bool {
 async fn sigkill_at_random_instants_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = ServerSpec::new(dir.path());
-    spec.lease = "1s";
+    spec.lease = "2s"; // a runner trusts it for 2/3 of that past each heartbeat
     let mut rng = fastrand::Rng::with_seed(0xCA9_57A1);
     let mut servers = vec![Server::start(&spec), Server::start(&spec)];
     let engine_db = sqlx::SqlitePool::connect_with(

@@ -401,7 +401,7 @@ async fn a_schedule_fires_once_per_tick_across_two_processes_and_collapses_misse
     // Both go down across several ticks; one comes back.
     drop(a);
     drop(b);
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(3800)).await;
     let due_at_restart: i64 = {
         let pool = sqlx::SqlitePool::connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
