@@ -799,6 +799,18 @@ async fn history_streams_live_over_sse_until_the_job_finishes() {
     assert_eq!(streamed.last().unwrap()["to"], "succeeded");
 }
 
+/// Runs statements on an SQLite file directly, as another program would.
+async fn run_sql(path: &std::path::Path, statements: &[&str]) {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn serve_refuses_a_database_that_is_not_its_own_and_leaves_it_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -817,20 +829,7 @@ async fn serve_refuses_a_database_that_is_not_its_own_and_leaves_it_untouched() 
 
     // Another application's SQLite file.
     let theirs = dir.path().join("theirs.db");
-    {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&theirs)
-                .create_if_missing(true),
-        )
-        .await
-        .unwrap();
-        sqlx::query("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    run_sql(&theirs, &["CREATE TABLE invoices (id INTEGER PRIMARY KEY)"]).await;
     let before = std::fs::read(&theirs).unwrap();
     let err = serve_refuses(&theirs, None);
     assert!(
@@ -841,24 +840,16 @@ async fn serve_refuses_a_database_that_is_not_its_own_and_leaves_it_untouched() 
 
     // Ours, but migrated by a newer binary.
     let newer = dir.path().join("newer.db");
-    {
-        let store = capstan::store::Store::open(&newer).await.unwrap();
-        drop(store);
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(&newer),
-        )
-        .await
-        .unwrap();
-        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'from the future', 1, x'00', 0)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    drop(capstan::store::Store::open(&newer).await.unwrap());
+    run_sql(
+        &newer,
+        &[
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101000000, 'from the future', 1, x'00', 0)",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ],
+    )
+    .await;
     let before = std::fs::read(&newer).unwrap();
     let err = serve_refuses(&newer, None);
     assert!(
