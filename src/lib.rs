@@ -11,5 +11,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod serve;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

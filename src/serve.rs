@@ -150,7 +150,8 @@ fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> 
     Ok((path, Secret::new(token)))
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

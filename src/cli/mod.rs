@@ -37,6 +37,8 @@ pub enum Command {
     /// Manage cron schedules that enqueue jobs.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// Run the simulated cloud (OpenStack APIs over HTTP) and write its clouds.yaml.
+    Sim(SimArgs),
     /// Measure the engine and print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -62,6 +64,22 @@ pub struct ServeArgs {
     /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    pub listen: SocketAddr,
+    /// Where to write clouds.yaml (a new temporary directory by default).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// A scenario file (YAML); the built-in demo cloud by default.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Seed for the IDs the cloud hands out.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -204,6 +222,28 @@ pub enum BenchCmd {
     Engine(crate::bench::EngineBenchArgs),
 }
 
+async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
+    let state_dir = a.state_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("capstan-sim-{}", uuid::Uuid::new_v4().simple()))
+    });
+    let opts = crate::sim::SimOptions {
+        listen: a.listen,
+        state_dir,
+        scenario: a.scenario,
+        seed: a.seed,
+    };
+    let sim = crate::sim::Sim::start(&opts).await?;
+    // Tests and scripts read these lines.
+    println!("capstan sim: listening on http://{}", sim.addr);
+    println!("capstan sim: keystone {}", sim.auth_url());
+    println!(
+        "capstan sim: clouds.yaml {} (cloud {})",
+        sim.clouds_yaml.display(),
+        crate::sim::CLOUD_NAME
+    );
+    sim.run_until_stopped().await
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     // A benchmark should not measure its own log lines.
     let default_log = match cli.command {
@@ -233,6 +273,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 crate::lifecycle::register(&mut registry);
                 serve(opts, registry).await
             }
+            Command::Sim(a) => run_sim(a).await,
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Schedules(cmd) => client::schedules(cmd).await,
             Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,

@@ -1,0 +1,130 @@
+//! The simulated cloud: a separate world that speaks the real wire protocols, so Capstan (and
+//! any other client) is exercised exactly as against a real cloud.
+//!
+//! Invariant: nothing outside this module tree imports it except the command line that starts
+//! it; the engine and the lifecycle steps meet it only over loopback HTTP, through the
+//! `clouds.yaml` it writes.
+//!
+//! This slice serves the OpenStack side read-only — Keystone auth and catalog, Nova flavors,
+//! AZs, hypervisors and limits, Neutron networks and subnets, Cinder volume types, Glance
+//! images. Servers, ports, volumes, floating IPs, quotas with usage, faults and the Kubernetes
+//! API come next (issue 3).
+
+mod ipv4;
+pub mod openstack;
+pub mod scenario;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use scenario::Scenario;
+
+/// The cloud name written to `clouds.yaml` for the first project.
+pub const CLOUD_NAME: &str = "capstan-sim";
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub listen: SocketAddr,
+    /// Where `clouds.yaml` is written.
+    pub state_dir: PathBuf,
+    /// A scenario file; the built-in demo when `None`.
+    pub scenario: Option<PathBuf>,
+    /// Seeds the IDs the cloud hands out, so runs repeat.
+    pub seed: u64,
+}
+
+/// A running simulator.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub clouds_yaml: PathBuf,
+    pub cloud: openstack::Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sim {
+    /// Binds, builds the scenario's cloud, writes `clouds.yaml` and serves in the background.
+    pub async fn start(opts: &SimOptions) -> anyhow::Result<Sim> {
+        let text = match &opts.scenario {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading scenario {}", path.display()))?,
+            None => scenario::DEMO.to_string(),
+        };
+        let scenario = Scenario::parse(&text).context("scenario")?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("binding {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let base = format!("http://{addr}");
+        let mut rng = fastrand::Rng::with_seed(opts.seed);
+        let cloud = Arc::new(Mutex::new(openstack::Cloud::new(
+            &scenario,
+            base.clone(),
+            &mut rng,
+        )?));
+        std::fs::create_dir_all(&opts.state_dir)?;
+        let clouds_yaml = opts.state_dir.join("clouds.yaml");
+        write_private(&clouds_yaml, &clouds_yaml_text(&scenario, &base))?;
+        let app = openstack::router(cloud.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(Sim {
+            addr,
+            clouds_yaml,
+            cloud,
+            task,
+        })
+    }
+
+    /// Keystone's URL, as written to `clouds.yaml`.
+    pub fn auth_url(&self) -> String {
+        format!("http://{}/identity/v3", self.addr)
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = crate::serve::shutdown_signal() => {}
+            r = self.task => r?,
+        }
+        Ok(())
+    }
+}
+
+/// One cloud entry per project user; the first project's first user is `capstan-sim`.
+fn clouds_yaml_text(s: &Scenario, base: &str) -> String {
+    let mut out = String::from(
+        "# Written by `capstan sim`: the simulated cloud, as any OpenStack client reads it.\nclouds:\n",
+    );
+    for (i, p) in s.projects.iter().enumerate() {
+        for (j, u) in p.users.iter().enumerate() {
+            let name = if i == 0 && j == 0 {
+                CLOUD_NAME.to_string()
+            } else {
+                format!("{CLOUD_NAME}-{}-{}", p.name, u.name)
+            };
+            out.push_str(&format!(
+                "  {name}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {user}\n      password: {password:?}\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
+                user = u.name,
+                password = u.password.expose(),
+                project = p.name,
+                region = s.region,
+            ));
+        }
+    }
+    out
+}
+
+/// Writes a file only its owner can read: it holds passwords.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())
+}

@@ -1,0 +1,153 @@
+//! Nova (compute v2.1): version document, flavors, availability zones, hypervisors (admin
+//! only) and limits. Servers arrive with the next slice of the simulator.
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{Flavor, Pairs, Shared, Token, error, not_found, page, version_doc};
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/", get(version))
+        .route("/flavors", get(flavors))
+        .route("/flavors/detail", get(flavors_detail))
+        .route("/flavors/{id}", get(flavor))
+        .route(
+            "/flavors/{id}/os-extra_specs",
+            get(|| async { Json(json!({ "extra_specs": {} })) }),
+        )
+        .route("/os-availability-zone", get(zones))
+        .route("/os-availability-zone/detail", get(zones_detail))
+        .route("/os-hypervisors/detail", get(hypervisors))
+        .route("/limits", get(limits))
+}
+
+async fn version(State(cloud): State<Shared>) -> Json<Value> {
+    let base = cloud.lock().unwrap().base.clone();
+    Json(json!({ "version": version_doc(&base, "v2.1", "/compute/v2.1/", Some(("2.1", "2.90"))) }))
+}
+
+fn flavor_json(base: &str, f: &Flavor, detail: bool) -> Value {
+    let links = json!([{ "rel": "self", "href": format!("{base}/compute/v2.1/flavors/{}", f.id) }]);
+    if !detail {
+        return json!({ "id": f.id, "name": f.name, "links": links });
+    }
+    json!({
+        "id": f.id, "name": f.name, "vcpus": f.vcpus, "ram": f.ram_mib, "disk": f.disk_gib,
+        "swap": "", "rxtx_factor": 1.0, "OS-FLV-EXT-DATA:ephemeral": 0,
+        "OS-FLV-DISABLED:disabled": false, "os-flavor-access:is_public": true,
+        "description": null, "extra_specs": {}, "links": links,
+    })
+}
+
+fn list_flavors(cloud: &Shared, q: &[(String, String)], detail: bool) -> Json<Value> {
+    let c = cloud.lock().unwrap();
+    let items = c
+        .flavors
+        .iter()
+        .map(|f| flavor_json(&c.base, f, detail))
+        .collect();
+    Json(json!({ "flavors": page(items, q) }))
+}
+
+async fn flavors(State(cloud): State<Shared>, q: Pairs) -> Json<Value> {
+    list_flavors(&cloud, &q, false)
+}
+
+async fn flavors_detail(State(cloud): State<Shared>, q: Pairs) -> Json<Value> {
+    list_flavors(&cloud, &q, true)
+}
+
+async fn flavor(State(cloud): State<Shared>, Path(id): Path<String>) -> Response {
+    let c = cloud.lock().unwrap();
+    match c.flavors.iter().find(|f| f.id == id) {
+        Some(f) => Json(json!({ "flavor": flavor_json(&c.base, f, true) })).into_response(),
+        None => not_found("Flavor", &id),
+    }
+}
+
+async fn zones(State(cloud): State<Shared>) -> Json<Value> {
+    let c = cloud.lock().unwrap();
+    let info: Vec<Value> = c
+        .availability_zones
+        .iter()
+        .map(|z| json!({ "zoneName": z, "zoneState": { "available": true }, "hosts": null }))
+        .collect();
+    Json(json!({ "availabilityZoneInfo": info }))
+}
+
+/// With hosts: which compute hosts sit in which zone.
+async fn zones_detail(State(cloud): State<Shared>, Extension(t): Extension<Token>) -> Response {
+    if !t.roles.iter().any(|r| r == "admin") {
+        return policy_refused("os_compute_api:os-availability-zone:detail");
+    }
+    let c = cloud.lock().unwrap();
+    let info: Vec<Value> = c
+        .availability_zones
+        .iter()
+        .map(|z| {
+            let hosts: serde_json::Map<String, Value> = c
+                .hypervisors
+                .iter()
+                .filter(|h| &h.availability_zone == z)
+                .map(|h| {
+                    let svc = json!({ "nova-compute": { "available": true, "active": true, "updated_at": c.born } });
+                    (h.name.clone(), svc)
+                })
+                .collect();
+            json!({ "zoneName": z, "zoneState": { "available": true }, "hosts": hosts })
+        })
+        .collect();
+    Json(json!({ "availabilityZoneInfo": info })).into_response()
+}
+
+async fn hypervisors(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    q: Pairs,
+) -> Response {
+    if !t.roles.iter().any(|r| r == "admin") {
+        return policy_refused("os_compute_api:os-hypervisors:list-detail");
+    }
+    let c = cloud.lock().unwrap();
+    let items: Vec<Value> = c
+        .hypervisors
+        .iter()
+        .map(|h| {
+            json!({
+                "id": h.id.to_string(), "hypervisor_hostname": h.name, "hypervisor_type": "QEMU",
+                "state": "up", "status": "enabled", "host_ip": "192.168.0.1",
+                "vcpus": h.vcpus, "memory_mb": h.memory_mib, "vcpus_used": 0, "memory_mb_used": 0,
+                "running_vms": 0, "service": { "host": h.name, "id": h.id.to_string(), "disabled_reason": null },
+            })
+        })
+        .collect();
+    Json(json!({ "hypervisors": page(items, &q) })).into_response()
+}
+
+async fn limits(State(cloud): State<Shared>, Extension(t): Extension<Token>) -> Response {
+    let c = cloud.lock().unwrap();
+    let Some(p) = c.projects.iter().find(|p| p.id == t.project_id) else {
+        return not_found("Project", &t.project_id);
+    };
+    let q = p.quotas;
+    Json(json!({ "limits": { "rate": [], "absolute": {
+        "maxTotalInstances": q.instances, "maxTotalCores": q.cores, "maxTotalRAMSize": q.ram_mib,
+        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+        "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+        "totalInstancesUsed": 0, "totalCoresUsed": 0, "totalRAMUsed": 0, "totalServerGroupsUsed": 0,
+    }}}))
+    .into_response()
+}
+
+fn policy_refused(rule: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        &format!("Policy doesn't allow {rule} to be performed."),
+    )
+}

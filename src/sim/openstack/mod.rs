@@ -1,0 +1,329 @@
+//! The simulated OpenStack: Keystone v3, Nova, Neutron, Cinder and Glance subsets over HTTP,
+//! shaped like the upstream APIs so that the `openstack` crate (and any other client) uses
+//! them as it would a real cloud.
+//!
+//! Every service sits under its own path prefix on one listener (`/identity/v3`,
+//! `/compute/v2.1`, `/networking/v2.0`, `/volume/v3`, `/image/v2`) and is published in the
+//! token's service catalog. Every call but token creation needs a valid `X-Auth-Token`.
+
+mod compute;
+mod image;
+mod keystone;
+mod network;
+mod volume;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::scenario::{Quotas, Scenario};
+use crate::config::Secret;
+
+/// The state of the simulated cloud. One lock: handlers are short and never await inside it.
+pub struct Cloud {
+    /// `http://host:port`, for catalog URLs and self links.
+    pub base: String,
+    pub region: String,
+    pub projects: Vec<Project>,
+    pub tokens: HashMap<String, Token>,
+    pub availability_zones: Vec<String>,
+    pub hypervisors: Vec<Hypervisor>,
+    pub flavors: Vec<Flavor>,
+    pub images: Vec<Image>,
+    pub volume_types: Vec<VolumeType>,
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+    /// When the cloud was created (RFC 3339), for resources' timestamps.
+    pub born: String,
+}
+
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub users: Vec<User>,
+    pub quotas: Quotas,
+}
+
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub password: Secret,
+    pub roles: Vec<String>,
+}
+
+/// An issued token: who it is for and until when.
+#[derive(Clone)]
+pub struct Token {
+    pub project_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct Hypervisor {
+    pub id: i64,
+    pub name: String,
+    pub availability_zone: String,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+}
+
+pub struct Flavor {
+    pub id: String,
+    pub name: String,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_gib: i64,
+}
+
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub min_disk_gib: i64,
+    pub size_bytes: i64,
+}
+
+pub struct VolumeType {
+    pub id: String,
+    pub name: String,
+}
+
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub project_id: Option<String>,
+    pub external: bool,
+}
+
+pub struct Subnet {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub project_id: Option<String>,
+    pub cidr: super::ipv4::Cidr,
+    pub gateway: Option<String>,
+}
+
+impl Cloud {
+    /// Builds the cloud a scenario describes. IDs come from `rng`, so a seed repeats them.
+    pub fn new(
+        scenario: &Scenario,
+        base: String,
+        rng: &mut fastrand::Rng,
+    ) -> anyhow::Result<Cloud> {
+        let mut id = || {
+            uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+                .into_uuid()
+                .to_string()
+        };
+        let projects: Vec<Project> = scenario
+            .projects
+            .iter()
+            .map(|p| Project {
+                id: id().replace('-', ""),
+                name: p.name.clone(),
+                users: p
+                    .users
+                    .iter()
+                    .map(|u| User {
+                        id: String::new(),
+                        name: u.name.clone(),
+                        password: u.password.clone(),
+                        roles: u.roles.clone(),
+                    })
+                    .collect(),
+                quotas: p.quotas,
+            })
+            .collect();
+        let mut projects = projects;
+        for p in &mut projects {
+            for u in &mut p.users {
+                u.id = id().replace('-', "");
+            }
+        }
+        let project_id = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| projects.iter().find(|p| &p.name == n).map(|p| p.id.clone()))
+        };
+        let mut networks = Vec::new();
+        let mut subnets = Vec::new();
+        for n in &scenario.networks {
+            let net_id = id();
+            for s in &n.subnets {
+                subnets.push(Subnet {
+                    id: id(),
+                    name: s.name.clone(),
+                    network_id: net_id.clone(),
+                    project_id: project_id(&n.project),
+                    cidr: super::ipv4::Cidr::parse(&s.cidr).map_err(anyhow::Error::msg)?,
+                    gateway: s.gateway.clone(),
+                });
+            }
+            networks.push(Network {
+                id: net_id,
+                name: n.name.clone(),
+                project_id: project_id(&n.project),
+                external: n.external,
+            });
+        }
+        Ok(Cloud {
+            base,
+            region: scenario.region.clone(),
+            tokens: HashMap::new(),
+            availability_zones: scenario.availability_zones.clone(),
+            hypervisors: scenario
+                .hypervisors
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Hypervisor {
+                    id: i as i64 + 1,
+                    name: h.name.clone(),
+                    availability_zone: h.availability_zone.clone(),
+                    vcpus: h.vcpus,
+                    memory_mib: h.memory_mib,
+                })
+                .collect(),
+            flavors: scenario
+                .flavors
+                .iter()
+                .map(|f| Flavor {
+                    id: id(),
+                    name: f.name.clone(),
+                    vcpus: f.vcpus,
+                    ram_mib: f.ram_mib,
+                    disk_gib: f.disk_gib,
+                })
+                .collect(),
+            images: scenario
+                .images
+                .iter()
+                .map(|i| Image {
+                    id: id(),
+                    name: i.name.clone(),
+                    min_disk_gib: i.min_disk_gib,
+                    size_bytes: i.size_bytes,
+                })
+                .collect(),
+            volume_types: scenario
+                .volume_types
+                .iter()
+                .map(|n| VolumeType {
+                    id: id(),
+                    name: n.clone(),
+                })
+                .collect(),
+            projects,
+            networks,
+            subnets,
+            born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+    }
+}
+
+pub type Shared = Arc<Mutex<Cloud>>;
+
+/// The OpenStack half of the simulator's router.
+pub fn router(cloud: Shared) -> Router {
+    let authed = Router::new()
+        .nest("/compute/v2.1", compute::router())
+        .nest("/networking", network::router())
+        .nest("/volume", volume::router())
+        .nest("/image", image::router())
+        .route_layer(middleware::from_fn_with_state(cloud.clone(), require_token));
+    Router::new()
+        .nest("/identity", keystone::router())
+        .merge(authed)
+        .with_state(cloud)
+}
+
+/// Resolves `X-Auth-Token` to its token, or answers 401 as Keystone-backed services do.
+async fn require_token(State(cloud): State<Shared>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let found = token.and_then(|t| {
+        let c = cloud.lock().unwrap();
+        c.tokens
+            .get(&t)
+            .filter(|tok| tok.expires_at > chrono::Utc::now())
+            .cloned()
+    });
+    match found {
+        Some(t) => {
+            req.extensions_mut().insert(t);
+            next.run(req).await
+        }
+        None => unauthorized(),
+    }
+}
+
+pub(super) fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "error",
+        "The request you have made requires authentication.",
+    )
+}
+
+/// An error in the shape the OpenStack services use: `{"<kind>": {"code", "message"}}`.
+pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({ kind: { "code": status.as_u16(), "message": message, "title": status.canonical_reason() } });
+    (status, axum::Json(body)).into_response()
+}
+
+pub(super) fn not_found(what: &str, id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "itemNotFound",
+        &format!("{what} {id} could not be found."),
+    )
+}
+
+/// A query string as pairs: clients repeat keys (`limit=2&limit=50`), so no struct.
+pub(super) type Pairs = axum::extract::Query<Vec<(String, String)>>;
+
+/// The last value given for `key`, as the upstream services read repeated keys.
+pub(super) fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Applies `limit`/`marker` paging to items already filtered and in a stable order.
+pub(super) fn page(items: Vec<Value>, q: &[(String, String)]) -> Vec<Value> {
+    let start = match param(q, "marker") {
+        Some(m) => match items.iter().position(|v| v["id"].as_str() == Some(m)) {
+            Some(i) => i + 1,
+            None => return Vec::new(),
+        },
+        None => 0,
+    };
+    let limit = param(q, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(1000);
+    items.into_iter().skip(start).take(limit).collect()
+}
+
+/// A version entry whose self link points at this listener.
+pub(super) fn version_doc(base: &str, id: &str, path: &str, micro: Option<(&str, &str)>) -> Value {
+    let mut v = json!({
+        "id": id,
+        "status": "CURRENT",
+        "updated": "2024-01-01T00:00:00Z",
+        "links": [{ "rel": "self", "href": format!("{base}{path}") }],
+    });
+    if let Some((min, max)) = micro {
+        v["min_version"] = json!(min);
+        v["version"] = json!(max);
+    }
+    v
+}

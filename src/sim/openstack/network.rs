@@ -1,0 +1,140 @@
+//! Neutron (network v2.0): version list, networks and subnets. Ports, floating IPs and
+//! quotas arrive with the next slice of the simulator.
+
+use axum::extract::{Extension, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{Cloud, Network, Pairs, Shared, Subnet, Token, not_found, page, param, version_doc};
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/", get(versions))
+        .route("/v2.0/networks", get(networks))
+        .route("/v2.0/networks/{id}", get(network))
+        .route("/v2.0/subnets", get(subnets))
+        .route("/v2.0/subnets/{id}", get(subnet))
+}
+
+async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+    let base = cloud.lock().unwrap().base.clone();
+    Json(json!({ "versions": [version_doc(&base, "v2.0", "/networking/v2.0/", None)] }))
+}
+
+/// Networks a project sees: its own, and shared or external ones.
+fn visible(n: &Network, t: &Token) -> bool {
+    n.external || n.project_id.as_deref() == Some(t.project_id.as_str())
+}
+
+fn network_json(c: &Cloud, n: &Network) -> Value {
+    let subnets: Vec<&str> = c
+        .subnets
+        .iter()
+        .filter(|s| s.network_id == n.id)
+        .map(|s| s.id.as_str())
+        .collect();
+    json!({
+        "id": n.id, "name": n.name, "status": "ACTIVE", "admin_state_up": true,
+        "router:external": n.external, "shared": false, "mtu": 1500, "subnets": subnets,
+        "project_id": n.project_id.clone().unwrap_or_default(), "tenant_id": n.project_id.clone().unwrap_or_default(),
+        "availability_zones": [], "description": "", "port_security_enabled": true,
+        "created_at": c.born, "updated_at": c.born,
+    })
+}
+
+fn subnet_json(c: &Cloud, s: &Subnet) -> Value {
+    let (start, end) = s.cidr.hosts();
+    let cidr = format!("{}/{}", s.cidr.network, s.cidr.prefix);
+    json!({
+        "id": s.id, "name": s.name, "network_id": s.network_id, "cidr": cidr, "ip_version": 4,
+        "enable_dhcp": true, "gateway_ip": s.gateway, "dns_nameservers": [], "host_routes": [],
+        "allocation_pools": [{ "start": start.to_string(), "end": end.to_string() }],
+        "project_id": s.project_id.clone().unwrap_or_default(), "tenant_id": s.project_id.clone().unwrap_or_default(),
+        "description": "", "created_at": c.born, "updated_at": c.born,
+    })
+}
+
+/// Keeps items whose field equals each given filter (Neutron's exact-match filters).
+fn filtered(items: Vec<Value>, q: &[(String, String)], keys: &[&str]) -> Vec<Value> {
+    items
+        .into_iter()
+        .filter(|v| {
+            keys.iter().all(|k| match param(q, k) {
+                None => true,
+                Some(want) => match &v[*k] {
+                    Value::String(s) => s == want,
+                    Value::Bool(b) => b.to_string() == want.to_lowercase(),
+                    other => serde_json::from_str::<Value>(want).is_ok_and(|w| &w == other),
+                },
+            })
+        })
+        .collect()
+}
+
+async fn networks(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    q: Pairs,
+) -> Json<Value> {
+    let c = cloud.lock().unwrap();
+    let items = c
+        .networks
+        .iter()
+        .filter(|n| visible(n, &t))
+        .map(|n| network_json(&c, n))
+        .collect();
+    let items = filtered(items, &q, &["name", "id", "router:external", "status"]);
+    Json(json!({ "networks": page(items, &q) }))
+}
+
+async fn network(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+) -> Response {
+    let c = cloud.lock().unwrap();
+    match c.networks.iter().find(|n| n.id == id && visible(n, &t)) {
+        Some(n) => Json(json!({ "network": network_json(&c, n) })).into_response(),
+        None => not_found("Network", &id),
+    }
+}
+
+fn subnet_visible(c: &Cloud, s: &Subnet, t: &Token) -> bool {
+    c.networks
+        .iter()
+        .any(|n| n.id == s.network_id && visible(n, t))
+}
+
+async fn subnets(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    q: Pairs,
+) -> Json<Value> {
+    let c = cloud.lock().unwrap();
+    let items = c
+        .subnets
+        .iter()
+        .filter(|s| subnet_visible(&c, s, &t))
+        .map(|s| subnet_json(&c, s))
+        .collect();
+    let items = filtered(items, &q, &["name", "id", "network_id", "cidr"]);
+    Json(json!({ "subnets": page(items, &q) }))
+}
+
+async fn subnet(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+) -> Response {
+    let c = cloud.lock().unwrap();
+    match c
+        .subnets
+        .iter()
+        .find(|s| s.id == id && subnet_visible(&c, s, &t))
+    {
+        Some(s) => Json(json!({ "subnet": subnet_json(&c, s) })).into_response(),
+        None => not_found("Subnet", &id),
+    }
+}

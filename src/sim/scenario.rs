@@ -1,0 +1,169 @@
+//! What a simulated cloud contains at start: projects and their users and quotas, AZs,
+//! hypervisors, flavors, images, volume types and networks. Read from a YAML scenario file;
+//! `scenarios/demo.yaml` is built in.
+
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+/// The built-in demo scenario.
+pub const DEMO: &str = include_str!("../../scenarios/demo.yaml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub projects: Vec<ProjectSpec>,
+    pub availability_zones: Vec<String>,
+    pub hypervisors: Vec<HypervisorSpec>,
+    pub flavors: Vec<FlavorSpec>,
+    pub images: Vec<ImageSpec>,
+    pub volume_types: Vec<String>,
+    pub networks: Vec<NetworkSpec>,
+}
+
+fn default_region() -> String {
+    "RegionOne".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSpec {
+    pub name: String,
+    pub users: Vec<UserSpec>,
+    pub quotas: Quotas,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A project's limits, in the units the APIs report them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub instances: i64,
+    pub cores: i64,
+    pub ram_mib: i64,
+    pub volumes: i64,
+    pub gigabytes: i64,
+    pub ports: i64,
+    pub floatingip: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorSpec {
+    pub name: String,
+    pub availability_zone: String,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorSpec {
+    pub name: String,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_gib: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub name: String,
+    #[serde(default)]
+    pub min_disk_gib: i64,
+    #[serde(default)]
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// The owning project; external networks have none.
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub external: bool,
+    pub subnets: Vec<SubnetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetSpec {
+    pub name: String,
+    pub cidr: String,
+    pub gateway: Option<String>,
+}
+
+impl Scenario {
+    /// Parses a scenario and checks what YAML cannot: references and address ranges.
+    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+        let s: Scenario = serde_yaml::from_str(text)?;
+        for h in &s.hypervisors {
+            if !s.availability_zones.contains(&h.availability_zone) {
+                anyhow::bail!(
+                    "hypervisor {}: availability zone `{}` is not listed",
+                    h.name,
+                    h.availability_zone
+                );
+            }
+        }
+        for n in &s.networks {
+            if let Some(p) = &n.project
+                && !s.projects.iter().any(|x| &x.name == p)
+            {
+                anyhow::bail!("network {}: project `{p}` is not listed", n.name);
+            }
+            for sub in &n.subnets {
+                let net = super::ipv4::Cidr::parse(&sub.cidr)
+                    .map_err(|e| anyhow::anyhow!("subnet {}: {e}", sub.name))?;
+                if let Some(gw) = &sub.gateway
+                    && !net.contains_str(gw)
+                {
+                    anyhow::bail!("subnet {}: gateway {gw} is outside {}", sub.name, sub.cidr);
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_scenario_is_what_the_issue_describes() {
+        let s = Scenario::parse(DEMO).unwrap();
+        assert_eq!(s.projects[0].name, "demo");
+        assert_eq!(s.availability_zones, vec!["az1", "az2"]);
+        let hv: Vec<&str> = s.hypervisors.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(hv, vec!["compute-1", "compute-2", "compute-3", "compute-4"]);
+        let fl: Vec<(&str, i64, i64)> = s
+            .flavors
+            .iter()
+            .map(|f| (f.name.as_str(), f.vcpus, f.ram_mib))
+            .collect();
+        assert_eq!(fl, vec![("k8s.small", 2, 4096), ("k8s.workload", 4, 8192)]);
+        assert_eq!(s.volume_types, vec!["ssd", "hdd"]);
+        assert_eq!(s.networks[0].subnets[0].cidr, "10.6.0.0/24");
+        assert!(s.networks[1].external);
+    }
+
+    #[test]
+    fn a_gateway_outside_its_subnet_is_refused() {
+        let bad = DEMO.replace("gateway: 10.6.0.1", "gateway: 10.7.0.1");
+        let e = Scenario::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("gateway 10.7.0.1 is outside 10.6.0.0/24"), "{e}");
+    }
+}
