@@ -5,10 +5,10 @@
 //! it; the engine and the lifecycle steps meet it only over loopback HTTP, through the
 //! `clouds.yaml` it writes.
 //!
-//! This slice serves the OpenStack side read-only — Keystone auth and catalog, Nova flavors,
-//! AZs, hypervisors and limits, Neutron networks and subnets, Cinder volume types, Glance
-//! images. Servers, ports, volumes, floating IPs, quotas with usage, faults and the Kubernetes
-//! API come next (issue 3).
+//! Served so far: Keystone auth and catalog; Nova flavors, AZs, hypervisors and limits;
+//! Neutron networks, subnets, ports, floating IPs and quotas; Cinder volume types; Glance
+//! images. Servers, volumes, Nova/Cinder quotas, faults and the Kubernetes API come next
+//! (issue 3).
 
 mod ipv4;
 pub mod openstack;

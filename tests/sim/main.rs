@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use openstack::auth::Password;
+use openstack::network::PortIpRequest;
 use openstack::{ErrorKind, IdOrName};
 use serde_json::Value;
 
@@ -24,10 +25,21 @@ impl Drop for SimProcess {
 }
 
 fn start_sim() -> SimProcess {
+    start_sim_with(None)
+}
+
+/// Starts `capstan sim`, on the demo cloud or on the given scenario text.
+fn start_sim_with(scenario: Option<&str>) -> SimProcess {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir.path())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path());
+    if let Some(text) = scenario {
+        let path = dir.path().join("scenario.yaml");
+        std::fs::write(&path, text).unwrap();
+        cmd.arg("--scenario").arg(path);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -244,4 +256,167 @@ async fn keystone_tokens_open_the_catalog_services_and_paging_follows_limit_and_
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// The demo scenario from the repository, for variations of it.
+const DEMO: &str = include_str!("../../scenarios/demo.yaml");
+
+#[tokio::test]
+async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
+    // Room for two ports and one floating IP.
+    let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 2, floatingip: 1");
+    let sim = start_sim_with(Some(&scenario));
+    let password = cloud_entry(&sim)["auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cloud = login(&sim, &password).await.unwrap();
+    let net = cloud.get_network("demo-net").await.unwrap();
+    let subnet = cloud
+        .list_subnets()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.network_id() == net.id())
+        .unwrap();
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+
+    // A port with an exact fixed IP on the subnet.
+    let port = cloud
+        .new_port(net.id().clone())
+        .with_name("demo-w-01-0")
+        .with_fixed_ip(PortIpRequest::IpFromSubnet(
+            ip("10.6.0.21"),
+            subnet.id().clone().into(),
+        ))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(port.fixed_ips()[0].ip_address, ip("10.6.0.21"));
+    assert_eq!(&port.fixed_ips()[0].subnet_id, subnet.id());
+
+    // The same IP again: Neutron's 409 with its own text.
+    let taken = cloud
+        .new_port(net.id().clone())
+        .with_fixed_ip(PortIpRequest::IpFromSubnet(
+            ip("10.6.0.21"),
+            subnet.id().clone().into(),
+        ))
+        .create()
+        .await
+        .unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::Conflict);
+    assert!(
+        taken.to_string().contains(&format!(
+            "IP address 10.6.0.21 already allocated in subnet {}",
+            subnet.id()
+        )),
+        "{taken}"
+    );
+    // An IP outside the subnet: 400.
+    let outside = cloud
+        .new_port(net.id().clone())
+        .with_fixed_ip(PortIpRequest::IpFromSubnet(
+            ip("10.7.0.5"),
+            subnet.id().clone().into(),
+        ))
+        .create()
+        .await
+        .unwrap_err();
+    assert_eq!(outside.kind(), ErrorKind::InvalidInput);
+    assert!(
+        outside
+            .to_string()
+            .contains("IP address 10.7.0.5 is not a valid IP for the specified subnet."),
+        "{outside}"
+    );
+
+    // Any free address; then the quota (2 ports) is spent.
+    let second = cloud.new_port(net.id().clone()).create().await.unwrap();
+    assert_eq!(
+        second.fixed_ips()[0].ip_address,
+        ip("10.6.0.2"),
+        "the gateway (.1) is never handed out"
+    );
+    let over = cloud.new_port(net.id().clone()).create().await.unwrap_err();
+    assert_eq!(over.kind(), ErrorKind::Conflict);
+    assert!(
+        over.to_string()
+            .contains("Quota exceeded for resources: ['port']."),
+        "{over}"
+    );
+
+    // A floating IP with an exact address from the external network, associated to the port.
+    let public = cloud.get_network("public").await.unwrap();
+    let mut fip = cloud
+        .new_floating_ip(public.id().clone())
+        .with_floating_ip_address(ip("172.35.0.50"))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(fip.floating_ip_address(), ip("172.35.0.50"));
+    fip.associate(port.id().clone(), None).await.unwrap();
+    assert_eq!(fip.fixed_ip_address(), Some(ip("10.6.0.21")));
+    let over = cloud
+        .new_floating_ip(public.id().clone())
+        .create()
+        .await
+        .unwrap_err();
+    assert!(
+        over.to_string()
+            .contains("Quota exceeded for resources: ['floatingip']."),
+        "{over}"
+    );
+
+    // Usage as Neutron reports it, which Capstan's preflight reads.
+    let token = raw_token(&sim).await;
+    let project = token.1.clone();
+    let details: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/networking/v2.0/quotas/{project}/details",
+            sim.url
+        ))
+        .header("x-auth-token", &token.0)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        details["quota"]["port"],
+        serde_json::json!({"limit": 2, "used": 2, "reserved": 0})
+    );
+    assert_eq!(details["quota"]["floatingip"]["used"], 1);
+
+    // Deleting the port leaves the floating IP allocated but unassociated, as Neutron does.
+    port.delete().await.unwrap(); // the simulator deletes at once; no need to wait
+    let fips = cloud.list_floating_ips().await.unwrap();
+    assert_eq!(fips.len(), 1);
+    assert!(!fips[0].is_associated());
+}
+
+/// A token and its project ID, from Keystone directly.
+async fn raw_token(sim: &SimProcess) -> (String, String) {
+    let entry = cloud_entry(sim);
+    let body = serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": entry["auth"]["username"].as_str().unwrap(), "domain": {"name": "Default"},
+            "password": entry["auth"]["password"].as_str().unwrap()}}},
+        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}});
+    let resp = reqwest::Client::new()
+        .post(format!("{}/identity/v3/auth/tokens", sim.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let token = resp.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: Value = resp.json().await.unwrap();
+    (
+        token,
+        v["token"]["project"]["id"].as_str().unwrap().to_string(),
+    )
 }

@@ -10,6 +10,7 @@ mod compute;
 mod image;
 mod keystone;
 mod network;
+mod ports;
 mod volume;
 
 use std::collections::HashMap;
@@ -39,6 +40,10 @@ pub struct Cloud {
     pub volume_types: Vec<VolumeType>,
     pub networks: Vec<Network>,
     pub subnets: Vec<Subnet>,
+    pub ports: Vec<Port>,
+    pub floating_ips: Vec<FloatingIp>,
+    /// Hands out IDs and MAC addresses; seeded, so a run repeats.
+    pub rng: fastrand::Rng,
     /// When the cloud was created (RFC 3339), for resources' timestamps.
     pub born: String,
 }
@@ -110,18 +115,48 @@ pub struct Subnet {
     pub gateway: Option<String>,
 }
 
+pub struct Port {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub project_id: String,
+    /// `(subnet ID, address)` pairs.
+    pub fixed_ips: Vec<(String, std::net::Ipv4Addr)>,
+    pub mac: String,
+    pub device_id: String,
+    pub device_owner: String,
+    pub created: String,
+}
+
+pub struct FloatingIp {
+    pub id: String,
+    pub project_id: String,
+    pub floating_network_id: String,
+    pub address: std::net::Ipv4Addr,
+    pub port_id: Option<String>,
+    pub fixed_ip: Option<std::net::Ipv4Addr>,
+    pub created: String,
+}
+
 impl Cloud {
+    /// A fresh resource ID.
+    pub fn new_id(&mut self) -> String {
+        fresh_id(&mut self.rng)
+    }
+
+    pub fn project(&self, id: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.id == id)
+    }
+
     /// Builds the cloud a scenario describes. IDs come from `rng`, so a seed repeats them.
     pub fn new(
         scenario: &Scenario,
         base: String,
         rng: &mut fastrand::Rng,
     ) -> anyhow::Result<Cloud> {
-        let mut id = || {
-            uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
-                .into_uuid()
-                .to_string()
-        };
+        // The cloud keeps its own generator for what it creates later.
+        let own_rng = fastrand::Rng::with_seed(rng.u64(..));
+        let mut id = || fresh_id(rng);
         let projects: Vec<Project> = scenario
             .projects
             .iter()
@@ -221,9 +256,19 @@ impl Cloud {
             projects,
             networks,
             subnets,
+            ports: Vec::new(),
+            floating_ips: Vec::new(),
+            rng: own_rng,
             born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
     }
+}
+
+/// A well-formed UUID (v4 layout) drawn from `rng`.
+fn fresh_id(rng: &mut fastrand::Rng) -> String {
+    uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
 }
 
 pub type Shared = Arc<Mutex<Cloud>>;
@@ -277,6 +322,17 @@ pub(super) fn unauthorized() -> Response {
 pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = json!({ kind: { "code": status.as_u16(), "message": message, "title": status.canonical_reason() } });
     (status, axum::Json(body)).into_response()
+}
+
+/// Neutron's error shape: `{"NeutronError": {"type", "message", "detail"}}`.
+pub(super) fn neutron_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({ "NeutronError": { "type": kind, "message": message, "detail": "" } });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Now, as the services print it.
+pub(super) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub(super) fn not_found(what: &str, id: &str) -> Response {

@@ -1,5 +1,5 @@
-//! Neutron (network v2.0): version list, networks and subnets. Ports, floating IPs and
-//! quotas arrive with the next slice of the simulator.
+//! Neutron (network v2.0): version list, networks and subnets; ports, floating IPs and quotas
+//! are in `ports.rs`.
 
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ pub fn router() -> Router<Shared> {
         .route("/v2.0/networks/{id}", get(network))
         .route("/v2.0/subnets", get(subnets))
         .route("/v2.0/subnets/{id}", get(subnet))
+        .merge(super::ports::routes())
 }
 
 async fn versions(State(cloud): State<Shared>) -> Json<Value> {
