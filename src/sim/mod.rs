@@ -6,9 +6,9 @@
 //! `clouds.yaml` it writes.
 //!
 //! Served so far: Keystone auth and catalog; Nova flavors, AZs, hypervisors and limits;
-//! Neutron networks, subnets, ports, floating IPs and quotas; Cinder volume types; Glance
-//! images. Servers, volumes, Nova/Cinder quotas, faults and the Kubernetes API come next
-//! (issue 3).
+//! Neutron networks, subnets, ports, floating IPs and quotas; Cinder volume types, volumes
+//! and quota sets; Glance images. Nova servers and quotas, faults and the Kubernetes API come
+//! next (issue 3).
 
 mod ipv4;
 pub mod openstack;

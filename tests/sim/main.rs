@@ -420,3 +420,96 @@ async fn raw_token(sim: &SimProcess) -> (String, String) {
         v["token"]["project"]["id"].as_str().unwrap().to_string(),
     )
 }
+
+#[tokio::test]
+async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() {
+    // Room for two volumes and 100 GiB.
+    let scenario = DEMO.replace(
+        "volumes: 100, gigabytes: 10000",
+        "volumes: 2, gigabytes: 100",
+    );
+    let sim = start_sim_with(Some(&scenario));
+    let password = cloud_entry(&sim)["auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cloud = login(&sim, &password).await.unwrap();
+
+    let root = cloud
+        .new_volume(20u64)
+        .with_name("demo-w-01-root".to_string())
+        .with_volume_type("ssd")
+        .with_availability_zone("az1")
+        .create()
+        .await
+        .unwrap();
+    assert_eq!((root.size(), root.volume_type().as_str()), (20, "ssd"));
+    let found = cloud.get_volume("demo-w-01-root").await.unwrap();
+    assert_eq!(found.id(), root.id());
+
+    let unknown = cloud
+        .new_volume(10u64)
+        .with_volume_type("ssd2")
+        .create()
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::ResourceNotFound);
+    assert!(
+        unknown
+            .to_string()
+            .contains("Volume type with name ssd2 could not be found."),
+        "{unknown}"
+    );
+
+    let too_big = cloud
+        .new_volume(90u64)
+        .with_volume_type("hdd")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(
+        too_big.to_string().contains(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. \
+             Requested 90G, quota is 100G and 20G has been consumed."
+        ),
+        "{too_big}"
+    );
+    cloud
+        .new_volume(50u64)
+        .with_name("demo-w-01-data".to_string())
+        .with_volume_type("hdd")
+        .create()
+        .await
+        .unwrap();
+    let third = cloud.new_volume(1u64).create().await.unwrap_err();
+    assert!(
+        third.to_string().contains("VolumeLimitExceeded: Maximum number of volumes allowed (2) exceeded for quota 'volumes'."),
+        "{third}"
+    );
+
+    // Usage, as the preflight reads it.
+    let (token, project) = raw_token(&sim).await;
+    let usage: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/volume/v3/os-quota-sets/{project}?usage=true",
+            sim.url
+        ))
+        .header("x-auth-token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["quota_set"]["volumes"]["in_use"], 2);
+    assert_eq!(usage["quota_set"]["gigabytes"]["in_use"], 70);
+    assert_eq!(usage["quota_set"]["gigabytes"]["limit"], 100);
+
+    // Deleting frees the quota.
+    root.delete().await.unwrap();
+    assert_eq!(
+        cloud.get_volume("demo-w-01-root").await.unwrap_err().kind(),
+        ErrorKind::ResourceNotFound
+    );
+    cloud.new_volume(10u64).create().await.unwrap();
+}

@@ -42,6 +42,7 @@ pub struct Cloud {
     pub subnets: Vec<Subnet>,
     pub ports: Vec<Port>,
     pub floating_ips: Vec<FloatingIp>,
+    pub volumes: Vec<Volume>,
     /// Hands out IDs and MAC addresses; seeded, so a run repeats.
     pub rng: fastrand::Rng,
     /// When the cloud was created (RFC 3339), for resources' timestamps.
@@ -125,6 +126,19 @@ pub struct Port {
     pub mac: String,
     pub device_id: String,
     pub device_owner: String,
+    pub created: String,
+}
+
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub size_gib: i64,
+    /// The type's name, as Cinder reports it.
+    pub volume_type: String,
+    pub availability_zone: String,
+    pub image_id: Option<String>,
     pub created: String,
 }
 
@@ -258,6 +272,7 @@ impl Cloud {
             subnets,
             ports: Vec::new(),
             floating_ips: Vec::new(),
+            volumes: Vec::new(),
             rng: own_rng,
             born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })

@@ -1,23 +1,33 @@
-//! Cinder (block storage v3): version list and volume types. Volumes and quota sets arrive
-//! with the next slice of the simulator.
+//! Cinder (block storage v3): version list, volume types, volumes and quota sets with usage,
+//! failing as Cinder does: an unknown type is a 404, a full quota a 413 with `Retry-After`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Pairs, Shared, VolumeType, not_found, page, version_doc};
+use super::{
+    Cloud, Pairs, Shared, Token, Volume, VolumeType, error, not_found, now_rfc3339, page, param,
+    version_doc,
+};
 
 pub fn router() -> Router<Shared> {
+    let v3 = Router::new()
+        .route("/types", get(types))
+        .route("/types/{id}", get(volume_type))
+        .route("/volumes", get(volumes).post(create))
+        .route("/volumes/detail", get(volumes))
+        .route("/volumes/{id}", get(show).delete(delete))
+        .route("/os-quota-sets/{project}", get(quota_set));
     Router::new()
         .route("/", get(versions))
         .route("/v3", get(versions))
         .route("/v3/", get(versions))
-        .route("/v3/types", get(types))
-        .route("/v3/types/{id}", get(volume_type))
-        // Older clients put the project in the path.
-        .route("/v3/{project}/types", get(types))
+        .nest("/v3", v3.clone())
+        // Clients configured with the project in the path reach the same handlers.
+        .nest("/v3/{project_in_path}", v3)
 }
 
 async fn versions(State(cloud): State<Shared>) -> Json<Value> {
@@ -42,4 +52,205 @@ async fn volume_type(State(cloud): State<Shared>, Path(id): Path<String>) -> Res
         Some(t) => Json(json!({ "volume_type": type_json(t) })).into_response(),
         None => not_found("Volume type", &id),
     }
+}
+
+/// The detailed form, everywhere: the `openstack` crate parses even `?name=` results in full.
+fn volume_json(v: &Volume) -> Value {
+    json!({
+        "id": v.id, "name": v.name, "size": v.size_gib, "status": "available", "volume_type": v.volume_type,
+        "availability_zone": v.availability_zone, "bootable": if v.image_id.is_some() { "true" } else { "false" },
+        "encrypted": false, "multiattach": false, "metadata": {}, "attachments": [], "links": [],
+        "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": null,
+        "snapshot_id": null, "source_volid": null, "replication_status": null, "migration_status": null,
+        "volume_image_metadata": v.image_id.as_ref().map(|i| json!({ "image_id": i })),
+        "created_at": v.created, "updated_at": v.created,
+    })
+}
+
+/// Cinder's quota refusal: 413, `Retry-After: 0`, the exception class before the message.
+fn over_limit(message: String) -> Response {
+    let body = json!({ "overLimit": { "code": 413, "message": message, "retryAfter": "0" } });
+    let mut resp = (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+    resp.headers_mut()
+        .insert("retry-after", "0".parse().expect("a valid header value"));
+    resp
+}
+
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "badRequest", message)
+}
+
+/// A project's volume count and gigabytes in use.
+fn usage(c: &Cloud, project: &str) -> (i64, i64) {
+    let mine = c.volumes.iter().filter(|v| v.project_id == project);
+    mine.fold((0, 0), |(n, gb), v| (n + 1, gb + v.size_gib))
+}
+
+async fn create(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Json(body): Json<Value>,
+) -> Response {
+    let req = &body["volume"];
+    let Some(size) = req["size"].as_i64().filter(|s| *s > 0) else {
+        return bad_request("Invalid input received: size must be an integer greater than 0.");
+    };
+    let mut c = cloud.lock().unwrap();
+    let type_name = match req["volume_type"].as_str() {
+        None => c
+            .volume_types
+            .first()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        Some(wanted) => match c
+            .volume_types
+            .iter()
+            .find(|t| t.id == wanted || t.name == wanted)
+        {
+            Some(t) => t.name.clone(),
+            // Cinder words it by how the type was named: an ID or a name.
+            None if uuid::Uuid::parse_str(wanted).is_ok() => {
+                return not_found("Volume type", wanted);
+            }
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "itemNotFound",
+                    &format!("Volume type with name {wanted} could not be found."),
+                );
+            }
+        },
+    };
+    let az = req["availability_zone"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| "nova".into());
+    if req["availability_zone"].is_string() && !c.availability_zones.contains(&az) {
+        return bad_request(&format!("Availability zone '{az}' is invalid."));
+    }
+    let quotas = match c.project(&t.project_id) {
+        Some(p) => p.quotas,
+        None => return not_found("Project", &t.project_id),
+    };
+    let (count, gigabytes) = usage(&c, &t.project_id);
+    if count >= quotas.volumes {
+        return over_limit(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({}) exceeded for quota 'volumes'.",
+            quotas.volumes
+        ));
+    }
+    if gigabytes + size > quotas.gigabytes {
+        return over_limit(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. \
+             Requested {size}G, quota is {}G and {gigabytes}G has been consumed.",
+            quotas.gigabytes
+        ));
+    }
+    let volume = Volume {
+        id: c.new_id(),
+        name: req["name"].as_str().unwrap_or_default().to_string(),
+        project_id: t.project_id.clone(),
+        user_id: t.user_id.clone(),
+        size_gib: size,
+        volume_type: type_name,
+        availability_zone: az,
+        image_id: req["imageRef"].as_str().map(str::to_string),
+        created: now_rfc3339(),
+    };
+    let view = volume_json(&volume);
+    c.volumes.push(volume);
+    (StatusCode::ACCEPTED, Json(json!({ "volume": view }))).into_response()
+}
+
+async fn volumes(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    q: Pairs,
+) -> Json<Value> {
+    let c = cloud.lock().unwrap();
+    let items: Vec<Value> = c
+        .volumes
+        .iter()
+        .filter(|v| v.project_id == t.project_id)
+        .filter(|v| param(&q, "name").is_none_or(|n| n == v.name))
+        .map(volume_json)
+        .collect();
+    Json(json!({ "volumes": page(items, &q) }))
+}
+
+async fn show(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+) -> Response {
+    let c = cloud.lock().unwrap();
+    match c
+        .volumes
+        .iter()
+        .find(|v| v.id == id && v.project_id == t.project_id)
+    {
+        Some(v) => Json(json!({ "volume": volume_json(v) })).into_response(),
+        None => not_found("Volume", &id),
+    }
+}
+
+async fn delete(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+) -> Response {
+    let mut c = cloud.lock().unwrap();
+    match c
+        .volumes
+        .iter()
+        .position(|v| v.id == id && v.project_id == t.project_id)
+    {
+        Some(i) => {
+            c.volumes.remove(i);
+            StatusCode::ACCEPTED.into_response()
+        }
+        None => not_found("Volume", &id),
+    }
+}
+
+/// `GET /os-quota-sets/{project}[?usage=true]`: limits, and with `usage` what is in use.
+async fn quota_set(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(project): Path<Vec<(String, String)>>,
+    q: Pairs,
+) -> Response {
+    let project = project
+        .iter()
+        .find(|(k, _)| k == "project")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    if t.project_id != project && !t.roles.iter().any(|r| r == "admin") {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Policy doesn't allow volume_extension:quotas:show to be performed.",
+        );
+    }
+    let c = cloud.lock().unwrap();
+    let Some(p) = c.project(&project) else {
+        return not_found("Project", &project);
+    };
+    let (count, gigabytes) = usage(&c, &project);
+    let with_usage = param(&q, "usage") == Some("true");
+    let entry = |limit: i64, used: i64| {
+        if with_usage {
+            json!({ "limit": limit, "in_use": used, "reserved": 0, "allocated": 0 })
+        } else {
+            json!(limit)
+        }
+    };
+    Json(json!({ "quota_set": {
+        "id": project,
+        "volumes": entry(p.quotas.volumes, count),
+        "gigabytes": entry(p.quotas.gigabytes, gigabytes),
+        "snapshots": entry(10, 0),
+        "per_volume_gigabytes": entry(-1, 0),
+    }}))
+    .into_response()
 }
