@@ -45,7 +45,7 @@ pub struct UserSpec {
 }
 
 /// A project's limits, in the units the APIs report them.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     pub instances: i64,

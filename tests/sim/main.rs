@@ -513,3 +513,86 @@ async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() 
     );
     cloud.new_volume(10u64).create().await.unwrap();
 }
+
+/// The simulator's console: raising a quota while it runs lets a refused create succeed, and
+/// `/sim/v1/state` shows the ground truth (what the seed's story needs: "the quota is raised
+/// after a while").
+#[tokio::test]
+async fn quotas_change_at_runtime_and_the_state_shows_the_ground_truth() {
+    let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 1, floatingip: 50");
+    let sim = start_sim_with(Some(&scenario));
+    let password = cloud_entry(&sim)["auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cloud = login(&sim, &password).await.unwrap();
+    let net = cloud.get_network("demo-net").await.unwrap();
+    cloud
+        .new_port(net.id().clone())
+        .with_name("p-1")
+        .create()
+        .await
+        .unwrap();
+    let refused = cloud
+        .new_port(net.id().clone())
+        .with_name("p-2")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("Quota exceeded for resources: ['port'].")
+    );
+
+    let http = reqwest::Client::new();
+    let bad = http
+        .put(format!("{}/sim/v1/quotas/demo", sim.url))
+        .body(r#"{"portz": 3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422, "an unknown quota name is refused");
+    let raised: Value = http
+        .put(format!("{}/sim/v1/quotas/demo", sim.url))
+        .body(r#"{"ports": 3}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raised["quotas"]["ports"], 3);
+    assert_eq!(
+        raised["quotas"]["floatingip"], 50,
+        "the quotas not named stay"
+    );
+    cloud
+        .new_port(net.id().clone())
+        .with_name("p-2")
+        .create()
+        .await
+        .unwrap();
+
+    let state: Value = http
+        .get(format!("{}/sim/v1/state", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ports: Vec<(&str, &str)> = state["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["fixed_ips"][0]["ip_address"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, vec![("p-1", "10.6.0.2"), ("p-2", "10.6.0.3")]);
+    assert_eq!(state["volumes"], serde_json::json!([]));
+}

@@ -7,6 +7,7 @@
 //! token's service catalog. Every call but token creation needs a valid `X-Auth-Token`.
 
 mod compute;
+mod control;
 mod image;
 mod keystone;
 mod network;
@@ -298,6 +299,7 @@ pub fn router(cloud: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(cloud.clone(), require_token));
     Router::new()
         .nest("/identity", keystone::router())
+        .nest("/sim/v1", control::router())
         .merge(authed)
         .with_state(cloud)
 }

@@ -28,7 +28,7 @@ pub fn routes() -> Router<Shared> {
         .route("/v2.0/quotas/{project}/details", get(quota_details))
 }
 
-fn port_json(p: &Port) -> Value {
+pub(super) fn port_json(p: &Port) -> Value {
     let ips: Vec<Value> = p
         .fixed_ips
         .iter()
@@ -43,7 +43,7 @@ fn port_json(p: &Port) -> Value {
     })
 }
 
-fn fip_json(f: &FloatingIp) -> Value {
+pub(super) fn fip_json(f: &FloatingIp) -> Value {
     json!({
         "id": f.id, "floating_ip_address": f.address.to_string(), "floating_network_id": f.floating_network_id,
         "port_id": f.port_id, "fixed_ip_address": f.fixed_ip.map(|i| i.to_string()), "router_id": null,

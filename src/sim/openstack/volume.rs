@@ -55,7 +55,7 @@ async fn volume_type(State(cloud): State<Shared>, Path(id): Path<String>) -> Res
 }
 
 /// The detailed form, everywhere: the `openstack` crate parses even `?name=` results in full.
-fn volume_json(v: &Volume) -> Value {
+pub(super) fn volume_json(v: &Volume) -> Value {
     json!({
         "id": v.id, "name": v.name, "size": v.size_gib, "status": "available", "volume_type": v.volume_type,
         "availability_zone": v.availability_zone, "bootable": if v.image_id.is_some() { "true" } else { "false" },
