@@ -258,6 +258,17 @@ async fn keystone_tokens_open_the_catalog_services_and_paging_follows_limit_and_
     assert_eq!(r.status(), 401);
 }
 
+/// Starts the simulator on `scenario` and logs in as its `clouds.yaml` says.
+async fn sim_and_login(scenario: &str) -> (SimProcess, openstack::Cloud) {
+    let sim = start_sim_with(Some(scenario));
+    let password = cloud_entry(&sim)["auth"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cloud = login(&sim, &password).await.unwrap();
+    (sim, cloud)
+}
+
 /// The demo scenario from the repository, for variations of it.
 const DEMO: &str = include_str!("../../scenarios/demo.yaml");
 
@@ -265,12 +276,7 @@ const DEMO: &str = include_str!("../../scenarios/demo.yaml");
 async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
     // Room for two ports and one floating IP.
     let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 2, floatingip: 1");
-    let sim = start_sim_with(Some(&scenario));
-    let password = cloud_entry(&sim)["auth"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cloud = login(&sim, &password).await.unwrap();
+    let (sim, cloud) = sim_and_login(&scenario).await;
     let net = cloud.get_network("demo-net").await.unwrap();
     let subnet = cloud
         .list_subnets()
@@ -428,12 +434,7 @@ async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() 
         "volumes: 100, gigabytes: 10000",
         "volumes: 2, gigabytes: 100",
     );
-    let sim = start_sim_with(Some(&scenario));
-    let password = cloud_entry(&sim)["auth"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cloud = login(&sim, &password).await.unwrap();
+    let (sim, cloud) = sim_and_login(&scenario).await;
 
     let root = cloud
         .new_volume(20u64)
@@ -520,12 +521,7 @@ async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() 
 #[tokio::test]
 async fn quotas_change_at_runtime_and_the_state_shows_the_ground_truth() {
     let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 1, floatingip: 50");
-    let sim = start_sim_with(Some(&scenario));
-    let password = cloud_entry(&sim)["auth"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cloud = login(&sim, &password).await.unwrap();
+    let (sim, cloud) = sim_and_login(&scenario).await;
     let net = cloud.get_network("demo-net").await.unwrap();
     cloud
         .new_port(net.id().clone())
