@@ -640,36 +640,11 @@ async fn each_principal_sees_and_touches_only_what_its_role_allows() {
     // alice's retry still finds hers.
     let body = job("gate", json!(["k-1"])).to_string();
     let key = [("idempotency-key", "nightly")];
-    let (s1, by_alice) = api
-        .call(
-            Method::POST,
-            "/v1/jobs",
-            Some("alice-token-1"),
-            Some(&body),
-            &key,
-        )
-        .await
-        .unwrap();
-    let (s2, by_bob) = api
-        .call(
-            Method::POST,
-            "/v1/jobs",
-            Some("bob-token-11"),
-            Some(&body),
-            &key,
-        )
-        .await
-        .unwrap();
-    let (s3, again) = api
-        .call(
-            Method::POST,
-            "/v1/jobs",
-            Some("alice-token-1"),
-            Some(&body),
-            &key,
-        )
-        .await
-        .unwrap();
+    let submit_as =
+        |token: &'static str| api.call(Method::POST, "/v1/jobs", Some(token), Some(&body), &key);
+    let (s1, by_alice) = submit_as("alice-token-1").await.unwrap();
+    let (s2, by_bob) = submit_as("bob-token-11").await.unwrap();
+    let (s3, again) = submit_as("alice-token-1").await.unwrap();
     assert_eq!(
         (s1, s2, s3),
         (StatusCode::ACCEPTED, StatusCode::ACCEPTED, StatusCode::OK)

@@ -286,31 +286,25 @@ async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
         .find(|s| s.network_id() == net.id())
         .unwrap();
     let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    // A port asking for an exact address on demo-subnet.
+    let port_at = |address: &str| {
+        cloud
+            .new_port(net.id().clone())
+            .with_name("demo-w-01-0")
+            .with_fixed_ip(PortIpRequest::IpFromSubnet(
+                ip(address),
+                subnet.id().clone().into(),
+            ))
+            .create()
+    };
 
     // A port with an exact fixed IP on the subnet.
-    let port = cloud
-        .new_port(net.id().clone())
-        .with_name("demo-w-01-0")
-        .with_fixed_ip(PortIpRequest::IpFromSubnet(
-            ip("10.6.0.21"),
-            subnet.id().clone().into(),
-        ))
-        .create()
-        .await
-        .unwrap();
+    let port = port_at("10.6.0.21").await.unwrap();
     assert_eq!(port.fixed_ips()[0].ip_address, ip("10.6.0.21"));
     assert_eq!(&port.fixed_ips()[0].subnet_id, subnet.id());
 
     // The same IP again: Neutron's 409 with its own text.
-    let taken = cloud
-        .new_port(net.id().clone())
-        .with_fixed_ip(PortIpRequest::IpFromSubnet(
-            ip("10.6.0.21"),
-            subnet.id().clone().into(),
-        ))
-        .create()
-        .await
-        .unwrap_err();
+    let taken = port_at("10.6.0.21").await.unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict);
     assert!(
         taken.to_string().contains(&format!(
@@ -320,15 +314,7 @@ async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
         "{taken}"
     );
     // An IP outside the subnet: 400.
-    let outside = cloud
-        .new_port(net.id().clone())
-        .with_fixed_ip(PortIpRequest::IpFromSubnet(
-            ip("10.7.0.5"),
-            subnet.id().clone().into(),
-        ))
-        .create()
-        .await
-        .unwrap_err();
+    let outside = port_at("10.7.0.5").await.unwrap_err();
     assert_eq!(outside.kind(), ErrorKind::InvalidInput);
     assert!(
         outside

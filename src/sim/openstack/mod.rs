@@ -280,6 +280,29 @@ impl Cloud {
     }
 }
 
+/// A resource that belongs to one project: what every show, update and delete looks up.
+pub(super) trait Owned {
+    fn id(&self) -> &str;
+    fn project_id(&self) -> &str;
+}
+
+macro_rules! owned {
+    ($($t:ty),*) => {$(
+        impl Owned for $t {
+            fn id(&self) -> &str { &self.id }
+            fn project_id(&self) -> &str { &self.project_id }
+        }
+    )*};
+}
+owned!(Port, FloatingIp, Volume);
+
+/// Where the caller's resource `id` sits in `items`; another project's counts as absent.
+pub(super) fn position_owned<T: Owned>(items: &[T], id: &str, t: &Token) -> Option<usize> {
+    items
+        .iter()
+        .position(|x| x.id() == id && x.project_id() == t.project_id)
+}
+
 /// A well-formed UUID (v4 layout) drawn from `rng`.
 fn fresh_id(rng: &mut fastrand::Rng) -> String {
     uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())

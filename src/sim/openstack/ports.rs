@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::{
     Cloud, FloatingIp, Pairs, Port, Shared, Token, neutron_error, now_rfc3339, page, param,
+    position_owned,
 };
 
 pub fn routes() -> Router<Shared> {
@@ -269,12 +270,8 @@ async fn show_port(
     Path(id): Path<String>,
 ) -> Response {
     let c = cloud.lock().unwrap();
-    match c
-        .ports
-        .iter()
-        .find(|p| p.id == id && p.project_id == t.project_id)
-    {
-        Some(p) => Json(json!({ "port": port_json(p) })).into_response(),
+    match position_owned(&c.ports, &id, &t) {
+        Some(i) => Json(json!({ "port": port_json(&c.ports[i]) })).into_response(),
         None => neutron_not_found("PortNotFound", "Port", &id),
     }
 }
@@ -285,11 +282,7 @@ async fn delete_port(
     Path(id): Path<String>,
 ) -> Response {
     let mut c = cloud.lock().unwrap();
-    let Some(i) = c
-        .ports
-        .iter()
-        .position(|p| p.id == id && p.project_id == t.project_id)
-    else {
+    let Some(i) = position_owned(&c.ports, &id, &t) else {
         return neutron_not_found("PortNotFound", "Port", &id);
     };
     c.ports.remove(i);
@@ -425,11 +418,7 @@ async fn update_fip(
     Json(body): Json<Value>,
 ) -> Response {
     let mut c = cloud.lock().unwrap();
-    let Some(i) = c
-        .floating_ips
-        .iter()
-        .position(|f| f.id == id && f.project_id == t.project_id)
-    else {
+    let Some(i) = position_owned(&c.floating_ips, &id, &t) else {
         return neutron_not_found("FloatingIPNotFound", "Floating IP", &id);
     };
     if let Some(port) = body["floatingip"].get("port_id") {
@@ -464,12 +453,8 @@ async fn show_fip(
     Path(id): Path<String>,
 ) -> Response {
     let c = cloud.lock().unwrap();
-    match c
-        .floating_ips
-        .iter()
-        .find(|f| f.id == id && f.project_id == t.project_id)
-    {
-        Some(f) => Json(json!({ "floatingip": fip_json(f) })).into_response(),
+    match position_owned(&c.floating_ips, &id, &t) {
+        Some(i) => Json(json!({ "floatingip": fip_json(&c.floating_ips[i]) })).into_response(),
         None => neutron_not_found("FloatingIPNotFound", "Floating IP", &id),
     }
 }
@@ -480,11 +465,7 @@ async fn delete_fip(
     Path(id): Path<String>,
 ) -> Response {
     let mut c = cloud.lock().unwrap();
-    let Some(i) = c
-        .floating_ips
-        .iter()
-        .position(|f| f.id == id && f.project_id == t.project_id)
-    else {
+    let Some(i) = position_owned(&c.floating_ips, &id, &t) else {
         return neutron_not_found("FloatingIPNotFound", "Floating IP", &id);
     };
     c.floating_ips.remove(i);
@@ -508,22 +489,32 @@ fn may_read(t: &Token, project: &str) -> bool {
     t.project_id == project || t.roles.iter().any(|r| r == "admin")
 }
 
+/// Neutron's quota view: plain limits, or with `details` limit, used and reserved.
+fn quota_view(cloud: &Shared, t: &Token, project: &str, details: bool) -> Response {
+    let c = cloud.lock().unwrap();
+    let Some(u) = usage(&c, project).filter(|_| may_read(t, project)) else {
+        return neutron_not_found("ProjectNotFound", "Project", project);
+    };
+    let quota: serde_json::Map<String, Value> = u
+        .iter()
+        .map(|(k, limit, used)| {
+            let v = if details {
+                json!({ "limit": limit, "used": used, "reserved": 0 })
+            } else {
+                json!(limit)
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    Json(json!({ "quota": quota })).into_response()
+}
+
 async fn quota(
     State(cloud): State<Shared>,
     Extension(t): Extension<Token>,
     Path(project): Path<String>,
 ) -> Response {
-    let c = cloud.lock().unwrap();
-    match usage(&c, &project).filter(|_| may_read(&t, &project)) {
-        Some(u) => {
-            let quota: serde_json::Map<String, Value> = u
-                .iter()
-                .map(|(k, limit, _)| (k.to_string(), json!(limit)))
-                .collect();
-            Json(json!({ "quota": quota })).into_response()
-        }
-        None => neutron_not_found("ProjectNotFound", "Project", &project),
-    }
+    quota_view(&cloud, &t, &project, false)
 }
 
 async fn quota_details(
@@ -531,20 +522,5 @@ async fn quota_details(
     Extension(t): Extension<Token>,
     Path(project): Path<String>,
 ) -> Response {
-    let c = cloud.lock().unwrap();
-    match usage(&c, &project).filter(|_| may_read(&t, &project)) {
-        Some(u) => {
-            let quota: serde_json::Map<String, Value> = u
-                .iter()
-                .map(|(k, limit, used)| {
-                    (
-                        k.to_string(),
-                        json!({ "limit": limit, "used": used, "reserved": 0 }),
-                    )
-                })
-                .collect();
-            Json(json!({ "quota": quota })).into_response()
-        }
-        None => neutron_not_found("ProjectNotFound", "Project", &project),
-    }
+    quota_view(&cloud, &t, &project, true)
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     Cloud, Pairs, Shared, Token, Volume, VolumeType, error, not_found, now_rfc3339, page, param,
-    version_doc,
+    position_owned, version_doc,
 };
 
 pub fn router() -> Router<Shared> {
@@ -184,12 +184,8 @@ async fn show(
     Path(id): Path<String>,
 ) -> Response {
     let c = cloud.lock().unwrap();
-    match c
-        .volumes
-        .iter()
-        .find(|v| v.id == id && v.project_id == t.project_id)
-    {
-        Some(v) => Json(json!({ "volume": volume_json(v) })).into_response(),
+    match position_owned(&c.volumes, &id, &t) {
+        Some(i) => Json(json!({ "volume": volume_json(&c.volumes[i]) })).into_response(),
         None => not_found("Volume", &id),
     }
 }
@@ -200,11 +196,7 @@ async fn delete(
     Path(id): Path<String>,
 ) -> Response {
     let mut c = cloud.lock().unwrap();
-    match c
-        .volumes
-        .iter()
-        .position(|v| v.id == id && v.project_id == t.project_id)
-    {
+    match position_owned(&c.volumes, &id, &t) {
         Some(i) => {
             c.volumes.remove(i);
             StatusCode::ACCEPTED.into_response()
