@@ -11,6 +11,7 @@
 //! next (issue 3).
 
 mod ipv4;
+pub mod kube;
 pub mod openstack;
 pub mod scenario;
 

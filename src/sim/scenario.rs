@@ -21,6 +21,9 @@ pub struct Scenario {
     pub images: Vec<ImageSpec>,
     pub volume_types: Vec<String>,
     pub networks: Vec<NetworkSpec>,
+    /// CAPI clusters on the management API server, with their worker MachineSets.
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
 }
 
 fn default_region() -> String {
@@ -105,6 +108,50 @@ pub struct SubnetSpec {
     pub gateway: Option<String>,
 }
 
+/// A workload cluster as CAPI/CAPO describe it: Cluster, OpenStackCluster, the cloud and
+/// bootstrap Secrets, and worker MachineSets that the controllers fill.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub name: String,
+    /// The project (and its first user) whose credentials go into the cloud Secret.
+    pub project: String,
+    pub network: String,
+    pub subnet: String,
+    pub external_network: String,
+    #[serde(default = "default_version")]
+    pub kubernetes_version: String,
+    #[serde(default)]
+    pub machine_sets: Vec<MachineSetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSetSpec {
+    pub name: String,
+    pub replicas: i64,
+    pub flavor: String,
+    pub image: String,
+    #[serde(default)]
+    pub failure_domain: Option<String>,
+    #[serde(default = "default_delete_policy")]
+    pub delete_policy: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_version() -> String {
+    "v1.30.4".into()
+}
+
+fn default_delete_policy() -> String {
+    "Random".into()
+}
+
 impl Scenario {
     /// Parses a scenario and checks what YAML cannot: references and address ranges.
     pub fn parse(text: &str) -> anyhow::Result<Scenario> {
@@ -131,6 +178,21 @@ impl Scenario {
                     && !net.contains_str(gw)
                 {
                     anyhow::bail!("subnet {}: gateway {gw} is outside {}", sub.name, sub.cidr);
+                }
+            }
+        }
+        for c in &s.clusters {
+            let project = s.projects.iter().find(|p| p.name == c.project);
+            if project.is_none_or(|p| p.users.is_empty()) {
+                anyhow::bail!("cluster {}: project `{}` is not listed or has no user", c.name, c.project);
+            }
+            for ms in &c.machine_sets {
+                if !["Random", "Newest", "Oldest"].contains(&ms.delete_policy.as_str()) {
+                    anyhow::bail!(
+                        "cluster {}: machine set {}: delete_policy must be Random, Newest or Oldest",
+                        c.name,
+                        ms.name
+                    );
                 }
             }
         }

@@ -1,0 +1,714 @@
+//! CAPI's MachineSet and Machine controllers and the workload clusters' kubelets, as they
+//! behave in CAPI v1.10/1.11: random-suffix Machine names, delete policies with the
+//! `cluster.x-k8s.io/delete-machine` annotation and unhealthy Machines first, phases,
+//! the `dataSecretName` bypass of bootstrap, `nodeRef`/`NodeHealthy`, upstream's
+//! `failureMessage` wording, and label sync to Nodes.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::super::kube::resources::ix;
+use super::super::kube::store::{Objects, Target, random_suffix, timestamp};
+use super::super::kube::{KubeWorld, MANAGEMENT};
+use super::Controllers;
+use super::seed::CLUSTER_NAME_LABEL;
+
+pub const MACHINE_FINALIZER: &str = "machine.cluster.x-k8s.io";
+pub const DELETE_MACHINE_ANNOTATION: &str = "cluster.x-k8s.io/delete-machine";
+const CAPO_V1BETA1: &str = "infrastructure.cluster.x-k8s.io/v1beta1";
+
+pub fn name(o: &Value) -> String {
+    o["metadata"]["name"].as_str().unwrap_or_default().to_string()
+}
+
+pub fn namespace(o: &Value) -> String {
+    o["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn uid(o: &Value) -> String {
+    o["metadata"]["uid"].as_str().unwrap_or_default().to_string()
+}
+
+pub fn deleting(o: &Value) -> bool {
+    o["metadata"]["deletionTimestamp"].is_string()
+}
+
+pub fn has_finalizer(o: &Value, f: &str) -> bool {
+    o["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == f))
+}
+
+pub fn add_finalizer(o: &mut Value, f: &str) {
+    if !o["metadata"]["finalizers"].is_array() {
+        o["metadata"]["finalizers"] = json!([]);
+    }
+    let list = o["metadata"]["finalizers"].as_array_mut().expect("array");
+    if !list.iter().any(|x| x == f) {
+        list.push(json!(f));
+    }
+}
+
+pub fn remove_finalizer(o: &mut Value, f: &str) {
+    if let Some(list) = o["metadata"]["finalizers"].as_array_mut() {
+        list.retain(|x| x != f);
+    }
+}
+
+pub fn owned_by(o: &Value, owner_uid: &str) -> bool {
+    o["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+}
+
+pub fn owner_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// Sets (or replaces) one condition, keeping `lastTransitionTime` when the status holds.
+pub fn set_condition(
+    status: &mut Value,
+    kind: &str,
+    state: &str,
+    reason: &str,
+    message: &str,
+) {
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let list = status["conditions"].as_array_mut().expect("array");
+    let mut c = json!({ "type": kind, "status": state, "lastTransitionTime": timestamp() });
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+        c["severity"] = json!(if state == "True" { "" } else { "Warning" });
+    }
+    if state == "True" {
+        c.as_object_mut().expect("object").remove("severity");
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    match list.iter_mut().find(|x| x["type"] == kind) {
+        Some(old) => {
+            if old["status"] == state {
+                c["lastTransitionTime"] = old["lastTransitionTime"].clone();
+            }
+            *old = c;
+        }
+        None => list.push(c),
+    }
+}
+
+pub fn condition<'a>(o: &'a Value, kind: &str) -> Option<&'a Value> {
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+/// CAPI's notion of an unhealthy Machine, for delete ordering.
+fn unhealthy(m: &Value) -> bool {
+    m["status"]["failureReason"].is_string()
+        || m["status"]["failureMessage"].is_string()
+        || condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "False")
+}
+
+/// Upstream's delete priorities: being deleted, then annotated, then unhealthy, then by the
+/// set's policy (Oldest/Newest by age; Random equal).
+fn delete_priority(m: &Value, policy: &str, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    if deleting(m) {
+        return 100.0;
+    }
+    if m["metadata"]["annotations"]
+        .get(DELETE_MACHINE_ANNOTATION)
+        .is_some()
+    {
+        return 75.0;
+    }
+    if unhealthy(m) {
+        return 50.0;
+    }
+    let age = m["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0)
+        .max(0.0);
+    const TEN_DAYS: f64 = 864_000.0;
+    let oldest = 50.0 * (1.0 - (-age / TEN_DAYS).exp());
+    match policy {
+        "Oldest" => oldest,
+        "Newest" => 50.0 - oldest,
+        _ => 20.0,
+    }
+}
+
+/// Which `count` of these Machines a set deletes first.
+pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    let mut ranked: Vec<(f64, String, &Value)> = machines
+        .iter()
+        .map(|m| {
+            let created = m["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (delete_priority(m, policy, now), created, m)
+        })
+        .collect();
+    // Equal priorities (creation times have seconds precision): Newest takes the latest
+    // created, otherwise the earliest; then by name.
+    ranked.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| {
+                if policy == "Newest" {
+                    b.1.cmp(&a.1)
+                } else {
+                    a.1.cmp(&b.1)
+                }
+            })
+            .then_with(|| name(a.2).cmp(&name(b.2)))
+    });
+    ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, _, m)| m.clone())
+        .collect()
+}
+
+/// One pass over every MachineSet.
+pub fn reconcile_machine_sets(kube: &KubeWorld) {
+    let mut clusters = kube.clusters.lock().unwrap();
+    let objects = clusters.get_mut(MANAGEMENT).expect("management");
+    let sets: Vec<Value> = objects.list(ix::MACHINE_SET, None).cloned().collect();
+    for set in sets {
+        if deleting(&set) {
+            continue;
+        }
+        let ns = namespace(&set);
+        let set_uid = uid(&set);
+        let machines: Vec<Value> = objects
+            .list(ix::MACHINE, Some(&ns))
+            .filter(|m| owned_by(m, &set_uid))
+            .cloned()
+            .collect();
+        let active: Vec<Value> = machines.iter().filter(|m| !deleting(m)).cloned().collect();
+        let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        if active.len() < replicas {
+            for _ in active.len()..replicas {
+                create_machine(objects, &set);
+            }
+        } else if active.len() > replicas {
+            let policy = set["spec"]["deletePolicy"].as_str().unwrap_or("Random");
+            for m in pick_for_deletion(&active, policy, active.len() - replicas) {
+                let _ = objects.delete(ix::MACHINE, &ns, &name(&m), &json!({}), false);
+            }
+        }
+        let owned: Vec<Value> = objects
+            .list(ix::MACHINE, Some(&ns))
+            .filter(|m| owned_by(m, &set_uid))
+            .cloned()
+            .collect();
+        let ready = owned
+            .iter()
+            .filter(|m| condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True"))
+            .count();
+        let selector = set["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let generation = set["metadata"]["generation"].clone();
+        objects.modify(ix::MACHINE_SET, &ns, &name(&set), Target::Status, |s| {
+            let st = &mut s["status"];
+            st["replicas"] = json!(owned.len());
+            st["fullyLabeledReplicas"] = json!(owned.len());
+            st["readyReplicas"] = json!(ready);
+            st["availableReplicas"] = json!(ready);
+            st["selector"] = json!(selector);
+            st["observedGeneration"] = generation;
+        });
+    }
+}
+
+/// A Machine named `<set>-<5 random>` from the set's template, with its infrastructure
+/// (and, when the template has a `configRef`, bootstrap) object cloned from their templates.
+fn create_machine(objects: &mut Objects, set: &Value) {
+    let ns = namespace(set);
+    let set_name = name(set);
+    let machine_name = loop {
+        let candidate = format!("{set_name}-{}", random_suffix());
+        if objects.get(ix::MACHINE, &ns, &candidate).is_none() {
+            break candidate;
+        }
+    };
+    let template = &set["spec"]["template"];
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[CLUSTER_NAME_LABEL] = set["spec"]["clusterName"].clone();
+    labels["cluster.x-k8s.io/set-name"] = json!(set_name);
+    let mut spec = template["spec"].clone();
+    let infra = spec["infrastructureRef"].clone();
+    if infra["kind"] == "OpenStackMachineTemplate" {
+        let Some(osmt) = objects
+            .get(
+                ix::OPENSTACK_MACHINE_TEMPLATE,
+                &ns,
+                infra["name"].as_str().unwrap_or_default(),
+            )
+            .cloned()
+        else {
+            return;
+        };
+        let osm = json!({
+            "metadata": {
+                "name": machine_name, "labels": labels,
+                "annotations": {
+                    "cluster.x-k8s.io/cloned-from-name": infra["name"],
+                    "cluster.x-k8s.io/cloned-from-groupkind": "OpenStackMachineTemplate.infrastructure.cluster.x-k8s.io",
+                },
+            },
+            "spec": osmt["spec"]["template"]["spec"],
+        });
+        if objects
+            .create(ix::OPENSTACK_MACHINE, &ns, osm, false, false)
+            .is_err()
+        {
+            return;
+        }
+        spec["infrastructureRef"] = json!({
+            "apiVersion": CAPO_V1BETA1, "kind": "OpenStackMachine", "name": machine_name, "namespace": ns,
+        });
+    }
+    let config_ref = spec["bootstrap"]["configRef"].clone();
+    if config_ref["kind"] == "KubeadmConfigTemplate" {
+        let tmpl = objects
+            .get(
+                ix::KUBEADM_CONFIG_TEMPLATE,
+                &ns,
+                config_ref["name"].as_str().unwrap_or_default(),
+            )
+            .cloned()
+            .unwrap_or_else(|| json!({"spec": {"template": {"spec": {}}}}));
+        let config = json!({
+            "metadata": {"name": machine_name, "labels": labels},
+            "spec": tmpl["spec"]["template"]["spec"],
+        });
+        let _ = objects.create(ix::KUBEADM_CONFIG, &ns, config, false, false);
+        spec["bootstrap"]["configRef"] = json!({
+            "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "KubeadmConfig",
+            "name": machine_name, "namespace": ns,
+        });
+    }
+    let machine = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+        "metadata": {"name": machine_name, "labels": labels, "ownerReferences": [owner_ref(set)]},
+        "spec": spec,
+    });
+    let _ = objects.create(ix::MACHINE, &ns, machine, false, false);
+}
+
+/// The kubeadm bootstrap provider: a KubeadmConfig gets its data Secret only once the
+/// control plane is initialised — the lock `dataSecretName` bypasses.
+pub fn reconcile_kubeadm_configs(kube: &KubeWorld) {
+    let mut clusters = kube.clusters.lock().unwrap();
+    let objects = clusters.get_mut(MANAGEMENT).expect("management");
+    let configs: Vec<Value> = objects.list(ix::KUBEADM_CONFIG, None).cloned().collect();
+    for cfg in configs {
+        let ns = namespace(&cfg);
+        let cluster = cfg["metadata"]["labels"][CLUSTER_NAME_LABEL]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let initialised = objects
+            .get(ix::CLUSTER, &ns, &cluster)
+            .is_some_and(|c| c["status"]["controlPlaneReady"] == true);
+        let ready = cfg["status"]["ready"] == true;
+        if ready {
+            continue;
+        }
+        let n = name(&cfg);
+        if !initialised {
+            objects.modify(ix::KUBEADM_CONFIG, &ns, &n, Target::Status, |c| {
+                set_condition(
+                    &mut c["status"],
+                    "DataSecretAvailable",
+                    "False",
+                    "WaitingForControlPlaneAvailable",
+                    "",
+                );
+            });
+            continue;
+        }
+        let secret = json!({
+            "type": "cluster.x-k8s.io/secret",
+            "metadata": {"name": n, "labels": {CLUSTER_NAME_LABEL: cluster}, "ownerReferences": [owner_ref(&cfg)]},
+            "stringData": {"format": "cloud-config", "value": "#cloud-config\n"},
+        });
+        let _ = objects.create(ix::SECRET, &ns, secret, false, false);
+        objects.modify(ix::KUBEADM_CONFIG, &ns, &n, Target::Status, |c| {
+            c["status"]["ready"] = json!(true);
+            c["status"]["dataSecretName"] = json!(n);
+            set_condition(&mut c["status"], "DataSecretAvailable", "True", "", "");
+        });
+    }
+}
+
+/// One pass over every Machine: finalizer, ownership of its infrastructure, bootstrap,
+/// provisioning, the Node, failures, phase, and deletion.
+pub fn reconcile_machines(ctl: &Controllers) {
+    let kube = &ctl.kube;
+    let mut clusters = kube.clusters.lock().unwrap();
+    let machines: Vec<Value> = clusters[MANAGEMENT]
+        .list(ix::MACHINE, None)
+        .cloned()
+        .collect();
+    for m in machines {
+        let ns = namespace(&m);
+        let n = name(&m);
+        let cluster_name = m["spec"]["clusterName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let workload_key = format!("{ns}/{cluster_name}");
+        let infra_name = m["spec"]["infrastructureRef"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let objects = clusters.get_mut(MANAGEMENT).expect("management");
+        let infra = objects
+            .get(ix::OPENSTACK_MACHINE, &ns, &infra_name)
+            .cloned();
+        if deleting(&m) {
+            if let Some(osm) = &infra
+                && !deleting(osm)
+            {
+                let _ = objects.delete(ix::OPENSTACK_MACHINE, &ns, &infra_name, &json!({}), false);
+            }
+            if let Some(cfg) = m["spec"]["bootstrap"]["configRef"]["name"].as_str() {
+                let _ = objects.delete(ix::KUBEADM_CONFIG, &ns, cfg, &json!({}), false);
+            }
+            objects.modify(ix::MACHINE, &ns, &n, Target::Status, |o| {
+                o["status"]["phase"] = json!("Deleting");
+            });
+            if infra.is_some() {
+                continue;
+            }
+            if let Some(node) = m["status"]["nodeRef"]["name"].as_str()
+                && let Some(workload) = clusters.get_mut(&workload_key)
+            {
+                let _ = workload.delete(ix::NODE, "", node, &json!({}), false);
+            }
+            if ctl.faults.lock().unwrap().stuck_finalizers.contains(&n) {
+                continue;
+            }
+            let objects = clusters.get_mut(MANAGEMENT).expect("management");
+            objects.modify(ix::MACHINE, &ns, &n, Target::Main, |o| {
+                remove_finalizer(o, MACHINE_FINALIZER)
+            });
+            continue;
+        }
+        // Metadata: finalizer and cluster label on the Machine; ownership and label on
+        // its infrastructure.
+        objects.modify(ix::MACHINE, &ns, &n, Target::Main, |o| {
+            add_finalizer(o, MACHINE_FINALIZER);
+            o["metadata"]["labels"][CLUSTER_NAME_LABEL] = json!(cluster_name);
+        });
+        let Some(m) = objects.get(ix::MACHINE, &ns, &n).cloned() else {
+            continue;
+        };
+        if let Some(osm) = &infra
+            && !owned_by(osm, &uid(&m))
+        {
+            let owner = owner_ref(&m);
+            objects.modify(ix::OPENSTACK_MACHINE, &ns, &infra_name, Target::Main, |o| {
+                let refs = &mut o["metadata"]["ownerReferences"];
+                if !refs.is_array() {
+                    *refs = json!([]);
+                }
+                refs.as_array_mut().expect("array").push(owner);
+                o["metadata"]["labels"][CLUSTER_NAME_LABEL] = json!(cluster_name);
+            });
+        }
+        // Bootstrap: `dataSecretName` without a `configRef` needs no bootstrap provider.
+        let mut data_secret = m["spec"]["bootstrap"]["dataSecretName"]
+            .as_str()
+            .map(str::to_string);
+        let mut bootstrap_reason = "DataSecretProvided";
+        if data_secret.is_none()
+            && let Some(cfg) = m["spec"]["bootstrap"]["configRef"]["name"].as_str()
+        {
+            bootstrap_reason = "";
+            data_secret = objects
+                .get(ix::KUBEADM_CONFIG, &ns, cfg)
+                .and_then(|c| c["status"]["dataSecretName"].as_str())
+                .map(str::to_string);
+            if let Some(secret) = &data_secret {
+                objects.modify(ix::MACHINE, &ns, &n, Target::Main, |o| {
+                    o["spec"]["bootstrap"]["dataSecretName"] = json!(secret);
+                });
+            }
+        }
+        let infra_ready = infra.as_ref().is_some_and(|o| o["status"]["ready"] == true);
+        let provider_id = infra
+            .as_ref()
+            .and_then(|o| o["spec"]["providerID"].as_str())
+            .map(str::to_string);
+        if let Some(pid) = &provider_id
+            && m["spec"]["providerID"].as_str() != Some(pid)
+        {
+            objects.modify(ix::MACHINE, &ns, &n, Target::Main, |o| {
+                o["spec"]["providerID"] = json!(pid);
+            });
+        }
+        let failure = infra.as_ref().and_then(|o| {
+            let reason = o["status"]["failureReason"].as_str()?;
+            let message = o["status"]["failureMessage"].as_str().unwrap_or_default();
+            Some((
+                reason.to_string(),
+                format!(
+                    "Failure detected from referenced resource {CAPO_V1BETA1}, Kind=OpenStackMachine with name \"{infra_name}\": {message}"
+                ),
+            ))
+        });
+        // The Node, found by provider ID in the workload cluster; CAPI syncs the
+        // `node-role.kubernetes.io/` and `node.cluster.x-k8s.io/` labels onto it.
+        let mut node = None;
+        if let Some(pid) = &provider_id
+            && let Some(workload) = clusters.get_mut(&workload_key)
+        {
+            node = workload
+                .list(ix::NODE, None)
+                .find(|nd| nd["spec"]["providerID"].as_str() == Some(pid))
+                .cloned();
+            if let Some(nd) = &node {
+                let synced: BTreeMap<String, Value> = m["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| {
+                        k.starts_with("node-role.kubernetes.io/")
+                            || k.starts_with("node.cluster.x-k8s.io/")
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if synced
+                    .iter()
+                    .any(|(k, v)| nd["metadata"]["labels"].get(k) != Some(v))
+                {
+                    workload.modify(ix::NODE, "", &name(nd), Target::Main, |o| {
+                        for (k, v) in &synced {
+                            o["metadata"]["labels"][k] = v.clone();
+                        }
+                    });
+                }
+            }
+        }
+        let objects = clusters.get_mut(MANAGEMENT).expect("management");
+        let addresses = infra
+            .as_ref()
+            .map(|o| o["status"]["addresses"].clone())
+            .unwrap_or(Value::Null);
+        objects.modify(ix::MACHINE, &ns, &n, Target::Status, |o| {
+            let st = &mut o["status"];
+            st["bootstrapReady"] = json!(data_secret.is_some());
+            if data_secret.is_some() {
+                set_condition(st, "BootstrapReady", "True", "", "");
+                if !bootstrap_reason.is_empty() {
+                    st["conditions"]
+                        .as_array_mut()
+                        .expect("array")
+                        .iter_mut()
+                        .filter(|c| c["type"] == "BootstrapReady")
+                        .for_each(|c| c["reason"] = json!(bootstrap_reason));
+                }
+            } else {
+                set_condition(
+                    st,
+                    "BootstrapReady",
+                    "False",
+                    "WaitingForDataSecret",
+                    "",
+                );
+            }
+            st["infrastructureReady"] = json!(infra_ready);
+            if infra_ready {
+                set_condition(st, "InfrastructureReady", "True", "", "");
+            } else {
+                set_condition(
+                    st,
+                    "InfrastructureReady",
+                    "False",
+                    "WaitingForInfrastructure",
+                    "",
+                );
+            }
+            if addresses.is_array() {
+                st["addresses"] = addresses.clone();
+            }
+            if let Some((reason, message)) = &failure {
+                st["failureReason"] = json!(reason);
+                st["failureMessage"] = json!(message);
+            }
+            match &node {
+                Some(nd) => {
+                    st["nodeRef"] = json!({"apiVersion": "v1", "kind": "Node", "name": nd["metadata"]["name"], "uid": nd["metadata"]["uid"]});
+                    st["nodeInfo"] = nd["status"]["nodeInfo"].clone();
+                    let ready = nd["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["type"] == "Ready")
+                        .and_then(|c| c["status"].as_str())
+                        .unwrap_or("Unknown")
+                        .to_string();
+                    if ready == "True" {
+                        set_condition(st, "NodeHealthy", "True", "", "");
+                    } else {
+                        set_condition(
+                            st,
+                            "NodeHealthy",
+                            "False",
+                            "NodeConditionsFailed",
+                            &format!("Node condition Ready is {ready}."),
+                        );
+                    }
+                }
+                None if st["nodeRef"].is_object() => {
+                    set_condition(
+                        st,
+                        "NodeHealthy",
+                        "False",
+                        "NodeNotFound",
+                        "",
+                    );
+                }
+                None => {
+                    set_condition(
+                        st,
+                        "NodeHealthy",
+                        "False",
+                        "NodeProvisioning",
+                        "",
+                    );
+                }
+            }
+            let phase = if st["failureReason"].is_string() {
+                "Failed"
+            } else if st["nodeRef"].is_object() {
+                "Running"
+            } else if infra_ready {
+                "Provisioned"
+            } else if data_secret.is_some() {
+                "Provisioning"
+            } else {
+                "Pending"
+            };
+            st["phase"] = json!(phase);
+            st["observedGeneration"] = o["metadata"]["generation"].clone();
+        });
+    }
+}
+
+/// The workload clusters' kubelets: a Node joins some time after its server went ACTIVE,
+/// goes NotReady when its server breaks or a fault says so.
+pub fn reconcile_nodes(ctl: &Controllers) {
+    let now = ctl.clock.now();
+    let join_after = ctl.node_join_seconds;
+    let mut clusters = ctl.kube.clusters.lock().unwrap();
+    let servers: Vec<Value> = clusters[MANAGEMENT]
+        .list(ix::OPENSTACK_SERVER, None)
+        .cloned()
+        .collect();
+    let mut memory = ctl.memory.lock().unwrap();
+    for oss in servers {
+        let ns = namespace(&oss);
+        let n = name(&oss);
+        let cluster = oss["metadata"]["labels"][CLUSTER_NAME_LABEL]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = format!("{ns}/{cluster}");
+        let Some(id) = oss["status"]["instanceID"].as_str() else {
+            continue;
+        };
+        let state = oss["status"]["instanceState"].as_str().unwrap_or_default();
+        let became_active = *memory
+            .active_since
+            .entry(uid(&oss))
+            .or_insert(if state == "ACTIVE" { now } else { f64::MAX });
+        if state == "ACTIVE" && became_active == f64::MAX {
+            memory.active_since.insert(uid(&oss), now);
+            continue;
+        }
+        let Some(workload) = clusters.get_mut(&key) else {
+            continue;
+        };
+        let provider_id = format!("openstack:///{id}");
+        let existing = workload.get(ix::NODE, "", &n).cloned();
+        let forced_down = ctl
+            .faults
+            .lock()
+            .unwrap()
+            .nodes_not_ready
+            .iter()
+            .any(|(node, at)| node == &n && now >= *at);
+        let healthy = state == "ACTIVE" && !forced_down && !deleting(&oss);
+        match existing {
+            None if state == "ACTIVE" && now - became_active >= join_after => {
+                let address = oss["status"]["addresses"][0]["address"].clone();
+                let node = json!({
+                    "metadata": {"name": n, "labels": {
+                        "kubernetes.io/hostname": n, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                        "node.kubernetes.io/instance-type": oss["spec"]["flavor"],
+                        "topology.kubernetes.io/zone": oss["spec"]["availabilityZone"],
+                    }},
+                    "spec": {"providerID": provider_id},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status", "lastHeartbeatTime": timestamp(),
+                            "lastTransitionTime": timestamp()}],
+                        "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": n}],
+                        "nodeInfo": {"kubeletVersion": "v1.30.4", "osImage": "Ubuntu 22.04.4 LTS",
+                            "containerRuntimeVersion": "containerd://1.7.13", "architecture": "amd64",
+                            "operatingSystem": "linux", "kernelVersion": "5.15.0-105-generic",
+                            "machineID": id.replace('-', ""), "systemUUID": id, "bootID": id,
+                            "kubeProxyVersion": "v1.30.4"},
+                    },
+                });
+                let _ = workload.create(ix::NODE, "", node, true, false);
+            }
+            Some(nd) => {
+                let ready = nd["status"]["conditions"][0]["status"] == "True";
+                if ready != healthy {
+                    workload.modify(ix::NODE, "", &n, Target::Status, |o| {
+                        o["status"]["conditions"] = json!([if healthy {
+                            json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "kubelet is posting ready status", "lastHeartbeatTime": timestamp(),
+                                "lastTransitionTime": timestamp()})
+                        } else {
+                            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": timestamp(),
+                                "lastTransitionTime": timestamp()})
+                        }]);
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+}
