@@ -5,10 +5,15 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use std::time::Duration;
+
 use openstack::auth::Password;
+use openstack::block_storage::VolumeStatus;
+use openstack::compute::{BlockDevice, ServerStatus};
 use openstack::network::PortIpRequest;
+use openstack::waiter::Waiter;
 use openstack::{ErrorKind, IdOrName};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct SimProcess {
     child: Child,
@@ -32,7 +37,9 @@ fn start_sim() -> SimProcess {
 fn start_sim_with(scenario: Option<&str>) -> SimProcess {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
-    cmd.args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
+    // 500 simulated seconds a second: a server's 20 s boot takes 40 ms.
+    cmd.args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "500"])
+        .arg("--state-dir")
         .arg(dir.path());
     if let Some(text) = scenario {
         let path = dir.path().join("scenario.yaml");
@@ -577,4 +584,446 @@ async fn quotas_change_at_runtime_and_the_state_shows_the_ground_truth() {
         .collect();
     assert_eq!(ports, vec![("p-1", "10.6.0.2"), ("p-2", "10.6.0.3")]);
     assert_eq!(state["volumes"], serde_json::json!([]));
+}
+
+/// A Nova call with a raw token, for what the `openstack` crate does not read (`fault`, the
+/// admin attributes) or cannot send; answers the status and the body.
+async fn nova(
+    sim: &SimProcess,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}/compute/v2.1{path}", sim.url))
+        .header("x-auth-token", token)
+        .header("x-openstack-nova-api-version", "2.60");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Polls `GET /servers/{id}` until it leaves BUILD; the simulated boot is 40 ms.
+async fn settled(sim: &SimProcess, token: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let (_, v) = nova(
+            sim,
+            token,
+            reqwest::Method::GET,
+            &format!("/servers/{id}"),
+            None,
+        )
+        .await;
+        if v["server"]["status"] != "BUILD" {
+            return v["server"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server {id} stayed in BUILD");
+}
+
+const QUICK: Duration = Duration::from_millis(20);
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A worker the way CAPO makes one: a pre-created port with a fixed IP, a root volume Nova
+/// creates from the image, a data volume created beforehand. It builds, becomes ACTIVE, gets
+/// a floating IP, and on delete gives back the port (unbound) and the data volume (available)
+/// while its root volume goes with it.
+#[tokio::test]
+async fn a_server_boots_from_volume_on_its_own_port_and_delete_gives_back_what_it_did_not_create() {
+    let (sim, cloud) = sim_and_login(DEMO).await;
+    let net = cloud.get_network("demo-net").await.unwrap();
+    let subnet = cloud
+        .list_subnets()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.network_id() == net.id())
+        .unwrap();
+    let fixed: std::net::IpAddr = "10.6.0.21".parse().unwrap();
+    let port = cloud
+        .new_port(net.id().clone())
+        .with_name("demo-w-01-0")
+        .with_fixed_ip(PortIpRequest::IpFromSubnet(
+            fixed,
+            subnet.id().clone().into(),
+        ))
+        .create()
+        .await
+        .unwrap();
+    let data = cloud
+        .new_volume(50u64)
+        .with_name("demo-w-01-data".to_string())
+        .with_volume_type("hdd")
+        .create()
+        .await
+        .unwrap();
+    let flavor = cloud.get_flavor("k8s.small").await.unwrap();
+    let image = cloud.get_image("ubuntu-2204-kube-v1.30").await.unwrap();
+
+    let mut root = BlockDevice::from_new_volume(image.id().clone(), 20, true);
+    root.delete_on_termination = true;
+    let waiter = cloud
+        .new_server("demo-w-01", flavor)
+        .with_port(port.id().clone())
+        .with_block_device(root)
+        .with_block_device(BlockDevice::from_volume(data.id().clone(), false))
+        .with_availability_zone("az1")
+        .with_metadata("cluster", "demo")
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(waiter.current_state().status(), ServerStatus::Building);
+    let server = waiter.wait_for_with_delay(PATIENCE, QUICK).await.unwrap();
+    assert_eq!(server.status(), ServerStatus::Active);
+    assert_eq!(server.name(), "demo-w-01");
+    assert_eq!(server.availability_zone(), "az1");
+    assert!(!server.has_image(), "booted from a volume: no image");
+    assert_eq!(
+        server.metadata().get("cluster").map(String::as_str),
+        Some("demo")
+    );
+    let addrs = &server.addresses()["demo-net"];
+    assert_eq!(addrs.len(), 1);
+    assert_eq!(addrs[0].addr, fixed);
+    assert!(
+        addrs[0]
+            .mac_addr
+            .as_deref()
+            .unwrap()
+            .eq_ignore_ascii_case(&port.mac_address().to_string())
+    );
+
+    // Nova bound the port, attached both volumes and created the root one from the image.
+    let bound = cloud.get_port(port.id()).await.unwrap();
+    assert_eq!(bound.device_id().as_deref(), Some(server.id().as_str()));
+    assert_eq!(bound.device_owner().as_deref(), Some("compute:az1"));
+    let volumes = cloud.list_volumes().await.unwrap();
+    assert_eq!(volumes.len(), 2);
+    for v in &volumes {
+        assert_eq!(v.status(), VolumeStatus::InUse, "{}", v.id());
+        assert_eq!(&v.attachments()[0].server_id, server.id());
+    }
+    let root_volume = volumes.iter().find(|v| v.id() != data.id()).unwrap();
+    assert_eq!((root_volume.size(), root_volume.bootable()), (20, true));
+    assert_eq!(root_volume.attachments()[0].device, "/dev/vda");
+
+    // Raw: the admin view names the host, the volumes, and what the hypervisor now carries.
+    let (token, _) = raw_token(&sim).await;
+    let raw = settled(&sim, &token, server.id()).await;
+    let host = raw["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    assert!(
+        host == "compute-1" || host == "compute-2",
+        "{host} is in az1"
+    );
+    assert_eq!(raw["image"], "");
+    assert_eq!(
+        raw["os-extended-volumes:volumes_attached"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(raw.get("fault").is_none());
+    let (_, hv) = nova(
+        &sim,
+        &token,
+        reqwest::Method::GET,
+        "/os-hypervisors/detail",
+        None,
+    )
+    .await;
+    let mine = hv["hypervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hypervisor_hostname"] == host.as_str())
+        .unwrap();
+    assert_eq!(
+        (mine["vcpus_used"].as_i64(), mine["memory_mb_used"].as_i64()),
+        (Some(2), Some(4096))
+    );
+    assert_eq!(mine["running_vms"], 1);
+
+    // A floating IP on its port shows among its addresses.
+    let public = cloud.get_network("public").await.unwrap();
+    let mut fip = cloud
+        .new_floating_ip(public.id().clone())
+        .create()
+        .await
+        .unwrap();
+    fip.associate(port.id().clone(), None).await.unwrap();
+    let mut server = cloud.get_server(server.id()).await.unwrap();
+    assert_eq!(server.floating_ip(), Some(fip.floating_ip_address()));
+
+    // Stop and start, as the status waiters see it; starting a running server conflicts.
+    server
+        .stop()
+        .await
+        .unwrap()
+        .wait_for_with_delay(PATIENCE, QUICK)
+        .await
+        .unwrap();
+    assert_eq!(server.status(), ServerStatus::ShutOff);
+    server
+        .start()
+        .await
+        .unwrap()
+        .wait_for_with_delay(PATIENCE, QUICK)
+        .await
+        .unwrap();
+    let (status, body) = nova(
+        &sim,
+        &token,
+        reqwest::Method::POST,
+        &format!("/servers/{}/action", server.id()),
+        Some(json!({"os-start": null})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["conflictingRequest"]["message"],
+        format!(
+            "Cannot 'start' instance {} while it is in vm_state active",
+            server.id()
+        )
+    );
+
+    let id = server.id().clone();
+    server
+        .delete()
+        .await
+        .unwrap()
+        .wait_for_with_delay(PATIENCE, QUICK)
+        .await
+        .unwrap();
+    assert_eq!(
+        cloud.get_server(&id).await.unwrap_err().kind(),
+        ErrorKind::ResourceNotFound
+    );
+    let (status, _) = nova(
+        &sim,
+        &token,
+        reqwest::Method::GET,
+        &format!("/servers/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let freed = cloud.get_port(port.id()).await.unwrap();
+    assert!(
+        freed.device_id().as_deref().unwrap_or_default().is_empty(),
+        "the port is unbound"
+    );
+    let fip = cloud.get_floating_ip(fip.id()).await.unwrap();
+    assert_eq!(
+        fip.fixed_ip_address(),
+        Some(fixed),
+        "the floating IP stays on the port"
+    );
+    let volumes = cloud.list_volumes().await.unwrap();
+    assert_eq!(
+        volumes.len(),
+        1,
+        "the root volume was deleted on termination"
+    );
+    assert_eq!(volumes[0].id(), data.id());
+    assert_eq!(volumes[0].status(), VolumeStatus::Available);
+}
+
+/// What a scale-out meets when the cloud is full: a host with no room takes the server (202)
+/// and it goes ERROR with Nova's "No valid host" fault; a full quota refuses at once with
+/// Nova's 403 and text; usage and paging follow the servers.
+#[tokio::test]
+async fn full_hosts_and_full_quotas_fail_as_nova_does() {
+    let scenario = DEMO.replace(
+        "{name: compute-4, availability_zone: az2, vcpus: 64, memory_mib: 262144}",
+        "{name: compute-4, availability_zone: az2, vcpus: 2, memory_mib: 4096}",
+    );
+    let (sim, cloud) = sim_and_login(&scenario).await;
+    let (token, project) = raw_token(&sim).await;
+    let small = cloud.get_flavor("k8s.small").await.unwrap();
+    let workload = cloud.get_flavor("k8s.workload").await.unwrap();
+    let image = cloud.get_image("ubuntu-2204-kube-v1.30").await.unwrap();
+    let create = |name: &str, flavor: &str, az: &str| {
+        json!({"server": {"name": name, "flavorRef": flavor, "imageRef": image.id(),
+                          "availability_zone": az, "networks": "none"}})
+    };
+    let post = |body: Value| nova(&sim, &token, reqwest::Method::POST, "/servers", Some(body));
+
+    // compute-4 has 2 vCPUs; a 4-vCPU server pinned there is accepted, then fails.
+    let (status, body) = post(create("demo-w-big", workload.id(), "az2:compute-4")).await;
+    assert_eq!(status, 202, "{body}");
+    let big = body["server"]["id"].as_str().unwrap().to_string();
+    let failed = settled(&sim, &token, &big).await;
+    assert_eq!(failed["status"], "ERROR");
+    assert_eq!(failed["fault"]["code"], 500);
+    assert_eq!(
+        failed["fault"]["message"],
+        "No valid host was found. There are not enough hosts available."
+    );
+    assert!(failed["fault"]["created"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(failed["OS-EXT-SRV-ATTR:host"], Value::Null);
+    // The crate's waiter sees the same ERROR.
+    let err = cloud
+        .new_server("demo-w-big-2", workload.clone())
+        .with_image(image.id().clone())
+        .with_availability_zone("az2:compute-4")
+        .create()
+        .await
+        .unwrap()
+        .wait_for_with_delay(PATIENCE, QUICK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OperationFailed);
+
+    // Zones and hosts that do not exist are refused at once.
+    let (status, body) = post(create("x", small.id(), "az9")).await;
+    assert_eq!(
+        (status, body["badRequest"]["message"].as_str()),
+        (
+            400,
+            Some("The requested availability zone is not available")
+        )
+    );
+    let (status, body) = post(create("x", small.id(), "az2:compute-9")).await;
+    assert_eq!(
+        (status, body["badRequest"]["message"].as_str()),
+        (400, Some("Compute host compute-9 could not be found."))
+    );
+
+    // Three servers while the quota allows three instances: the fourth is refused.
+    let http = reqwest::Client::new();
+    let set_quota = |q: Value| {
+        let http = http.clone();
+        let url = format!("{}/sim/v1/quotas/demo", sim.url);
+        async move {
+            assert!(
+                http.put(url)
+                    .body(q.to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            )
+        }
+    };
+    set_quota(json!({"instances": 3})).await;
+    let (status, body) = post(create("demo-w-01", small.id(), "az1")).await;
+    assert_eq!(
+        (status, body["server"]["id"].is_string()),
+        (202, true),
+        "{body}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/compute/v2.1/servers", sim.url))
+        .header("x-auth-token", &token)
+        .json(&create("demo-w-02", small.id(), "az1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        r#"{"forbidden":{"code":403,"message":"Quota exceeded for instances: Requested 1, but already used 3 of 3 instances"}}"#
+    );
+    let refused = cloud
+        .new_server("demo-w-02", small.clone())
+        .with_image(image.id().clone())
+        .create()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AccessDenied);
+    // Cores: 4 + 4 + 2 are used.
+    set_quota(json!({"instances": 50, "cores": 11})).await;
+    let (status, body) = post(create("demo-w-02", small.id(), "az1")).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["forbidden"]["message"],
+        "Quota exceeded for cores: Requested 2, but already used 10 of 11 cores"
+    );
+
+    let (_, limits) = nova(&sim, &token, reqwest::Method::GET, "/limits", None).await;
+    let absolute = &limits["limits"]["absolute"];
+    assert_eq!(
+        (
+            absolute["totalInstancesUsed"].as_i64(),
+            absolute["totalCoresUsed"].as_i64()
+        ),
+        (Some(3), Some(10))
+    );
+    assert_eq!(absolute["totalRAMUsed"], 8192 + 8192 + 4096);
+    let (_, quota) = nova(
+        &sim,
+        &token,
+        reqwest::Method::GET,
+        &format!("/os-quota-sets/{project}/detail"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        quota["quota_set"]["cores"],
+        json!({"limit": 11, "in_use": 10, "reserved": 0})
+    );
+
+    // Paging, newest first, until the empty page the crate waits for.
+    let page = |q: String| {
+        let (sim, token) = (&sim, &token);
+        async move {
+            nova(
+                sim,
+                token,
+                reqwest::Method::GET,
+                &format!("/servers?{q}"),
+                None,
+            )
+            .await
+        }
+    };
+    let (_, p1) = page("limit=2".into()).await;
+    let names: Vec<&str> = p1["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["demo-w-01", "demo-w-big-2"]);
+    let (_, p2) = page(format!(
+        "limit=2&marker={}",
+        p1["servers"][1]["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(p2["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(p2["servers"][0]["id"], big.as_str());
+    let (_, p3) = page(format!("limit=2&marker={big}")).await;
+    assert_eq!(p3["servers"], json!([]));
+    assert_eq!(cloud.list_servers().await.unwrap().len(), 3);
+    let (_, by_name) = page("name=big".into()).await;
+    assert_eq!(by_name["servers"].as_array().unwrap().len(), 2);
+    let (_, errors) = page("status=ERROR".into()).await;
+    assert_eq!(errors["servers"].as_array().unwrap().len(), 2, "{errors}");
+
+    // The ground truth agrees.
+    let state: Value = http
+        .get(format!("{}/sim/v1/state", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed_state = state["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == big.as_str())
+        .unwrap();
+    assert_eq!(failed_state["status"], "ERROR");
+    assert_eq!(failed_state["fault"]["code"], 500);
 }

@@ -1,5 +1,6 @@
 //! Nova (compute v2.1): version document, flavors, availability zones, hypervisors (admin
-//! only) and limits. Servers arrive with the next slice of the simulator.
+//! only, with the usage of the servers placed on them), limits and quota sets. Servers are in
+//! `servers.rs`.
 
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -24,6 +25,9 @@ pub fn router() -> Router<Shared> {
         .route("/os-availability-zone/detail", get(zones_detail))
         .route("/os-hypervisors/detail", get(hypervisors))
         .route("/limits", get(limits))
+        .route("/os-quota-sets/{project}", get(quota_set))
+        .route("/os-quota-sets/{project}/detail", get(quota_set_detail))
+        .merge(super::servers::routes())
 }
 
 async fn version(State(cloud): State<Shared>) -> Json<Value> {
@@ -113,16 +117,19 @@ async fn hypervisors(
     if !t.roles.iter().any(|r| r == "admin") {
         return policy_refused("os_compute_api:os-hypervisors:list-detail");
     }
-    let c = cloud.lock().unwrap();
+    let mut c = cloud.lock().unwrap();
+    c.advance();
     let items: Vec<Value> = c
         .hypervisors
         .iter()
         .map(|h| {
+            let (vcpus_used, ram_used, vms) = c.hypervisor_usage(&h.name);
             json!({
                 "id": h.id.to_string(), "hypervisor_hostname": h.name, "hypervisor_type": "QEMU",
                 "state": "up", "status": "enabled", "host_ip": "192.168.0.1",
-                "vcpus": h.vcpus, "memory_mb": h.memory_mib, "vcpus_used": 0, "memory_mb_used": 0,
-                "running_vms": 0, "service": { "host": h.name, "id": h.id.to_string(), "disabled_reason": null },
+                "vcpus": h.vcpus, "memory_mb": h.memory_mib, "vcpus_used": vcpus_used,
+                "memory_mb_used": ram_used, "running_vms": vms,
+                "service": { "host": h.name, "id": h.id.to_string(), "disabled_reason": null },
             })
         })
         .collect();
@@ -130,18 +137,68 @@ async fn hypervisors(
 }
 
 async fn limits(State(cloud): State<Shared>, Extension(t): Extension<Token>) -> Response {
-    let c = cloud.lock().unwrap();
+    let mut c = cloud.lock().unwrap();
+    c.advance();
     let Some(p) = c.projects.iter().find(|p| p.id == t.project_id) else {
         return not_found("Project", &t.project_id);
     };
     let q = p.quotas;
+    let (instances, cores, ram) = c.compute_usage(&t.project_id);
     Json(json!({ "limits": { "rate": [], "absolute": {
         "maxTotalInstances": q.instances, "maxTotalCores": q.cores, "maxTotalRAMSize": q.ram_mib,
         "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
         "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
-        "totalInstancesUsed": 0, "totalCoresUsed": 0, "totalRAMUsed": 0, "totalServerGroupsUsed": 0,
+        "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
+        "totalServerGroupsUsed": 0,
     }}}))
     .into_response()
+}
+
+/// Nova's quota set: limits, or with `detail` `{in_use, limit, reserved}` for each.
+fn quota_view(cloud: &Shared, t: &Token, project: &str, detail: bool) -> Response {
+    if t.project_id != project && !t.roles.iter().any(|r| r == "admin") {
+        return policy_refused("os_compute_api:os-quota-sets:show");
+    }
+    let mut c = cloud.lock().unwrap();
+    c.advance();
+    let Some(q) = c.project(project).map(|p| p.quotas) else {
+        return not_found("Project", project);
+    };
+    let (instances, cores, ram) = c.compute_usage(project);
+    let entry = |limit: i64, used: i64| {
+        if detail {
+            json!({ "limit": limit, "in_use": used, "reserved": 0 })
+        } else {
+            json!(limit)
+        }
+    };
+    Json(json!({ "quota_set": {
+        "id": project,
+        "instances": entry(q.instances, instances),
+        "cores": entry(q.cores, cores),
+        "ram": entry(q.ram_mib, ram),
+        "key_pairs": entry(100, 0),
+        "metadata_items": entry(128, 0),
+        "server_groups": entry(10, 0),
+        "server_group_members": entry(10, 0),
+    }}))
+    .into_response()
+}
+
+async fn quota_set(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(project): Path<String>,
+) -> Response {
+    quota_view(&cloud, &t, &project, false)
+}
+
+async fn quota_set_detail(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(project): Path<String>,
+) -> Response {
+    quota_view(&cloud, &t, &project, true)
 }
 
 fn policy_refused(rule: &str) -> Response {

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Shared, error, ports, volume};
+use super::{Shared, error, ports, servers, volume};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -20,7 +20,8 @@ pub fn router() -> Router<Shared> {
 
 /// Everything the cloud holds now, across projects.
 async fn state(State(cloud): State<Shared>) -> Json<Value> {
-    let c = cloud.lock().unwrap();
+    let mut c = cloud.lock().unwrap();
+    c.advance();
     let projects: Vec<Value> = c
         .projects
         .iter()
@@ -31,6 +32,7 @@ async fn state(State(cloud): State<Shared>) -> Json<Value> {
         "ports": c.ports.iter().map(ports::port_json).collect::<Vec<_>>(),
         "floating_ips": c.floating_ips.iter().map(ports::fip_json).collect::<Vec<_>>(),
         "volumes": c.volumes.iter().map(volume::volume_json).collect::<Vec<_>>(),
+        "servers": c.servers.iter().map(servers::state_json).collect::<Vec<_>>(),
     }))
 }
 

@@ -12,7 +12,10 @@ mod image;
 mod keystone;
 mod network;
 mod ports;
+mod servers;
 mod volume;
+
+pub use servers::{ApiError, AttachedVolume, NoValidHost, Server, ServerFault, ServerStatus};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +47,17 @@ pub struct Cloud {
     pub ports: Vec<Port>,
     pub floating_ips: Vec<FloatingIp>,
     pub volumes: Vec<Volume>,
+    /// Nova servers, oldest first.
+    pub servers: Vec<Server>,
+    /// Simulated seconds per real second: delays (a server's boot) are divided by it.
+    pub time_scale: f64,
+    /// How long a server stays in BUILD, in simulated seconds.
+    pub boot_seconds: f64,
+    /// Fault injection: servers whose placement matches an entry go ERROR with "No valid
+    /// host" after the boot delay, as if the scheduler had found no room.
+    pub no_valid_host: Vec<NoValidHost>,
+    /// Servers created so far, for Nova's `instance-%08x` names.
+    pub instances_created: u64,
     /// Hands out IDs and MAC addresses; seeded, so a run repeats.
     pub rng: fastrand::Rng,
     /// When the cloud was created (RFC 3339), for resources' timestamps.
@@ -127,6 +141,8 @@ pub struct Port {
     pub mac: String,
     pub device_id: String,
     pub device_owner: String,
+    /// `binding:host_id`: the compute host of the server the port is bound to, or empty.
+    pub binding_host: String,
     pub created: String,
 }
 
@@ -140,7 +156,18 @@ pub struct Volume {
     pub volume_type: String,
     pub availability_zone: String,
     pub image_id: Option<String>,
+    /// The servers it is attached to (Nova's boot-from-volume and data volumes).
+    pub attachments: Vec<VolumeAttachment>,
     pub created: String,
+}
+
+/// One attachment of a volume to a server, as Cinder lists it.
+pub struct VolumeAttachment {
+    pub id: String,
+    pub server_id: String,
+    pub host_name: String,
+    pub device: String,
+    pub attached_at: String,
 }
 
 pub struct FloatingIp {
@@ -274,6 +301,11 @@ impl Cloud {
             ports: Vec::new(),
             floating_ips: Vec::new(),
             volumes: Vec::new(),
+            servers: Vec::new(),
+            time_scale: 1.0,
+            boot_seconds: 20.0,
+            no_valid_host: Vec::new(),
+            instances_created: 0,
             rng: own_rng,
             born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
@@ -294,7 +326,7 @@ macro_rules! owned {
         }
     )*};
 }
-owned!(Port, FloatingIp, Volume);
+owned!(Port, FloatingIp, Volume, Server);
 
 /// Where the caller's resource `id` sits in `items`; another project's counts as absent.
 pub(super) fn position_owned<T: Owned>(items: &[T], id: &str, t: &Token) -> Option<usize> {

@@ -40,6 +40,7 @@ pub(super) fn port_json(p: &Port) -> Value {
         "admin_state_up": true, "status": if p.device_id.is_empty() { "DOWN" } else { "ACTIVE" },
         "fixed_ips": ips, "device_id": p.device_id, "device_owner": p.device_owner,
         "project_id": p.project_id, "tenant_id": p.project_id, "security_groups": [],
+        "binding:host_id": p.binding_host, "binding:vnic_type": "normal",
         "allowed_address_pairs": [], "description": "", "created_at": p.created, "updated_at": p.created,
     })
 }
@@ -83,10 +84,10 @@ fn taken(c: &Cloud, subnet_id: &str) -> Vec<Ipv4Addr> {
 }
 
 /// A Neutron error on its way to the client.
-struct Fault {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
+pub(super) struct Fault {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
 }
 
 impl IntoResponse for Fault {
@@ -96,7 +97,11 @@ impl IntoResponse for Fault {
 }
 
 /// Takes `wanted` on the subnet, or the first free address; the error is Neutron's.
-fn allocate(c: &Cloud, subnet_id: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, Fault> {
+pub(super) fn allocate(
+    c: &Cloud,
+    subnet_id: &str,
+    wanted: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, Fault> {
     let subnet = c
         .subnets
         .iter()
@@ -130,6 +135,12 @@ fn allocate(c: &Cloud, subnet_id: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4
                 })
         }
     }
+}
+
+/// A MAC address in OpenStack's `fa:16:3e` range.
+pub(super) fn new_mac(rng: &mut fastrand::Rng) -> String {
+    let b = rng.u32(..).to_be_bytes();
+    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3])
 }
 
 fn over_quota(resource: &str) -> Response {
@@ -226,19 +237,16 @@ async fn create_port(
             Err(fault) => return fault.into_response(),
         }
     }
-    let mac_bytes = c.rng.u32(..).to_be_bytes();
     let port = Port {
         id: c.new_id(),
         name: req["name"].as_str().unwrap_or_default().to_string(),
         network_id: network_id.to_string(),
         project_id: t.project_id.clone(),
         fixed_ips: fixed,
-        mac: format!(
-            "fa:16:3e:{:02x}:{:02x}:{:02x}",
-            mac_bytes[1], mac_bytes[2], mac_bytes[3]
-        ),
+        mac: new_mac(&mut c.rng),
         device_id: req["device_id"].as_str().unwrap_or_default().to_string(),
         device_owner: req["device_owner"].as_str().unwrap_or_default().to_string(),
+        binding_host: String::new(),
         created: now_rfc3339(),
     };
     let view = port_json(&port);

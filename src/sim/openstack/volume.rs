@@ -56,10 +56,25 @@ async fn volume_type(State(cloud): State<Shared>, Path(id): Path<String>) -> Res
 
 /// The detailed form, everywhere: the `openstack` crate parses even `?name=` results in full.
 pub(super) fn volume_json(v: &Volume) -> Value {
+    let attachments: Vec<Value> = v
+        .attachments
+        .iter()
+        .map(|a| {
+            json!({
+                "id": v.id, "attachment_id": a.id, "volume_id": v.id, "server_id": a.server_id,
+                "host_name": a.host_name, "device": a.device, "attached_at": a.attached_at,
+            })
+        })
+        .collect();
+    let status = if v.attachments.is_empty() {
+        "available"
+    } else {
+        "in-use"
+    };
     json!({
-        "id": v.id, "name": v.name, "size": v.size_gib, "status": "available", "volume_type": v.volume_type,
+        "id": v.id, "name": v.name, "size": v.size_gib, "status": status, "volume_type": v.volume_type,
         "availability_zone": v.availability_zone, "bootable": if v.image_id.is_some() { "true" } else { "false" },
-        "encrypted": false, "multiattach": false, "metadata": {}, "attachments": [], "links": [],
+        "encrypted": false, "multiattach": false, "metadata": {}, "attachments": attachments, "links": [],
         "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": null,
         "snapshot_id": null, "source_volid": null, "replication_status": null, "migration_status": null,
         "volume_image_metadata": v.image_id.as_ref().map(|i| json!({ "image_id": i })),
@@ -80,6 +95,51 @@ fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "badRequest", message)
 }
 
+/// The name of the volume type `wanted` names (an ID or a name; the first type when `None`),
+/// or Cinder's 404 message, worded by how the type was named.
+pub(super) fn volume_type_name(c: &Cloud, wanted: Option<&str>) -> Result<String, String> {
+    let Some(wanted) = wanted else {
+        return Ok(c
+            .volume_types
+            .first()
+            .map(|t| t.name.clone())
+            .unwrap_or_default());
+    };
+    match c
+        .volume_types
+        .iter()
+        .find(|t| t.id == wanted || t.name == wanted)
+    {
+        Some(t) => Ok(t.name.clone()),
+        None if uuid::Uuid::parse_str(wanted).is_ok() => {
+            Err(format!("Volume type {wanted} could not be found."))
+        }
+        None => Err(format!(
+            "Volume type with name {wanted} could not be found."
+        )),
+    }
+}
+
+/// Cinder's quota message if one more volume of `size` GiB does not fit, else `None`.
+pub(super) fn quota_refusal(c: &Cloud, project: &str, size: i64) -> Option<String> {
+    let quotas = c.project(project)?.quotas;
+    let (count, gigabytes) = usage(c, project);
+    if count >= quotas.volumes {
+        return Some(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({}) exceeded for quota 'volumes'.",
+            quotas.volumes
+        ));
+    }
+    if gigabytes + size > quotas.gigabytes {
+        return Some(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. \
+             Requested {size}G, quota is {}G and {gigabytes}G has been consumed.",
+            quotas.gigabytes
+        ));
+    }
+    None
+}
+
 /// A project's volume count and gigabytes in use.
 fn usage(c: &Cloud, project: &str) -> (i64, i64) {
     let mine = c.volumes.iter().filter(|v| v.project_id == project);
@@ -96,30 +156,9 @@ async fn create(
         return bad_request("Invalid input received: size must be an integer greater than 0.");
     };
     let mut c = cloud.lock().unwrap();
-    let type_name = match req["volume_type"].as_str() {
-        None => c
-            .volume_types
-            .first()
-            .map(|t| t.name.clone())
-            .unwrap_or_default(),
-        Some(wanted) => match c
-            .volume_types
-            .iter()
-            .find(|t| t.id == wanted || t.name == wanted)
-        {
-            Some(t) => t.name.clone(),
-            // Cinder words it by how the type was named: an ID or a name.
-            None if uuid::Uuid::parse_str(wanted).is_ok() => {
-                return not_found("Volume type", wanted);
-            }
-            None => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "itemNotFound",
-                    &format!("Volume type with name {wanted} could not be found."),
-                );
-            }
-        },
+    let type_name = match volume_type_name(&c, req["volume_type"].as_str()) {
+        Ok(name) => name,
+        Err(message) => return error(StatusCode::NOT_FOUND, "itemNotFound", &message),
     };
     let az = req["availability_zone"]
         .as_str()
@@ -128,23 +167,11 @@ async fn create(
     if req["availability_zone"].is_string() && !c.availability_zones.contains(&az) {
         return bad_request(&format!("Availability zone '{az}' is invalid."));
     }
-    let quotas = match c.project(&t.project_id) {
-        Some(p) => p.quotas,
-        None => return not_found("Project", &t.project_id),
-    };
-    let (count, gigabytes) = usage(&c, &t.project_id);
-    if count >= quotas.volumes {
-        return over_limit(format!(
-            "VolumeLimitExceeded: Maximum number of volumes allowed ({}) exceeded for quota 'volumes'.",
-            quotas.volumes
-        ));
+    if c.project(&t.project_id).is_none() {
+        return not_found("Project", &t.project_id);
     }
-    if gigabytes + size > quotas.gigabytes {
-        return over_limit(format!(
-            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. \
-             Requested {size}G, quota is {}G and {gigabytes}G has been consumed.",
-            quotas.gigabytes
-        ));
+    if let Some(message) = quota_refusal(&c, &t.project_id, size) {
+        return over_limit(message);
     }
     let volume = Volume {
         id: c.new_id(),
@@ -155,6 +182,7 @@ async fn create(
         volume_type: type_name,
         availability_zone: az,
         image_id: req["imageRef"].as_str().map(str::to_string),
+        attachments: Vec::new(),
         created: now_rfc3339(),
     };
     let view = volume_json(&volume);
@@ -197,6 +225,13 @@ async fn delete(
 ) -> Response {
     let mut c = cloud.lock().unwrap();
     match position_owned(&c.volumes, &id, &t) {
+        // Cinder refuses to delete an attached volume; Nova detaches it first.
+        Some(i) if !c.volumes[i].attachments.is_empty() => bad_request(
+            "Invalid volume: Volume status must be available or error or error_restoring or \
+             error_extending or error_managing and must not be migrating, attached, belong to a \
+             group, have snapshots, awaiting a transfer, or be disassociated from snapshots after \
+             volume transfer.",
+        ),
         Some(i) => {
             c.volumes.remove(i);
             StatusCode::ACCEPTED.into_response()
