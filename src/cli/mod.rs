@@ -252,6 +252,7 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
         sim.clouds_yaml.display(),
         crate::sim::CLOUD_NAME
     );
+    println!("capstan sim: kubeconfig {}", sim.kubeconfig.display());
     sim.run_until_stopped().await
 }
 

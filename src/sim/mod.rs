@@ -10,6 +10,7 @@
 //! quotas; Cinder volume types, volumes and quota sets; Glance images. Scripted faults and the
 //! Kubernetes API come next (issue 3).
 
+pub mod controllers;
 mod ipv4;
 pub mod kube;
 pub mod openstack;
@@ -39,16 +40,25 @@ pub struct SimOptions {
     pub time_scale: f64,
 }
 
+/// Simulated seconds from a server's ACTIVE to its Node joining the workload cluster.
+pub const NODE_JOIN_SECONDS: f64 = 10.0;
+
 /// A running simulator.
 pub struct Sim {
     pub addr: SocketAddr,
     pub clouds_yaml: PathBuf,
+    pub kubeconfig: PathBuf,
     pub cloud: openstack::Shared,
+    pub kube: kube::Kube,
+    pub controllers: Arc<controllers::Controllers>,
     task: tokio::task::JoinHandle<()>,
+    controller_task: tokio::task::JoinHandle<()>,
 }
 
 impl Sim {
-    /// Binds, builds the scenario's cloud, writes `clouds.yaml` and serves in the background.
+    /// Binds, builds the scenario's cloud and clusters, writes `clouds.yaml` and `kubeconfig`,
+    /// serves in the background, and lets the scenario's existing workers come up (instantly)
+    /// before returning.
     pub async fn start(opts: &SimOptions) -> anyhow::Result<Sim> {
         let text = match &opts.scenario {
             Some(path) => std::fs::read_to_string(path)
@@ -68,17 +78,54 @@ impl Sim {
         std::fs::create_dir_all(&opts.state_dir)?;
         let clouds_yaml = opts.state_dir.join("clouds.yaml");
         write_private(&clouds_yaml, &clouds_yaml_text(&scenario, &base))?;
-        let app = openstack::router(cloud.clone());
+        let kube = kube::KubeWorld::new();
+        let kubeconfig = opts.state_dir.join("kubeconfig");
+        let token = kube.token(kube::MANAGEMENT).expect("management token");
+        write_private(&kubeconfig, &kube::kubeconfig(&base, "capstan-sim", &token))?;
+        let app = openstack::router(cloud.clone()).merge(kube::router(kube.clone()));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "simulator stopped");
             }
         });
+        {
+            let c = cloud.lock().unwrap();
+            let ids = |what: &str| -> String {
+                let (kind, name) = what.split_once(':').unwrap_or(("", what));
+                match kind {
+                    "network" => c
+                        .networks
+                        .iter()
+                        .find(|n| n.name == name)
+                        .map(|n| n.id.clone()),
+                    _ => c
+                        .subnets
+                        .iter()
+                        .find(|s| s.name == name)
+                        .map(|s| s.id.clone()),
+                }
+                .unwrap_or_default()
+            };
+            controllers::seed::seed(&kube, &scenario, &base, &ids);
+        }
+        // The scenario's workers exist before anyone looks: boot and join without delay.
+        let boot = std::mem::replace(&mut cloud.lock().unwrap().boot_seconds, 0.0);
+        let clock = controllers::Clock::new(opts.time_scale);
+        controllers::Controllers::new(kube.clone(), clock, 0.0)
+            .settle(200)
+            .await;
+        cloud.lock().unwrap().boot_seconds = boot;
+        let controllers = controllers::Controllers::new(kube.clone(), clock, NODE_JOIN_SECONDS);
+        let controller_task = controllers.clone().spawn();
         Ok(Sim {
             addr,
             clouds_yaml,
+            kubeconfig,
             cloud,
+            kube,
+            controllers,
             task,
+            controller_task,
         })
     }
 
@@ -92,6 +139,7 @@ impl Sim {
         tokio::select! {
             _ = crate::serve::shutdown_signal() => {}
             r = self.task => r?,
+            r = self.controller_task => r?,
         }
         Ok(())
     }

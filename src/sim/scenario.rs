@@ -184,7 +184,11 @@ impl Scenario {
         for c in &s.clusters {
             let project = s.projects.iter().find(|p| p.name == c.project);
             if project.is_none_or(|p| p.users.is_empty()) {
-                anyhow::bail!("cluster {}: project `{}` is not listed or has no user", c.name, c.project);
+                anyhow::bail!(
+                    "cluster {}: project `{}` is not listed or has no user",
+                    c.name,
+                    c.project
+                );
             }
             for ms in &c.machine_sets {
                 if !["Random", "Newest", "Oldest"].contains(&ms.delete_policy.as_str()) {

@@ -19,7 +19,10 @@ pub const DELETE_MACHINE_ANNOTATION: &str = "cluster.x-k8s.io/delete-machine";
 const CAPO_V1BETA1: &str = "infrastructure.cluster.x-k8s.io/v1beta1";
 
 pub fn name(o: &Value) -> String {
-    o["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn namespace(o: &Value) -> String {
@@ -30,7 +33,10 @@ pub fn namespace(o: &Value) -> String {
 }
 
 pub fn uid(o: &Value) -> String {
-    o["metadata"]["uid"].as_str().unwrap_or_default().to_string()
+    o["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn deleting(o: &Value) -> bool {
@@ -73,13 +79,7 @@ pub fn owner_ref(owner: &Value) -> Value {
 }
 
 /// Sets (or replaces) one condition, keeping `lastTransitionTime` when the status holds.
-pub fn set_condition(
-    status: &mut Value,
-    kind: &str,
-    state: &str,
-    reason: &str,
-    message: &str,
-) {
+pub fn set_condition(status: &mut Value, kind: &str, state: &str, reason: &str, message: &str) {
     if !status["conditions"].is_array() {
         status["conditions"] = json!([]);
     }
@@ -524,6 +524,7 @@ pub fn reconcile_machines(ctl: &Controllers) {
             .map(|o| o["status"]["addresses"].clone())
             .unwrap_or(Value::Null);
         objects.modify(ix::MACHINE, &ns, &n, Target::Status, |o| {
+            let generation = o["metadata"]["generation"].clone();
             let st = &mut o["status"];
             st["bootstrapReady"] = json!(data_secret.is_some());
             if data_secret.is_some() {
@@ -619,7 +620,7 @@ pub fn reconcile_machines(ctl: &Controllers) {
                 "Pending"
             };
             st["phase"] = json!(phase);
-            st["observedGeneration"] = o["metadata"]["generation"].clone();
+            st["observedGeneration"] = generation;
         });
     }
 }

@@ -22,14 +22,20 @@ pub fn seed(kube: &KubeWorld, scenario: &Scenario, base: &str, ids: &dyn Fn(&str
         let key = format!("{}/{}", c.namespace, c.name);
         let token = kube.add_workload(&key);
         let mut clusters = kube.clusters.lock().unwrap();
-        let objects = clusters.get_mut(super::super::kube::MANAGEMENT).expect("management");
+        let objects = clusters
+            .get_mut(super::super::kube::MANAGEMENT)
+            .expect("management");
         for obj in cluster_objects(scenario, c, base, &token, ids) {
             let kind = super::super::kube::resources::by_type(
                 obj["apiVersion"].as_str().unwrap_or_default(),
                 obj["kind"].as_str().unwrap_or_default(),
             )
             .expect("seeded kinds are served");
-            let ns = if kind == ix::NAMESPACE { "" } else { &c.namespace };
+            let ns = if kind == ix::NAMESPACE {
+                ""
+            } else {
+                &c.namespace
+            };
             create_once(objects, kind, ns, obj);
         }
     }

@@ -97,7 +97,9 @@ fn serve(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
+    // kubectl (client-go) sends no bearer token over plain HTTP, so a request without one is
+    // served, as an apiserver with anonymous access would; a wrong token is refused.
+    if presented.is_some_and(|p| p != token) {
         return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
     let workload = cluster != MANAGEMENT;
@@ -152,12 +154,21 @@ fn serve(
             let options = delete_options(body)?;
             let mut items = Vec::new();
             for v in victims {
-                let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let vns = v["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+                let name = v["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let vns = v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 objects.delete(t.kind, &vns, &name, &options, dry_run)?;
                 items.push(v);
             }
-            Ok(json_response(StatusCode::OK, &list_doc(kind, objects, items, None)))
+            Ok(json_response(
+                StatusCode::OK,
+                &list_doc(kind, objects, items, None),
+            ))
         }
         ("get", Some(name), None | Some("status")) => {
             let obj = objects
@@ -173,7 +184,11 @@ fn serve(
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let obj = parse_body(body, content_type)?;
-            let target = if sub.is_some() { Target::Status } else { Target::Main };
+            let target = if sub.is_some() {
+                Target::Status
+            } else {
+                Target::Main
+            };
             let updated = objects.update(t.kind, ns, name, obj, target, true, dry_run)?;
             Ok(json_response(StatusCode::OK, &updated))
         }
@@ -198,7 +213,11 @@ fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
-            let target = if sub.is_some() { Target::Status } else { Target::Main };
+            let target = if sub.is_some() {
+                Target::Status
+            } else {
+                Target::Main
+            };
             let apply = content_type.starts_with("application/apply-patch");
             if apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
                 return Err(ApiError::bad_request(
@@ -310,7 +329,10 @@ fn inject_fault(kube: &Kube, verb: &str, plural: &str) -> Result<(), ApiError> {
                 "TooManyRequests",
                 "Too many requests, please try again later. (injected)",
             ),
-            503 => ("ServiceUnavailable", "etcdserver: leader changed (injected)"),
+            503 => (
+                "ServiceUnavailable",
+                "etcdserver: leader changed (injected)",
+            ),
             _ => (
                 "InternalError",
                 "Internal error occurred: etcdserver: request timed out (injected)",
@@ -356,7 +378,9 @@ fn apply_patch(
             .filter(|op| {
                 let missing_null_test = op["op"] == "test"
                     && op["value"].is_null()
-                    && op["path"].as_str().is_some_and(|p| obj.pointer(p).is_none());
+                    && op["path"]
+                        .as_str()
+                        .is_some_and(|p| obj.pointer(p).is_none());
                 !missing_null_test
             })
             .collect();
@@ -420,7 +444,11 @@ fn label_selector(q: &HashMap<String, String>) -> Result<LabelSelector, ApiError
 }
 
 fn field_selector(kind: &Kind, q: &HashMap<String, String>) -> Result<FieldSelector, ApiError> {
-    let extra: &[&str] = if kind.kind == "Secret" { &["type"] } else { &[] };
+    let extra: &[&str] = if kind.kind == "Secret" {
+        &["type"]
+    } else {
+        &[]
+    };
     FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
         extra,
@@ -459,7 +487,10 @@ fn list(objects: &Objects, t: &Target_, q: &HashMap<String, String>) -> Result<R
         items.truncate(limit);
         next = items.last().map(item_key);
     }
-    Ok(json_response(StatusCode::OK, &list_doc(kind, objects, items, next)))
+    Ok(json_response(
+        StatusCode::OK,
+        &list_doc(kind, objects, items, next),
+    ))
 }
 
 fn item_key(o: &Value) -> String {
@@ -535,9 +566,8 @@ fn watch(
         .get("resourceVersion")
         .filter(|rv| !rv.is_empty() && rv.as_str() != "0")
         .map(|rv| {
-            rv.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-            })
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
         })
         .transpose()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
@@ -714,7 +744,16 @@ fn group_doc(group: &str, workload: bool) -> Option<Value> {
 }
 
 fn resource_list(group: &str, version: &str, workload: bool) -> Option<Value> {
-    let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+    let verbs = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
     let mut resources = Vec::new();
     for k in served(workload).filter(|k| k.group == group && k.version == version) {
         let mut r = json!({

@@ -94,7 +94,14 @@ pub static KINDS: &[Kind] = &[
     kind(CAPI, "v1beta1", "machines", "machine", "Machine", &["ma"]),
     Kind {
         scale: true,
-        ..kind(CAPI, "v1beta1", "machinesets", "machineset", "MachineSet", &["ms"])
+        ..kind(
+            CAPI,
+            "v1beta1",
+            "machinesets",
+            "machineset",
+            "MachineSet",
+            &["ms"],
+        )
     },
     Kind {
         scale: true,
@@ -221,7 +228,10 @@ mod tests {
         );
         assert_eq!(find(CAPI, "v1beta1", "machines"), Some(ix::MACHINE));
         assert_eq!(
-            by_type("infrastructure.cluster.x-k8s.io/v1alpha1", "OpenStackServer"),
+            by_type(
+                "infrastructure.cluster.x-k8s.io/v1alpha1",
+                "OpenStackServer"
+            ),
             Some(ix::OPENSTACK_SERVER)
         );
     }

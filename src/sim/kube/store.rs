@@ -65,7 +65,8 @@ impl ApiError {
             format!("{} \"{name}\" is invalid: {field}: {why}", kind.kind),
         )
         .about(kind, name);
-        e.details["causes"] = json!([{ "reason": "FieldValueInvalid", "message": why, "field": field }]);
+        e.details["causes"] =
+            json!([{ "reason": "FieldValueInvalid", "message": why, "field": field }]);
         e
     }
 
@@ -142,9 +143,7 @@ impl Default for Objects {
 
 /// Seconds-precision RFC 3339, as the apiserver writes timestamps.
 pub fn timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta(obj: &Value) -> &Value {
@@ -159,7 +158,9 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
@@ -427,14 +428,15 @@ impl Objects {
                     None => m.remove(field),
                 };
             }
-            m.insert("resourceVersion".into(), old_meta["resourceVersion"].clone());
+            m.insert(
+                "resourceVersion".into(),
+                old_meta["resourceVersion"].clone(),
+            );
         }
         let deleting = old_meta.get("deletionTimestamp").is_some();
         let old_finalizers = finalizers(old);
         let new_finalizers = finalizers(&new);
-        if deleting
-            && let Some(f) = new_finalizers.iter().find(|f| !old_finalizers.contains(f))
-        {
+        if deleting && let Some(f) = new_finalizers.iter().find(|f| !old_finalizers.contains(f)) {
             return Err(ApiError::invalid(
                 kind,
                 name,
@@ -498,8 +500,8 @@ impl Objects {
         if meta(old).get("deletionTimestamp").is_some() {
             return Ok(old.clone());
         }
-        let foreground = options.get("propagationPolicy").and_then(Value::as_str)
-            == Some("Foreground");
+        let foreground =
+            options.get("propagationPolicy").and_then(Value::as_str) == Some("Foreground");
         let uid = meta_str(old, "uid").to_string();
         if finalizers(old).is_empty() && !foreground {
             if !dry_run {
@@ -670,7 +672,11 @@ fn check_owner_references(kind: &Kind, name: &str, obj: &Value) -> Result<(), Ap
     let mut controllers = 0;
     for (i, r) in refs.iter().enumerate() {
         for field in ["apiVersion", "kind", "name", "uid"] {
-            if r.get(field).and_then(Value::as_str).unwrap_or("").is_empty() {
+            if r.get(field)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 return Err(ApiError::invalid(
                     kind,
                     name,
@@ -749,16 +755,35 @@ mod tests {
             .create(ix::MACHINE, "default", machine("m1"), false, false)
             .unwrap();
         assert_eq!(m["metadata"]["generation"], 1);
-        let rv = m["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv = m["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut stale = m.clone();
         stale["spec"]["version"] = json!("v1.30.0");
         let updated = s
-            .update(ix::MACHINE, "default", "m1", stale.clone(), Target::Main, true, false)
+            .update(
+                ix::MACHINE,
+                "default",
+                "m1",
+                stale.clone(),
+                Target::Main,
+                true,
+                false,
+            )
             .unwrap();
         assert_eq!(updated["metadata"]["generation"], 2);
         assert_ne!(updated["metadata"]["resourceVersion"], json!(rv));
         let err = s
-            .update(ix::MACHINE, "default", "m1", stale, Target::Main, true, false)
+            .update(
+                ix::MACHINE,
+                "default",
+                "m1",
+                stale,
+                Target::Main,
+                true,
+                false,
+            )
             .unwrap_err();
         assert_eq!((err.code, err.reason), (409, "Conflict"));
         // A status write keeps the spec; a main write keeps the status.
@@ -766,7 +791,15 @@ mod tests {
         st["status"] = json!({"phase": "Running"});
         st["spec"]["version"] = json!("ignored");
         let after = s
-            .update(ix::MACHINE, "default", "m1", st, Target::Status, true, false)
+            .update(
+                ix::MACHINE,
+                "default",
+                "m1",
+                st,
+                Target::Status,
+                true,
+                false,
+            )
             .unwrap();
         assert_eq!(after["status"]["phase"], "Running");
         assert_eq!(after["spec"]["version"], "v1.30.0");
@@ -774,7 +807,15 @@ mod tests {
         let mut main = after.clone();
         main["status"] = json!({"phase": "Deleted"});
         let after = s
-            .update(ix::MACHINE, "default", "m1", main, Target::Main, true, false)
+            .update(
+                ix::MACHINE,
+                "default",
+                "m1",
+                main,
+                Target::Main,
+                true,
+                false,
+            )
             .unwrap();
         assert_eq!(after["status"]["phase"], "Running");
     }
@@ -797,8 +838,16 @@ mod tests {
         assert_eq!(err.code, 422);
         let mut drop = marked;
         drop["metadata"]["finalizers"] = json!([]);
-        s.update(ix::MACHINE, "default", "m1", drop, Target::Main, true, false)
-            .unwrap();
+        s.update(
+            ix::MACHINE,
+            "default",
+            "m1",
+            drop,
+            Target::Main,
+            true,
+            false,
+        )
+        .unwrap();
         assert!(s.get(ix::MACHINE, "default", "m1").is_none());
         let kinds: Vec<&str> = s.since(0).map(|e| e.change.as_str()).collect();
         assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
@@ -844,8 +893,14 @@ mod tests {
         assert_eq!(secret["data"]["value"], "aGk=");
         assert!(secret.get("stringData").is_none());
         for i in 0..HISTORY + 10 {
-            s.create(ix::MACHINE, "default", machine(&format!("m{i}")), false, false)
-                .unwrap();
+            s.create(
+                ix::MACHINE,
+                "default",
+                machine(&format!("m{i}")),
+                false,
+                false,
+            )
+            .unwrap();
         }
         assert!(s.floor() > 1);
         assert_eq!(s.since(0).count(), HISTORY);
