@@ -10,6 +10,7 @@
 //! quotas; Cinder volume types, volumes and quota sets; Glance images. Scripted faults and the
 //! Kubernetes API come next (issue 3).
 
+mod control;
 pub mod controllers;
 mod ipv4;
 pub mod kube;
@@ -82,7 +83,12 @@ impl Sim {
         let kubeconfig = opts.state_dir.join("kubeconfig");
         let token = kube.token(kube::MANAGEMENT).expect("management token");
         write_private(&kubeconfig, &kube::kubeconfig(&base, "capstan-sim", &token))?;
-        let app = openstack::router(cloud.clone()).merge(kube::router(kube.clone()));
+        let clock = controllers::Clock::new(opts.time_scale);
+        let controllers = controllers::Controllers::new(kube.clone(), clock, NODE_JOIN_SECONDS);
+        let console = control::Console::new(cloud.clone(), kube.clone(), controllers.clone());
+        let app = openstack::router(cloud.clone())
+            .merge(kube::router(kube.clone()))
+            .merge(control::router(console));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "simulator stopped");
@@ -110,12 +116,10 @@ impl Sim {
         }
         // The scenario's workers exist before anyone looks: boot and join without delay.
         let boot = std::mem::replace(&mut cloud.lock().unwrap().boot_seconds, 0.0);
-        let clock = controllers::Clock::new(opts.time_scale);
         controllers::Controllers::new(kube.clone(), clock, 0.0)
             .settle(200)
             .await;
         cloud.lock().unwrap().boot_seconds = boot;
-        let controllers = controllers::Controllers::new(kube.clone(), clock, NODE_JOIN_SECONDS);
         let controller_task = controllers.clone().spawn();
         Ok(Sim {
             addr,

@@ -279,10 +279,14 @@ async fn sim_and_login(scenario: &str) -> (SimProcess, openstack::Cloud) {
 /// The demo scenario from the repository, for variations of it.
 const DEMO: &str = include_str!("../../scenarios/demo.yaml");
 
+/// The demo cloud without its CAPI cluster: nothing in use, for the OpenStack API tests.
+static BARE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| DEMO[..DEMO.find("\nclusters:").unwrap()].to_string());
+
 #[tokio::test]
 async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
     // Room for two ports and one floating IP.
-    let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 2, floatingip: 1");
+    let scenario = BARE.replace("ports: 200, floatingip: 50", "ports: 2, floatingip: 1");
     let (sim, cloud) = sim_and_login(&scenario).await;
     let net = cloud.get_network("demo-net").await.unwrap();
     let subnet = cloud
@@ -423,7 +427,7 @@ async fn raw_token(sim: &SimProcess) -> (String, String) {
 #[tokio::test]
 async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() {
     // Room for two volumes and 100 GiB.
-    let scenario = DEMO.replace(
+    let scenario = BARE.replace(
         "volumes: 100, gigabytes: 10000",
         "volumes: 2, gigabytes: 100",
     );
@@ -513,7 +517,7 @@ async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() 
 /// after a while").
 #[tokio::test]
 async fn quotas_change_at_runtime_and_the_state_shows_the_ground_truth() {
-    let scenario = DEMO.replace("ports: 200, floatingip: 50", "ports: 1, floatingip: 50");
+    let scenario = BARE.replace("ports: 200, floatingip: 50", "ports: 1, floatingip: 50");
     let (sim, cloud) = sim_and_login(&scenario).await;
     let net = cloud.get_network("demo-net").await.unwrap();
     cloud
@@ -636,7 +640,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// while its root volume goes with it.
 #[tokio::test]
 async fn a_server_boots_from_volume_on_its_own_port_and_delete_gives_back_what_it_did_not_create() {
-    let (sim, cloud) = sim_and_login(DEMO).await;
+    let (sim, cloud) = sim_and_login(&BARE).await;
     let net = cloud.get_network("demo-net").await.unwrap();
     let subnet = cloud
         .list_subnets()
@@ -841,7 +845,7 @@ async fn a_server_boots_from_volume_on_its_own_port_and_delete_gives_back_what_i
 /// Nova's 403 and text; usage and paging follow the servers.
 #[tokio::test]
 async fn full_hosts_and_full_quotas_fail_as_nova_does() {
-    let scenario = DEMO.replace(
+    let scenario = BARE.replace(
         "{name: compute-4, availability_zone: az2, vcpus: 64, memory_mib: 262144}",
         "{name: compute-4, availability_zone: az2, vcpus: 2, memory_mib: 4096}",
     );

@@ -1,11 +1,10 @@
-//! The simulator's own API, `/sim/v1`, beside the cloud's: the ground truth tests compare
-//! against, and the knobs a scenario turns while it runs. No Keystone token: it is the
-//! operator's console of a fake cloud, not part of the cloud.
+//! The cloud's part of the simulator's console (`/sim/v1`, see `sim::control`): its ground
+//! truth and runtime quotas.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::put;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,13 +12,11 @@ use serde_json::{Value, json};
 use super::{Shared, error, ports, servers, volume};
 
 pub fn router() -> Router<Shared> {
-    Router::new()
-        .route("/state", get(state))
-        .route("/quotas/{project}", put(set_quotas))
+    Router::new().route("/quotas/{project}", put(set_quotas))
 }
 
 /// Everything the cloud holds now, across projects.
-async fn state(State(cloud): State<Shared>) -> Json<Value> {
+pub fn state(cloud: &Shared) -> Value {
     let mut c = cloud.lock().unwrap();
     c.advance();
     let projects: Vec<Value> = c
@@ -27,13 +24,13 @@ async fn state(State(cloud): State<Shared>) -> Json<Value> {
         .iter()
         .map(|p| json!({ "id": p.id, "name": p.name, "quotas": p.quotas }))
         .collect();
-    Json(json!({
+    json!({
         "projects": projects,
         "ports": c.ports.iter().map(ports::port_json).collect::<Vec<_>>(),
         "floating_ips": c.floating_ips.iter().map(ports::fip_json).collect::<Vec<_>>(),
         "volumes": c.volumes.iter().map(volume::volume_json).collect::<Vec<_>>(),
         "servers": c.servers.iter().map(servers::state_json).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 /// A change to some of a project's quotas; the rest stay.

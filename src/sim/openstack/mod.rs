@@ -7,12 +7,12 @@
 //! token's service catalog. Every call but token creation needs a valid `X-Auth-Token`.
 
 mod compute;
-mod control;
+pub mod control;
 mod image;
 mod keystone;
 mod network;
 mod ports;
-mod servers;
+pub mod servers;
 mod volume;
 
 pub use servers::{ApiError, AttachedVolume, NoValidHost, Server, ServerFault, ServerStatus};
@@ -20,11 +20,11 @@ pub use servers::{ApiError, AttachedVolume, NoValidHost, Server, ServerFault, Se
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::scenario::{Quotas, Scenario};
@@ -56,6 +56,8 @@ pub struct Cloud {
     /// Fault injection: servers whose placement matches an entry go ERROR with "No valid
     /// host" after the boot delay, as if the scheduler had found no room.
     pub no_valid_host: Vec<NoValidHost>,
+    /// Injected 5xx outages.
+    pub outages: Vec<Outage>,
     /// Servers created so far, for Nova's `instance-%08x` names.
     pub instances_created: u64,
     /// Hands out IDs and MAC addresses; seeded, so a run repeats.
@@ -303,8 +305,9 @@ impl Cloud {
             volumes: Vec::new(),
             servers: Vec::new(),
             time_scale: 1.0,
-            boot_seconds: 20.0,
+            boot_seconds: BOOT_SECONDS,
             no_valid_host: Vec::new(),
+            outages: Vec::new(),
             instances_created: 0,
             rng: own_rng,
             born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -344,6 +347,91 @@ fn fresh_id(rng: &mut fastrand::Rng) -> String {
 
 pub type Shared = Arc<Mutex<Cloud>>;
 
+/// How long a server builds, in simulated seconds, unless a fault says otherwise.
+pub const BOOT_SECONDS: f64 = 20.0;
+
+/// An injected outage: a service answering 5xx (MariaDB or RabbitMQ down behind it).
+#[derive(Debug, Clone)]
+pub struct Outage {
+    pub id: String,
+    /// Catalog types: `compute`, `network`, `block-storage`, `image`, `identity`; all when
+    /// empty.
+    pub services: Vec<String>,
+    /// 500 or 503.
+    pub status: u16,
+    /// Chance per request, 0..=1.
+    pub rate: f64,
+    /// Until when (real time); for good when `None`.
+    pub until: Option<std::time::Instant>,
+    /// What broke: `database` (oslo.db) or `messaging` (oslo.messaging).
+    pub cause: String,
+}
+
+/// The catalog type a path belongs to.
+fn service_of(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "compute" => "compute",
+        "networking" => "network",
+        "volume" => "block-storage",
+        "image" => "image",
+        "identity" => "identity",
+        _ => "",
+    }
+}
+
+/// The body each service sends when its database or message bus is down.
+fn outage_body(service: &str, status: u16, cause: &str) -> Value {
+    let class = if cause == "messaging" {
+        "oslo_messaging.exceptions.MessagingTimeout"
+    } else {
+        "oslo_db.exception.DBConnectionError"
+    };
+    match (service, status) {
+        ("compute", 503) => {
+            json!({"serviceUnavailable": {"code": 503, "message": "Service Unavailable"}})
+        }
+        ("compute", _) => json!({"computeFault": {"code": 500, "message": format!(
+            "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach the Nova API log if possible.\n<class '{class}'>")}}),
+        ("network", 503) => {
+            json!({"NeutronError": {"type": "ServiceUnavailable", "message": "The server is currently unavailable. Please try again at a later time.", "detail": ""}})
+        }
+        ("network", _) => {
+            json!({"NeutronError": {"type": "HTTPInternalServerError", "message": "Request Failed: internal server error while processing your request.", "detail": ""}})
+        }
+        ("identity", _) => {
+            json!({"error": {"code": status, "message": "An unexpected error prevented the server from fulfilling your request.", "title": "Internal Server Error"}})
+        }
+        (_, _) => {
+            json!({"computeFault": {"code": status, "message": "The server has either erred or is incapable of performing the requested operation."}})
+        }
+    }
+}
+
+/// Answers with an injected outage's 5xx instead of serving, while one applies.
+async fn outages(State(cloud): State<Shared>, req: Request, next: Next) -> Response {
+    let service = service_of(req.uri().path());
+    let hit = {
+        let mut c = cloud.lock().unwrap();
+        let now = std::time::Instant::now();
+        c.outages.retain(|o| o.until.is_none_or(|u| u > now));
+        let roll = c.rng.f64();
+        c.outages
+            .iter()
+            .find(|o| {
+                (o.services.is_empty() || o.services.iter().any(|s| s == service)) && roll < o.rate
+            })
+            .map(|o| (o.status, o.cause.clone()))
+    };
+    match hit {
+        Some((status, cause)) if !service.is_empty() => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(outage_body(service, status, &cause))).into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
 /// The OpenStack half of the simulator's router.
 pub fn router(cloud: Shared) -> Router {
     let authed = Router::new()
@@ -354,8 +442,9 @@ pub fn router(cloud: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(cloud.clone(), require_token));
     Router::new()
         .nest("/identity", keystone::router())
-        .nest("/sim/v1", control::router())
         .merge(authed)
+        .layer(middleware::from_fn_with_state(cloud.clone(), outages))
+        .nest("/sim/v1", control::router())
         .with_state(cloud)
 }
 
