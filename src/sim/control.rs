@@ -240,9 +240,10 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
             });
         }
         "drop_watches" => c.kube.drop_watches(),
+        "compact" => c.kube.compact(),
         other => {
             return bad(format!(
-                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, drop_watches)"
+                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, drop_watches, compact)"
             ));
         }
     }

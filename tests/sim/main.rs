@@ -1,6 +1,7 @@
-//! Conformance of the simulated cloud's OpenStack side: `capstan sim` runs as a process, and
-//! the `openstack` crate — the client production uses — authenticates with what its
-//! `clouds.yaml` says and reads the demo cloud as it would a real one.
+//! Conformance of the simulated cloud: `capstan sim` runs as a process; the `openstack`
+//! crate and kube-rs — the clients production uses — connect with the `clouds.yaml` and
+//! `kubeconfig` it writes and use it as they would a real cloud (Kubernetes side and the
+//! CAPI/CAPO behaviours in `k8s.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,10 +16,13 @@ use openstack::waiter::Waiter;
 use openstack::{ErrorKind, IdOrName};
 use serde_json::{Value, json};
 
+mod k8s;
+
 struct SimProcess {
     child: Child,
     url: String,
     clouds_yaml: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -64,6 +68,7 @@ fn start_sim_with(scenario: Option<&str>) -> SimProcess {
         child,
         url,
         clouds_yaml: dir.path().join("clouds.yaml"),
+        kubeconfig: dir.path().join("kubeconfig"),
         _dir: dir,
     }
 }

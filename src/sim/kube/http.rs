@@ -590,7 +590,7 @@ fn watch(
             let mut lines = Vec::new();
             let cursor = match from {
                 Some(rv) if !send_initial => {
-                    if rv + 1 < objects.floor() {
+                    if rv < objects.floor() {
                         let gone = ApiError::new(
                             410,
                             "Expired",
@@ -628,7 +628,7 @@ fn watch(
                 if kube.faults.lock().unwrap().watch_epoch != epoch {
                     return;
                 }
-                if cursor + 1 < objects.floor() {
+                if cursor < objects.floor() {
                     let gone = ApiError::new(
                         410,
                         "Expired",

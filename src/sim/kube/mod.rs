@@ -90,6 +90,13 @@ impl KubeWorld {
         self.tokens.lock().unwrap().get(key).cloned()
     }
 
+    /// Compacts every API server's history (then resuming watches get 410 Gone).
+    pub fn compact(&self) {
+        for objects in self.clusters.lock().unwrap().values_mut() {
+            objects.compact();
+        }
+    }
+
     /// Ends every open watch; clients resume from their last resourceVersion.
     pub fn drop_watches(&self) {
         self.faults.lock().unwrap().watch_epoch += 1;

@@ -208,6 +208,16 @@ impl Objects {
         self.notify.subscribe()
     }
 
+    /// Forgets the change history, as etcd's compaction does: watches resuming from any
+    /// version handed out so far get 410 Gone (the version moves on, so a fresh list can
+    /// be watched from).
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.rv += 1;
+        self.floor = self.rv;
+        self.poke();
+    }
+
     /// Wakes every watch without a change (they re-check whether to end).
     pub fn poke(&self) {
         self.notify.send_replace(self.rv);

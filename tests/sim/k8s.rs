@@ -1,0 +1,761 @@
+//! The simulated management cluster through kube-rs (and a raw HTTP watch): the demo
+//! cluster's objects, watches (ordered events, bookmarks, 410 → relist), conflicts, patches,
+//! finalizers, garbage collection, and the CAPI/CAPO behaviours Capstan must live with.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch};
+use kube::api::{PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+use super::{SimProcess, raw_token, start_sim};
+
+async fn client_from(path: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    config.proxy_url = None;
+    Client::try_from(config).unwrap()
+}
+
+fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+fn capi(client: &Client, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &resource("cluster.x-k8s.io", "v1beta1", kind),
+    )
+}
+
+fn capo(client: &Client, version: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &resource("infrastructure.cluster.x-k8s.io", version, kind),
+    )
+}
+
+fn json_of(o: &DynamicObject) -> Value {
+    serde_json::to_value(o).unwrap()
+}
+
+/// Polls `check` until it yields a value; the bound only keeps a broken run from hanging.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+async fn workload_client(sim: &SimProcess, client: &Client) -> Client {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let secret = secrets.get("demo-kubeconfig").await.unwrap();
+    let text = secret.data.unwrap()["value"].0.clone();
+    let path = sim.kubeconfig.with_file_name("workload.kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    client_from(&path).await
+}
+
+async fn sim_state(sim: &SimProcess) -> Value {
+    reqwest::get(format!("{}/sim/v1/state", sim.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn add_fault(sim: &SimProcess, fault: Value) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/v1/faults", sim.url))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{fault}");
+    let v: Value = resp.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn kube_rs_reads_the_demo_cluster_and_its_workload_nodes_through_the_kubeconfigs() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let kinds: Vec<String> = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .map(|(r, _)| r.kind)
+        .collect();
+    let kinds: Vec<String> = discovery
+        .groups()
+        .flat_map(|g| {
+            g.versions()
+                .flat_map(|v| g.versioned_resources(v))
+                .collect::<Vec<_>>()
+        })
+        .map(|(r, _)| r.kind)
+        .chain(kinds)
+        .collect();
+    for k in [
+        "Machine",
+        "MachineSet",
+        "OpenStackMachine",
+        "OpenStackServer",
+        "Secret",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    let cluster = capi(&client, "Cluster").get("demo").await.unwrap();
+    assert_eq!(
+        json_of(&cluster)["spec"]["infrastructureRef"]["kind"],
+        "OpenStackCluster"
+    );
+    let machines = capi(&client, "Machine")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let mut names: Vec<String> = machines
+        .items
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3);
+    for (m, n) in machines.items.iter().zip(&names) {
+        let suffix = n.strip_prefix("demo-md-0-").expect("named after the set");
+        assert_eq!(suffix.len(), 5);
+        assert_eq!(json_of(m)["status"]["phase"], "Running", "{n}");
+    }
+    // The workload cluster, through the kubeconfig Secret CAPI writes.
+    let workload = workload_client(&sim, &client).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload);
+    let mut node_names: Vec<String> = nodes
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    node_names.sort();
+    assert_eq!(node_names, names);
+    // And the servers behind them, in Nova.
+    let state = sim_state(&sim).await;
+    let servers: Vec<&str> = state["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for n in &names {
+        assert!(servers.contains(&n.as_str()), "{n} in {servers:?}");
+    }
+}
+
+#[tokio::test]
+async fn watches_deliver_ordered_events_bookmarks_and_relist_after_410() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "watched");
+    let secret = |name: &str| {
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"k": "v"}}))
+            .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret("a"))
+        .await
+        .unwrap();
+    let mut stream = watcher(secrets.clone(), watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    let mut next = async || -> String {
+        let Ok(ev) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await else {
+            return "Timeout".into();
+        };
+        let ev = ev.unwrap();
+        match ev {
+            Ok(watcher::Event::Init) => "Init".into(),
+            Ok(watcher::Event::InitApply(s)) => format!("InitApply({})", s.metadata.name.unwrap()),
+            Ok(watcher::Event::InitDone) => "InitDone".into(),
+            Ok(watcher::Event::Apply(s)) => format!("Apply({})", s.metadata.name.unwrap()),
+            Ok(watcher::Event::Delete(s)) => format!("Delete({})", s.metadata.name.unwrap()),
+            Err(watcher::Error::WatchError(s)) => format!("Error({})", s.code),
+            Err(e) => format!("Err({e})"),
+        }
+    };
+    for _ in 0..3 {
+        seen.push(next().await);
+    }
+    assert_eq!(seen, ["Init", "InitApply(a)", "InitDone"]);
+    secrets
+        .create(&PostParams::default(), &secret("b"))
+        .await
+        .unwrap();
+    secrets
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
+    secrets.delete("b", &DeleteParams::default()).await.unwrap();
+    for _ in 0..3 {
+        seen.push(next().await);
+    }
+    // Compaction, then a dropped watch: the watcher resumes from a version that is gone,
+    // gets 410 in the stream and lists again.
+    add_fault(&sim, json!({"kind": "compact"})).await;
+    secrets
+        .create(&PostParams::default(), &secret("c"))
+        .await
+        .unwrap();
+    add_fault(&sim, json!({"kind": "compact"})).await;
+    add_fault(&sim, json!({"kind": "drop_watches"})).await;
+    loop {
+        let ev = next().await;
+        let done = ev == "InitDone" || ev == "Timeout";
+        seen.push(ev);
+        if done {
+            break;
+        }
+    }
+    let tail: Vec<&str> = seen.iter().map(String::as_str).collect();
+    assert_eq!(
+        tail[..6],
+        [
+            "Init",
+            "InitApply(a)",
+            "InitDone",
+            "Apply(b)",
+            "Apply(a)",
+            "Delete(b)"
+        ]
+    );
+    let after: Vec<&str> = tail[6..]
+        .iter()
+        .copied()
+        .filter(|e| *e != "Apply(c)")
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "Error(410)",
+            "Init",
+            "InitApply(a)",
+            "InitApply(c)",
+            "InitDone"
+        ],
+        "{tail:?}"
+    );
+
+    // A raw watch: bookmarks carry the version, and the stream ends at timeoutSeconds.
+    let token = std::fs::read_to_string(&sim.kubeconfig)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+        .unwrap();
+    let body = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/namespaces/watched/secrets?watch=true&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=0",
+            sim.url
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ADDED", "ADDED", "BOOKMARK"], "{body}");
+    assert!(
+        lines[2]["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| rv.parse::<u64>().is_ok())
+    );
+}
+
+#[tokio::test]
+async fn conflicts_patches_status_finalizers_and_garbage_collection_work_as_upstream() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let owner = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // A stale resourceVersion is a 409 Conflict.
+    let mut stale = owner.clone();
+    secrets
+        .patch(
+            "owner",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"v": "2"}}})),
+        )
+        .await
+        .unwrap();
+    stale.metadata.labels = Some([("v".to_string(), "3".to_string())].into());
+    match secrets
+        .replace("owner", &PostParams::default(), &stale)
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(s.is_conflict(), "{s:?}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Creating an existing name is AlreadyExists.
+    match secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(s.is_already_exists(), "{s:?}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    // Server-side apply creates and then merges.
+    let applied = secrets
+        .patch(
+            "applied",
+            &PatchParams::apply("capstan-test"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "applied", "labels": {"a": "1"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.labels.unwrap()["a"], "1");
+    // A dependent goes when its owner goes.
+    let dependent = json!({"metadata": {"name": "dependent", "ownerReferences": [{
+        "apiVersion": "v1", "kind": "Secret", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]}});
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(dependent).unwrap(),
+        )
+        .await
+        .unwrap();
+    // A finalizer added the way kube-runtime's helper does (test-null quirk) holds deletion.
+    secrets
+        .patch(
+            "owner",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": null},
+                    {"op": "add", "path": "/metadata/finalizers", "value": ["capstan.io/test"]}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let deleting = secrets
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = deleting.left().expect("still there, being deleted");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(secrets.get_opt("dependent").await.unwrap().is_some());
+    secrets
+        .patch(
+            "owner",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(secrets.get_opt("owner").await.unwrap().is_none());
+    assert!(secrets.get_opt("dependent").await.unwrap().is_none());
+
+    // The status subresource: spec writes keep status, status writes keep spec.
+    let machines = capi(&client, "Machine");
+    let name = machines.list(&Default::default()).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let before = json_of(&machines.get(&name).await.unwrap());
+    let after = machines
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(&after)["status"]["phase"],
+        before["status"]["phase"]
+    );
+    assert_eq!(
+        json_of(&after)["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"],
+        "a no-op write makes no new version"
+    );
+}
+
+fn standalone_machine(
+    name: &str,
+    failure_domain: &str,
+    data_secret: Option<&str>,
+) -> (Value, Value) {
+    let mut bootstrap = json!({});
+    if let Some(s) = data_secret {
+        bootstrap["dataSecretName"] = json!(s);
+    } else {
+        bootstrap["configRef"] = json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1",
+            "kind": "KubeadmConfig", "name": name, "namespace": "default"});
+    }
+    let machine = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+        "metadata": {"name": name, "namespace": "default", "labels": {"cluster.x-k8s.io/cluster-name": "demo"}},
+        "spec": {"clusterName": "demo", "version": "v1.30.4", "bootstrap": bootstrap,
+            "failureDomain": failure_domain,
+            "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+                "kind": "OpenStackMachine", "name": name, "namespace": "default"}},
+    });
+    let osm = json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachine",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"flavor": "k8s.small", "image": {"filter": {"name": "ubuntu-2204-kube-v1.30"}},
+            "identityRef": {"name": "demo-cloud-config", "cloudName": "openstack"},
+            "ports": [{"network": {"filter": {"name": "demo-net"}},
+                "fixedIPs": [{"subnet": {"filter": {"name": "demo-subnet"}}, "ipAddress": "10.6.0.50"}]}],
+            "rootVolume": {"sizeGiB": 20, "type": "ssd"},
+            "additionalBlockDevices": [{"name": "data", "sizeGiB": 10,
+                "storage": {"type": "Volume", "volume": {"type": "hdd"}}}]},
+    });
+    (machine, osm)
+}
+
+async fn create_pair(client: &Client, machine: Value, osm: Value) {
+    capo(client, "v1beta1", "OpenStackMachine")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(osm).unwrap(),
+        )
+        .await
+        .unwrap();
+    capi(client, "Machine")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(machine).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn phase(client: &Client, name: &str) -> Option<String> {
+    let m = capi(client, "Machine").get_opt(name).await.unwrap()?;
+    json_of(&m)["status"]["phase"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_machine_with_a_data_secret_skips_bootstrap_and_delete_removes_what_capo_made() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let (machine, osm) = standalone_machine("demo-w-01", "az1:compute-2", Some("demo-bootstrap"));
+    create_pair(&client, machine, osm).await;
+    eventually("demo-w-01 Running", || async {
+        (phase(&client, "demo-w-01").await.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let m = json_of(&capi(&client, "Machine").get("demo-w-01").await.unwrap());
+    let bootstrap = m["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "BootstrapReady")
+        .unwrap();
+    assert_eq!(bootstrap["reason"], "DataSecretProvided");
+    assert_eq!(m["status"]["nodeRef"]["name"], "demo-w-01");
+    let state = sim_state(&sim).await;
+    let server = state["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "demo-w-01")
+        .unwrap()
+        .clone();
+    assert_eq!(server["host"], "compute-2");
+    let port = state["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "demo-w-01-0")
+        .unwrap();
+    assert_eq!(port["fixed_ips"][0]["ip_address"], "10.6.0.50");
+    let mut volumes: Vec<(String, i64, String)> = state["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"].as_str().unwrap().starts_with("demo-w-01-"))
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["size"].as_i64().unwrap(),
+                v["volume_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    volumes.sort();
+    assert_eq!(
+        volumes,
+        [
+            ("demo-w-01-data".to_string(), 10, "hdd".to_string()),
+            ("demo-w-01-root".to_string(), 20, "ssd".to_string())
+        ]
+    );
+    // Deleting the Machine removes server, volumes and ports.
+    capi(&client, "Machine")
+        .delete("demo-w-01", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("demo-w-01 gone with all it had", || async {
+        let gone = capi(&client, "Machine")
+            .get_opt("demo-w-01")
+            .await
+            .unwrap()
+            .is_none();
+        let s = sim_state(&sim).await;
+        let left = ["servers", "ports", "volumes"].iter().any(|k| {
+            s[*k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"].as_str().unwrap_or("").starts_with("demo-w-01"))
+        });
+        (gone && !left).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_bootstrap_data_capo_waits_and_a_quota_refusal_shows_on_the_openstackserver() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    // The control plane is not initialised, so kubeadm never writes the data Secret.
+    let (machine, mut osm) = standalone_machine("demo-w-02", "az1", None);
+    osm["spec"]["ports"][0]["fixedIPs"][0]["ipAddress"] = json!("10.6.0.51");
+    create_pair(&client, machine, osm).await;
+    let reason = eventually("CAPO waits for bootstrap data", || async {
+        let o = capo(&client, "v1beta1", "OpenStackMachine")
+            .get("demo-w-02")
+            .await
+            .ok()?;
+        let o = json_of(&o);
+        let c = o["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "InstanceReady")?
+            .clone();
+        c["reason"].as_str().map(str::to_string)
+    })
+    .await;
+    assert_eq!(reason, "WaitingForBootstrapData");
+    assert_eq!(
+        phase(&client, "demo-w-02").await.as_deref(),
+        Some("Pending")
+    );
+
+    // The project is at its instance quota: Nova refuses at once, CAPO says so on the
+    // OpenStackServer in gophercloud's words.
+    let resp = reqwest::Client::new()
+        .put(format!("{}/sim/v1/quotas/demo", sim.url))
+        .json(&json!({"instances": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let (machine, osm) = standalone_machine("demo-w-03", "az1", Some("demo-bootstrap"));
+    create_pair(&client, machine, osm).await;
+    let message = eventually("the quota refusal", || async {
+        let o = capo(&client, "v1alpha1", "OpenStackServer")
+            .get("demo-w-03")
+            .await
+            .ok()?;
+        let o = json_of(&o);
+        let c = o["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["reason"] == "InstanceCreateFailed")?
+            .clone();
+        c["message"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(
+        message.starts_with("error creating Openstack instance: Expected HTTP response code [202] when accessing [POST http://"),
+        "{message}"
+    );
+    assert!(
+        message.contains("/compute/v2.1/servers], but got 403 instead: {\"forbidden\":{\"code\":403,\"message\":\"Quota exceeded for instances: Requested 1, but already used 3 of 3 instances\"}}"),
+        "{message}"
+    );
+    assert_eq!(
+        phase(&client, "demo-w-03").await.as_deref(),
+        Some("Provisioning")
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_fails_while_building_is_not_surfaced_like_capo_3375() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    add_fault(
+        &sim,
+        json!({"kind": "no_valid_host", "availability_zone": "az2"}),
+    )
+    .await;
+    let (machine, mut osm) = standalone_machine("demo-w-04", "az2", Some("demo-bootstrap"));
+    osm["spec"]["ports"][0]["fixedIPs"][0]["ipAddress"] = json!("10.6.0.52");
+    create_pair(&client, machine, osm).await;
+    // Nova has the fault...
+    let (token, _) = raw_token(&sim).await;
+    let compute = format!("{}/compute/v2.1", sim.url);
+    let fault = eventually("the server's fault", || async {
+        let s = sim_state(&sim).await;
+        let server = s["servers"]
+            .as_array()?
+            .iter()
+            .find(|x| x["name"] == "demo-w-04")?
+            .clone();
+        (server["status"] == "ERROR").then_some(())?;
+        let v: Value = reqwest::Client::new()
+            .get(format!("{compute}/servers/{}", server["id"].as_str()?))
+            .header("X-Auth-Token", &token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["server"]["fault"]["message"].as_str().map(str::to_string)
+    })
+    .await;
+    assert_eq!(
+        fault,
+        "No valid host was found. There are not enough hosts available."
+    );
+    // ...and CAPI/CAPO never say it: the Machine stays Provisioning, with no failure.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let m = json_of(&capi(&client, "Machine").get("demo-w-04").await.unwrap());
+        assert_eq!(m["status"]["phase"], "Provisioning");
+        assert!(m["status"]["failureReason"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn a_machine_set_deletes_the_annotated_machine_first_then_by_its_policy() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let sets = capi(&client, "MachineSet");
+    let machines = capi(&client, "Machine");
+    let originals: Vec<String> = machines
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    // Two more, created after the originals.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sets.patch(
+        "demo-md-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    let all: Vec<String> = eventually("5 Running", || async {
+        let items = machines.list(&Default::default()).await.ok()?.items;
+        let running = items
+            .iter()
+            .filter(|m| json_of(m)["status"]["phase"] == "Running")
+            .count();
+        (running == 5).then(|| {
+            items
+                .iter()
+                .map(|m| m.metadata.name.clone().unwrap())
+                .collect()
+        })
+    })
+    .await;
+    let newer: Vec<&String> = all.iter().filter(|n| !originals.contains(n)).collect();
+    assert_eq!(newer.len(), 2);
+    // The policy is Oldest, but an annotated (newest) Machine goes first.
+    machines
+        .patch(
+            newer[0],
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"cluster.x-k8s.io/delete-machine": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    sets.patch(
+        "demo-md-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    eventually("the annotated one gone", || async {
+        machines
+            .get_opt(newer[0])
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Without an annotation, Oldest takes one of the originals, not the newer one.
+    sets.patch(
+        "demo-md-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = eventually("3 left", || async {
+        let items = machines.list(&Default::default()).await.ok()?.items;
+        (items.len() == 3).then(|| {
+            items
+                .iter()
+                .map(|m| m.metadata.name.clone().unwrap())
+                .collect()
+        })
+    })
+    .await;
+    assert!(left.contains(newer[1]), "{left:?}");
+    assert_eq!(left.iter().filter(|n| originals.contains(n)).count(), 2);
+}
