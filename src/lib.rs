@@ -4,9 +4,11 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod ipv4;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub lease: Duration,
     pub poll: Duration,
     pub max_jobs: usize,
+    /// The cloud the lifecycle kinds work on; without one only `smoke` runs.
+    pub cloud: Option<crate::cloud::CloudConfig>,
 }
 
 impl ServeOptions {
@@ -44,16 +46,26 @@ impl ServeOptions {
             lease: defaults.lease,
             poll: defaults.poll,
             max_jobs: defaults.max_jobs,
+            cloud: None,
         }
     }
 }
 
 /// Runs the server with the given steps (the built-in ones, or a test's).
-pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()> {
+pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result<()> {
+    let clients = match &opts.cloud {
+        Some(c) => {
+            let clients = crate::cloud::Clients::connect(c).await?;
+            info!(kubeconfig = %c.kubeconfig.display(), cloud = %c.cloud, "connected to the cloud");
+            crate::lifecycle::register_cloud(&mut registry, clients.clone());
+            Some(clients)
+        }
+        None => None,
+    };
     let sources = match &opts.workflows {
         Some(dir) => workflow::read_dir(dir)
             .with_context(|| format!("reading workflows from {}", dir.display()))?,
-        None => crate::lifecycle::workflow_sources(),
+        None => crate::lifecycle::workflow_sources(clients.is_some()),
     };
     let workflows = workflow::load_all(&sources, &registry)?;
     let config = match &opts.config {
@@ -101,6 +113,10 @@ pub async fn serve(opts: ServeOptions, registry: Registry) -> anyhow::Result<()>
         engine: engine.clone(),
         auth: Arc::new(auth),
         metrics,
+        admission: clients.map(|clients| {
+            Arc::new(crate::lifecycle::admission::Lifecycle { clients })
+                as Arc<dyn crate::engine::admission::Admission>
+        }),
     });
     let engine_task = tokio::spawn({
         let engine = engine.clone();

@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     /// 409: the request conflicts with the current state.
     Conflict(String),
+    /// 409 naming fields: the request is right but the cloud cannot take it now.
+    ConflictFields(Vec<FieldError>),
+    /// 503: a dependency (the cloud) could not be asked.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -65,6 +69,17 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({ "error": m })),
+            ApiError::ConflictFields(fields) => {
+                let summary: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect();
+                (
+                    StatusCode::CONFLICT,
+                    json!({ "error": format!("the cloud cannot take this job now: {}", summary.join("; ")), "fields": fields }),
+                )
+            }
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": m })),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": m })),
         };
         let mut resp = (status, Json(body)).into_response();

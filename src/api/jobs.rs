@@ -50,8 +50,19 @@ pub async fn submit(
             }
         }
     };
+    let kind = body["kind"].as_str().unwrap_or_default().to_string();
+    let body = match &st.admission {
+        Some(a) => match a.prepare(&kind, body.clone()) {
+            Ok(b) => b,
+            Err(errs) => {
+                problems.extend(errs);
+                body
+            }
+        },
+        None => body,
+    };
     let req = request::parse(&body, st.engine.workflows());
-    let req = match req {
+    let mut req = match req {
         Ok(r) if problems.is_empty() => r,
         Ok(_) => return Err(ApiError::Invalid(problems)),
         Err(errs) => {
@@ -60,6 +71,27 @@ pub async fn submit(
         }
     };
     let tenant = resolve_tenant(&st.auth, &p, req.tenant.as_deref(), &req.cluster)?;
+    // A replayed request names the job it made; the cloud is not asked again.
+    let replay = match &key {
+        Some(k) => {
+            st.engine
+                .store()
+                .idempotent_job(&tenant, &p.name, &k.key)
+                .await?
+        }
+        None => None,
+    };
+    if replay.is_none()
+        && let Some(a) = &st.admission
+    {
+        use crate::engine::admission::Refusal;
+        match a.admit(&mut req, &tenant).await {
+            Ok(()) => {}
+            Err(Refusal::Invalid(f)) => return Err(ApiError::Invalid(f)),
+            Err(Refusal::Conflict(f)) => return Err(ApiError::ConflictFields(f)),
+            Err(Refusal::Unavailable(m)) => return Err(ApiError::Unavailable(m)),
+        }
+    }
     let wf = st.engine.workflows()[&req.kind].clone();
     let job = req.into_job(&wf, &tenant, &p.name, None);
     let submitted = st.engine.store().submit(&job, key.as_ref()).await?;

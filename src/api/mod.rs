@@ -32,6 +32,8 @@ pub struct AppState {
     pub engine: Engine,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    /// Kind-specific checks against the cloud; none when no cloud is configured.
+    pub admission: Option<Arc<dyn crate::engine::admission::Admission>>,
 }
 
 pub fn router(state: AppState) -> Router {

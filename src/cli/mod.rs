@@ -64,6 +64,27 @@ pub struct ServeArgs {
     /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
+    /// Run the simulated cloud in this process and work on it (the embedded default).
+    #[arg(long)]
+    pub sim: bool,
+    /// With --sim: where the simulator writes kubeconfig and clouds.yaml (a temp dir by default).
+    #[arg(long, requires = "sim")]
+    pub state_dir: Option<PathBuf>,
+    /// With --sim: a scenario file (YAML); the built-in demo cloud by default.
+    #[arg(long, requires = "sim")]
+    pub scenario: Option<PathBuf>,
+    /// With --sim: simulated seconds per real second.
+    #[arg(long, requires = "sim", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// The management cluster's kubeconfig (a real cloud; not with --sim).
+    #[arg(long, conflicts_with = "sim", requires = "clouds_yaml")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The OpenStack clouds.yaml (a real cloud; not with --sim).
+    #[arg(long, conflicts_with = "sim", requires = "kubeconfig")]
+    pub clouds_yaml: Option<PathBuf>,
+    /// The clouds.yaml entry to use.
+    #[arg(long, default_value = crate::sim::CLOUD_NAME)]
+    pub cloud: String,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +277,34 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
     sim.run_until_stopped().await
 }
 
+/// `serve --sim`: the simulator in this process, on a free loopback port.
+async fn start_embedded_sim(
+    state_dir: Option<PathBuf>,
+    scenario: Option<PathBuf>,
+    time_scale: f64,
+) -> anyhow::Result<crate::sim::Sim> {
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("capstan-sim-{}", std::process::id())),
+    };
+    let opts = crate::sim::SimOptions {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        state_dir,
+        scenario,
+        seed: 1,
+        time_scale,
+    };
+    let sim = crate::sim::Sim::start(&opts).await?;
+    println!("capstan: simulated cloud on http://{}", sim.addr);
+    println!("capstan: kubeconfig {}", sim.kubeconfig.display());
+    println!(
+        "capstan: clouds.yaml {} (cloud {})",
+        sim.clouds_yaml.display(),
+        crate::sim::CLOUD_NAME
+    );
+    Ok(sim)
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     // A benchmark should not measure its own log lines.
     let default_log = match cli.command {
@@ -283,6 +332,24 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.lease = a.lease;
                 let mut registry = crate::engine::step::Registry::new();
                 crate::lifecycle::register(&mut registry);
+                // The simulator lives as long as the server; the engine reaches it only
+                // through the files it writes, over loopback HTTP.
+                let mut _sim = None;
+                if a.sim {
+                    let sim = start_embedded_sim(a.state_dir, a.scenario, a.time_scale).await?;
+                    opts.cloud = Some(crate::cloud::CloudConfig {
+                        kubeconfig: sim.kubeconfig.clone(),
+                        clouds_yaml: sim.clouds_yaml.clone(),
+                        cloud: crate::sim::CLOUD_NAME.to_string(),
+                    });
+                    _sim = Some(sim);
+                } else if let (Some(k), Some(c)) = (a.kubeconfig, a.clouds_yaml) {
+                    opts.cloud = Some(crate::cloud::CloudConfig {
+                        kubeconfig: k,
+                        clouds_yaml: c,
+                        cloud: a.cloud,
+                    });
+                }
                 serve(opts, registry).await
             }
             Command::Sim(a) => run_sim(a).await,

@@ -8,6 +8,7 @@
 //! Invariants: the engine talks to the world only through registered steps; it never sleeps
 //! inside a step; every write it makes for a job is fenced by the token it claimed it with.
 
+pub mod admission;
 pub mod request;
 pub mod retry;
 mod runner;

@@ -3,6 +3,9 @@
 //! Invariant: steps reach the world only through the Kubernetes and OpenStack clients; they
 //! never import the simulator, and never sleep (waiting is an outcome).
 
+pub mod admission;
+pub mod quota;
+mod scale_out;
 mod smoke;
 // Pure building blocks the scale_out and repair steps use next; nothing calls them yet.
 #[allow(dead_code)]
@@ -13,20 +16,32 @@ pub(crate) mod spec;
 use crate::engine::step::Registry;
 
 /// The workflow files shipped with the binary, as `(file name, YAML)`.
-pub const WORKFLOWS: &[(&str, &str)] = &[(
-    "workflows/smoke.yaml",
-    include_str!("../../workflows/smoke.yaml"),
-)];
+pub const WORKFLOWS: &[(&str, &str)] = &[
+    (
+        "workflows/smoke.yaml",
+        include_str!("../../workflows/smoke.yaml"),
+    ),
+    (
+        "workflows/scale_out.yaml",
+        include_str!("../../workflows/scale_out.yaml"),
+    ),
+];
 
-/// Registers every built-in step.
+/// Registers the steps that touch no cloud.
 pub fn register(registry: &mut Registry) {
     smoke::register(registry);
 }
 
-/// The built-in workflows as owned `(file, text)` pairs.
-pub fn workflow_sources() -> Vec<(String, String)> {
+/// Registers the cloud kinds' steps, which use the cloud's clients.
+pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients) {
+    scale_out::register(registry, clients);
+}
+
+/// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.
+pub fn workflow_sources(with_cloud: bool) -> Vec<(String, String)> {
     WORKFLOWS
         .iter()
+        .filter(|(f, _)| with_cloud || *f == "workflows/smoke.yaml")
         .map(|(f, t)| (f.to_string(), t.to_string()))
         .collect()
 }

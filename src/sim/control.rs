@@ -114,13 +114,13 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn rate(f: &Value) -> Result<f64, Response> {
+fn rate(f: &Value) -> Result<f64, String> {
     match &f["rate"] {
         Value::Null => Ok(1.0),
         v => v
             .as_f64()
             .filter(|r| (0.0..=1.0).contains(r))
-            .ok_or_else(|| bad("rate: must be a number from 0 to 1")),
+            .ok_or_else(|| "rate: must be a number from 0 to 1".to_string()),
     }
 }
 
@@ -133,7 +133,7 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
         "no_valid_host" => {
             let r = match rate(&f) {
                 Ok(r) => r,
-                Err(e) => return e,
+                Err(e) => return bad(e),
             };
             c.cloud.lock().unwrap().no_valid_host.push(NoValidHost {
                 availability_zone: f["availability_zone"].as_str().map(str::to_string),
@@ -144,7 +144,7 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
         "outage" => {
             let r = match rate(&f) {
                 Ok(r) => r,
-                Err(e) => return e,
+                Err(e) => return bad(e),
             };
             let status = f["status"].as_u64().unwrap_or(500) as u16;
             if !(500..600).contains(&status) {
@@ -224,7 +224,7 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
         "kube_error" => {
             let r = match rate(&f) {
                 Ok(r) => r,
-                Err(e) => return e,
+                Err(e) => return bad(e),
             };
             let code = f["code"].as_u64().unwrap_or(500) as u16;
             if ![409, 429, 500, 503].contains(&code) {

@@ -12,7 +12,7 @@
 
 mod control;
 pub mod controllers;
-mod ipv4;
+
 pub mod kube;
 pub mod openstack;
 pub mod scenario;
@@ -78,7 +78,24 @@ impl Sim {
         let cloud = Arc::new(Mutex::new(cloud));
         std::fs::create_dir_all(&opts.state_dir)?;
         let clouds_yaml = opts.state_dir.join("clouds.yaml");
-        write_private(&clouds_yaml, &clouds_yaml_text(&scenario, &base))?;
+        let project_ids: Vec<String> = {
+            let c = cloud.lock().unwrap();
+            scenario
+                .projects
+                .iter()
+                .map(|p| {
+                    c.projects
+                        .iter()
+                        .find(|x| x.name == p.name)
+                        .map(|x| x.id.clone())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        write_private(
+            &clouds_yaml,
+            &clouds_yaml_text(&scenario, &project_ids, &base),
+        )?;
         let kube = kube::KubeWorld::new();
         let kubeconfig = opts.state_dir.join("kubeconfig");
         let token = kube.token(kube::MANAGEMENT).expect("management token");
@@ -150,7 +167,7 @@ impl Sim {
 }
 
 /// One cloud entry per project user; the first project's first user is `capstan-sim`.
-fn clouds_yaml_text(s: &Scenario, base: &str) -> String {
+fn clouds_yaml_text(s: &Scenario, project_ids: &[String], base: &str) -> String {
     let mut out = String::from(
         "# Written by `capstan sim`: the simulated cloud, as any OpenStack client reads it.\nclouds:\n",
     );
@@ -162,10 +179,11 @@ fn clouds_yaml_text(s: &Scenario, base: &str) -> String {
                 format!("{CLOUD_NAME}-{}-{}", p.name, u.name)
             };
             out.push_str(&format!(
-                "  {name}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {user}\n      password: {password:?}\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
+                "  {name}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {user}\n      password: {password:?}\n      project_name: {project}\n      project_id: {project_id}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
                 user = u.name,
                 password = u.password.expose(),
                 project = p.name,
+                project_id = project_ids[i],
                 region = s.region,
             ));
         }

@@ -172,7 +172,7 @@ impl Scenario {
                 anyhow::bail!("network {}: project `{p}` is not listed", n.name);
             }
             for sub in &n.subnets {
-                let net = super::ipv4::Cidr::parse(&sub.cidr)
+                let net = crate::ipv4::Cidr::parse(&sub.cidr)
                     .map_err(|e| anyhow::anyhow!("subnet {}: {e}", sub.name))?;
                 if let Some(gw) = &sub.gateway
                     && !net.contains_str(gw)

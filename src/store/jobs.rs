@@ -274,6 +274,24 @@ impl Store {
         })
     }
 
+    /// The job an idempotency key already made, if any.
+    pub async fn idempotent_job(
+        &self,
+        tenant: &str,
+        owner: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?",
+        )
+        .bind(tenant)
+        .bind(owner)
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
         Ok(sqlx::query_as(&sql)

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::resources::{KINDS, Kind};
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{ApiError, Objects, Target};
+use super::store::{ApiError, Objects, Target, Write};
 use super::{Kube, MANAGEMENT};
 
 /// How often an idle watch gets a BOOKMARK, so its resume point stays fresh.
@@ -189,7 +189,17 @@ fn serve(
             } else {
                 Target::Main
             };
-            let updated = objects.update(t.kind, ns, name, obj, target, true, dry_run)?;
+            let updated = objects.update(
+                t.kind,
+                ns,
+                name,
+                obj,
+                Write {
+                    target,
+                    require_rv: true,
+                    dry_run,
+                },
+            )?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         ("update" | "patch", Some(name), Some("scale")) if kind.scale => {
@@ -209,7 +219,17 @@ fn serve(
             if let Some(rv) = scale["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
-            let updated = objects.update(t.kind, ns, name, next, Target::Main, false, dry_run)?;
+            let updated = objects.update(
+                t.kind,
+                ns,
+                name,
+                next,
+                Write {
+                    target: Target::Main,
+                    require_rv: false,
+                    dry_run,
+                },
+            )?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
@@ -235,7 +255,17 @@ fn serve(
             };
             let mut next = current;
             apply_patch(kind, &mut next, body, content_type)?;
-            let updated = objects.update(t.kind, ns, name, next, target, false, dry_run)?;
+            let updated = objects.update(
+                t.kind,
+                ns,
+                name,
+                next,
+                Write {
+                    target,
+                    require_rv: false,
+                    dry_run,
+                },
+            )?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         ("delete", Some(name), None) => {
@@ -396,9 +426,7 @@ fn apply_patch(
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-            ),
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
         ));
     }
     if content_type.starts_with("application/apply-patch") {

@@ -118,6 +118,15 @@ pub enum Target {
     Status,
 }
 
+/// How an update is made: to what, whether a custom resource's PUT must carry a
+/// `resourceVersion`, and whether it is only tried (`dryRun`).
+#[derive(Debug, Clone, Copy)]
+pub struct Write {
+    pub target: Target,
+    pub require_rv: bool,
+    pub dry_run: bool,
+}
+
 /// One API server's objects.
 pub struct Objects {
     rv: u64,
@@ -370,10 +379,13 @@ impl Objects {
         ns: &str,
         name: &str,
         mut new: Value,
-        target: Target,
-        require_rv: bool,
-        dry_run: bool,
+        how: Write,
     ) -> Result<Value, ApiError> {
+        let Write {
+            target,
+            require_rv,
+            dry_run,
+        } = how;
         let kind = &KINDS[kind_ix];
         let key_ns = if kind.namespaced { ns } else { "" };
         let key = (kind_ix, key_ns.to_string(), name.to_string());
@@ -614,7 +626,17 @@ impl Objects {
                                 .is_some_and(|u| live.contains(u))
                         });
                     }
-                    let _ = self.update(key.0, &key.1, &key.2, obj, Target::Main, false, false);
+                    let _ = self.update(
+                        key.0,
+                        &key.1,
+                        &key.2,
+                        obj,
+                        Write {
+                            target: Target::Main,
+                            require_rv: false,
+                            dry_run: false,
+                        },
+                    );
                 }
             }
             for key in foreground_done {
@@ -624,7 +646,17 @@ impl Objects {
                         .filter(|f| f != "foregroundDeletion")
                         .collect();
                     meta_mut(&mut obj).insert("finalizers".into(), json!(rest));
-                    let _ = self.update(key.0, &key.1, &key.2, obj, Target::Main, false, false);
+                    let _ = self.update(
+                        key.0,
+                        &key.1,
+                        &key.2,
+                        obj,
+                        Write {
+                            target: Target::Main,
+                            require_rv: false,
+                            dry_run: false,
+                        },
+                    );
                 }
             }
         }
@@ -645,7 +677,18 @@ impl Objects {
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        self.update(kind, ns, name, obj, target, false, false).ok()
+        self.update(
+            kind,
+            ns,
+            name,
+            obj,
+            Write {
+                target,
+                require_rv: false,
+                dry_run: false,
+            },
+        )
+        .ok()
     }
 }
 
@@ -777,9 +820,11 @@ mod tests {
                 "default",
                 "m1",
                 stale.clone(),
-                Target::Main,
-                true,
-                false,
+                Write {
+                    target: Target::Main,
+                    require_rv: true,
+                    dry_run: false,
+                },
             )
             .unwrap();
         assert_eq!(updated["metadata"]["generation"], 2);
@@ -790,9 +835,11 @@ mod tests {
                 "default",
                 "m1",
                 stale,
-                Target::Main,
-                true,
-                false,
+                Write {
+                    target: Target::Main,
+                    require_rv: true,
+                    dry_run: false,
+                },
             )
             .unwrap_err();
         assert_eq!((err.code, err.reason), (409, "Conflict"));
@@ -806,9 +853,11 @@ mod tests {
                 "default",
                 "m1",
                 st,
-                Target::Status,
-                true,
-                false,
+                Write {
+                    target: Target::Status,
+                    require_rv: true,
+                    dry_run: false,
+                },
             )
             .unwrap();
         assert_eq!(after["status"]["phase"], "Running");
@@ -822,9 +871,11 @@ mod tests {
                 "default",
                 "m1",
                 main,
-                Target::Main,
-                true,
-                false,
+                Write {
+                    target: Target::Main,
+                    require_rv: true,
+                    dry_run: false,
+                },
             )
             .unwrap();
         assert_eq!(after["status"]["phase"], "Running");
@@ -843,7 +894,17 @@ mod tests {
         let mut add = marked.clone();
         add["metadata"]["finalizers"] = json!(["machine.cluster.x-k8s.io", "other"]);
         let err = s
-            .update(ix::MACHINE, "default", "m1", add, Target::Main, true, false)
+            .update(
+                ix::MACHINE,
+                "default",
+                "m1",
+                add,
+                Write {
+                    target: Target::Main,
+                    require_rv: true,
+                    dry_run: false,
+                },
+            )
             .unwrap_err();
         assert_eq!(err.code, 422);
         let mut drop = marked;
@@ -853,9 +914,11 @@ mod tests {
             "default",
             "m1",
             drop,
-            Target::Main,
-            true,
-            false,
+            Write {
+                target: Target::Main,
+                require_rv: true,
+                dry_run: false,
+            },
         )
         .unwrap();
         assert!(s.get(ix::MACHINE, "default", "m1").is_none());

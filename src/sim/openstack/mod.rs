@@ -129,7 +129,7 @@ pub struct Subnet {
     pub name: String,
     pub network_id: String,
     pub project_id: Option<String>,
-    pub cidr: super::ipv4::Cidr,
+    pub cidr: crate::ipv4::Cidr,
     pub gateway: Option<String>,
 }
 
@@ -240,7 +240,7 @@ impl Cloud {
                     name: s.name.clone(),
                     network_id: net_id.clone(),
                     project_id: project_id(&n.project),
-                    cidr: super::ipv4::Cidr::parse(&s.cidr).map_err(anyhow::Error::msg)?,
+                    cidr: crate::ipv4::Cidr::parse(&s.cidr).map_err(anyhow::Error::msg)?,
                     gateway: s.gateway.clone(),
                 });
             }

@@ -1,4 +1,4 @@
-//! IPv4 CIDR arithmetic for simulated subnets.
+//! IPv4 CIDR arithmetic: the simulated subnets and scale_out's preflight both use it.
 
 use std::net::Ipv4Addr;
 

@@ -1,0 +1,192 @@
+//! OpenStack through an `osauth` session (the `openstack` crate's own session): raw JSON
+//! calls that keep the HTTP status and the service's own error text, which the failure
+//! classifier needs and the crate's typed calls drop.
+
+use std::path::Path;
+
+use osauth::services::{BLOCK_STORAGE, COMPUTE, IMAGE, NETWORK};
+use osauth::{ApiVersion, Session};
+use reqwest::Method;
+use serde_json::Value;
+
+/// The services Capstan calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Compute,
+    Network,
+    BlockStorage,
+    Image,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Compute => "nova",
+            Service::Network => "neutron",
+            Service::BlockStorage => "cinder",
+            Service::Image => "glance",
+        }
+    }
+}
+
+/// A refused or failed call: the status (0 when no answer came) and the body as sent.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub service: Service,
+    pub status: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 0 {
+            write!(f, "{}: {}", self.service.name(), self.text)
+        } else {
+            write!(f, "{} {}: {}", self.service.name(), self.status, self.text)
+        }
+    }
+}
+
+/// One project's view of a cloud.
+#[derive(Clone)]
+pub struct OpenStack {
+    session: Session,
+    pub project_id: String,
+}
+
+/// The Nova microversion Capstan speaks (tags on servers, UUID hypervisors).
+const NOVA: ApiVersion = ApiVersion(2, 60);
+
+impl OpenStack {
+    /// Logs in as the named cloud of a `clouds.yaml` (password auth, project scope).
+    pub async fn connect(clouds_yaml: &Path, cloud: &str) -> anyhow::Result<OpenStack> {
+        let text = std::fs::read_to_string(clouds_yaml)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", clouds_yaml.display()))?;
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
+        let auth = &doc["clouds"][cloud]["auth"];
+        let field = |k: &str| -> anyhow::Result<String> {
+            auth[k].as_str().map(str::to_string).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: clouds.{cloud}.auth.{k} is missing",
+                    clouds_yaml.display()
+                )
+            })
+        };
+        let domain = |k: &str| auth[k].as_str().unwrap_or("Default").to_string();
+        let project_id = field("project_id")?;
+        let password = osauth::identity::Password::new(
+            &field("auth_url")?,
+            field("username")?,
+            field("password")?,
+            domain("user_domain_name"),
+        )?
+        .with_project_scope(
+            osauth::common::IdOrName::Id(project_id.clone()),
+            osauth::common::IdOrName::Name(domain("project_domain_name")),
+        );
+        let session = Session::new(password).await?;
+        Ok(OpenStack {
+            session,
+            project_id,
+        })
+    }
+
+    /// One call; a status outside 2xx (or no answer) is a `CallError` with the raw body.
+    pub async fn call(
+        &self,
+        service: Service,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        let fail = |status: u16, text: String| CallError {
+            service,
+            status,
+            text,
+        };
+        let sent = match service {
+            Service::Compute => {
+                let mut r = self
+                    .session
+                    .request(COMPUTE, method, path)
+                    .api_version(NOVA)
+                    .query(query);
+                if let Some(b) = body {
+                    r = r.json(b);
+                }
+                r.send_unchecked().await
+            }
+            Service::Network => {
+                let mut r = self.session.request(NETWORK, method, path).query(query);
+                if let Some(b) = body {
+                    r = r.json(b);
+                }
+                r.send_unchecked().await
+            }
+            Service::BlockStorage => {
+                let mut r = self
+                    .session
+                    .request(BLOCK_STORAGE, method, path)
+                    .query(query);
+                if let Some(b) = body {
+                    r = r.json(b);
+                }
+                r.send_unchecked().await
+            }
+            Service::Image => {
+                let mut r = self.session.request(IMAGE, method, path).query(query);
+                if let Some(b) = body {
+                    r = r.json(b);
+                }
+                r.send_unchecked().await
+            }
+        };
+        let resp = sent.map_err(|e| fail(0, e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| fail(0, e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(fail(status, text));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| fail(status, format!("unreadable answer: {e}")))
+    }
+
+    pub async fn get(
+        &self,
+        service: Service,
+        path: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, CallError> {
+        self.call(service, Method::GET, path, query, None).await
+    }
+
+    /// `DELETE`; a 404 counts as done.
+    pub async fn delete(&self, service: Service, path: &[&str]) -> Result<(), CallError> {
+        match self.call(service, Method::DELETE, path, &[], None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Items of `key` from a list call whose `name` is exactly `name`.
+    pub async fn named(
+        &self,
+        service: Service,
+        path: &[&str],
+        key: &str,
+        name: &str,
+    ) -> Result<Vec<Value>, CallError> {
+        let v = self.get(service, path, &[("name", name)]).await?;
+        Ok(v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["name"] == name)
+            .cloned()
+            .collect())
+    }
+}

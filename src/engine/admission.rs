@@ -1,0 +1,30 @@
+//! Kind-specific admission: what a job kind adds to the generic request checks. `prepare`
+//! reshapes the body before the generic parse (kind-specific top-level fields, resolved node
+//! specs); `admit` checks the request against the world before anything is stored.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use super::request::{FieldError, JobRequest};
+
+/// Why a request is refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// 422: the request is wrong; every problem named.
+    Invalid(Vec<FieldError>),
+    /// 409: the request is right but the world cannot take it now (e.g. `require_quota`).
+    Conflict(Vec<FieldError>),
+    /// 503: the cloud could not be asked.
+    Unavailable(String),
+}
+
+pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
+pub trait Admission: Send + Sync {
+    /// Reshapes a body of this kind before the generic checks; errors name their fields.
+    fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>>;
+    /// Checks a parsed request against the cloud (preflight); may fill in params.
+    fn admit<'a>(&'a self, req: &'a mut JobRequest, tenant: &'a str) -> AdmitFuture<'a>;
+}

@@ -1,0 +1,385 @@
+//! Admission of the lifecycle kinds: `scale_out`'s request shape (defaults resolved into
+//! each node's spec) and its preflight against the cloud, before anything is created.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+
+use super::quota::{self, Need};
+use super::spec::{FloatingIp, NodeSpec, parse_request_nodes};
+use crate::cloud::Clients;
+use crate::cloud::capi;
+use crate::cloud::os::{CallError, Service};
+use crate::engine::admission::{Admission, AdmitFuture, Refusal};
+use crate::engine::request::{FieldError, JobRequest};
+use crate::ipv4::Cidr;
+
+/// Top-level request fields of `scale_out` that travel in the job's params.
+const SCALE_OUT_FIELDS: &[&str] = &["defaults", "require_quota", "version", "bootstrap_secret"];
+
+pub struct Lifecycle {
+    pub clients: Clients,
+}
+
+impl Admission for Lifecycle {
+    fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>> {
+        if kind != "scale_out" {
+            return Ok(body);
+        }
+        prepare_scale_out(body)
+    }
+
+    fn admit<'a>(&'a self, req: &'a mut JobRequest, _tenant: &'a str) -> AdmitFuture<'a> {
+        Box::pin(async move {
+            if req.kind != "scale_out" {
+                return Ok(());
+            }
+            preflight(&self.clients, req).await
+        })
+    }
+}
+
+/// Moves `scale_out`'s own fields into `params` and resolves every node against the
+/// defaults, so each stored node spec is complete.
+pub fn prepare_scale_out(mut body: Value) -> Result<Value, Vec<FieldError>> {
+    let Some(obj) = body.as_object_mut() else {
+        return Ok(body);
+    };
+    let mut params = match obj.remove("params") {
+        Some(Value::Object(p)) => p,
+        Some(Value::Null) | None => Map::new(),
+        Some(other) => {
+            obj.insert("params".into(), other);
+            return Ok(body);
+        }
+    };
+    for f in SCALE_OUT_FIELDS {
+        if let Some(v) = obj.remove(*f) {
+            params.insert(f.to_string(), v);
+        }
+    }
+    let mut errs = Vec::new();
+    if let Some(v) = params.get("require_quota")
+        && !v.is_boolean()
+    {
+        errs.push(FieldError::new("require_quota", "must be true or false"));
+    }
+    let nodes = match obj.get("nodes") {
+        Some(Value::Array(list)) => list.clone(),
+        _ => {
+            obj.insert("params".into(), Value::Object(params));
+            return if errs.is_empty() { Ok(body) } else { Err(errs) };
+        }
+    };
+    match parse_request_nodes(params.get("defaults"), &nodes) {
+        Ok(specs) => {
+            let resolved: Vec<Value> = specs
+                .iter()
+                .map(|s| serde_json::to_value(s).expect("a node spec serializes"))
+                .collect();
+            obj.insert("nodes".into(), Value::Array(resolved));
+        }
+        Err(e) => errs.extend(e),
+    }
+    obj.insert("params".into(), Value::Object(params));
+    if errs.is_empty() { Ok(body) } else { Err(errs) }
+}
+
+fn field(i: usize, f: &str) -> String {
+    format!("nodes[{i}].{f}")
+}
+
+fn names<'a>(list: &'a Value, key: &str) -> HashSet<&'a str> {
+    list[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["name"].as_str())
+        .collect()
+}
+
+fn unavailable(what: &str, e: CallError) -> Refusal {
+    Refusal::Unavailable(format!("preflight could not read {what}: {e}"))
+}
+
+/// Checks every node against the cloud, reporting every problem at once.
+async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
+    let specs: Vec<NodeSpec> = req
+        .nodes
+        .iter()
+        .map(|(_, v)| serde_json::from_value(v.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Refusal::Invalid(vec![FieldError::new("nodes", e.to_string())]))?;
+    let (ns, cluster) = req
+        .cluster
+        .split_once('/')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap_or(("default".into(), req.cluster.clone()));
+    let mut errs = Vec::new();
+
+    // The cluster and what every node needs from it.
+    let kube_unavailable =
+        |e: kube::Error| Refusal::Unavailable(format!("preflight could not read the cluster: {e}"));
+    let found = capi::clusters(&c.kube, &ns)
+        .get_opt(&cluster)
+        .await
+        .map_err(kube_unavailable)?;
+    if found.is_none() {
+        return Err(Refusal::Invalid(vec![FieldError::new(
+            "cluster",
+            format!("no CAPI Cluster {ns}/{cluster}"),
+        )]));
+    }
+    let bootstrap = req.params["bootstrap_secret"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{cluster}-bootstrap"));
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(c.kube.clone(), &ns);
+    if secrets
+        .get_opt(&bootstrap)
+        .await
+        .map_err(kube_unavailable)?
+        .is_none()
+    {
+        errs.push(FieldError::new(
+            "bootstrap_secret",
+            format!("Secret {ns}/{bootstrap} with the workers' bootstrap data does not exist"),
+        ));
+    }
+    let machines = capi::machines(&c.kube, &ns);
+
+    // What the cloud offers.
+    let os = &c.os;
+    let flavors = os
+        .get(Service::Compute, &["flavors", "detail"], &[])
+        .await
+        .map_err(|e| unavailable("flavors", e))?;
+    let images = os
+        .get(Service::Image, &["images"], &[])
+        .await
+        .map_err(|e| unavailable("images", e))?;
+    let networks = os
+        .get(Service::Network, &["networks"], &[])
+        .await
+        .map_err(|e| unavailable("networks", e))?;
+    let subnets = os
+        .get(Service::Network, &["subnets"], &[])
+        .await
+        .map_err(|e| unavailable("subnets", e))?;
+    let ports = os
+        .get(Service::Network, &["ports"], &[])
+        .await
+        .map_err(|e| unavailable("ports", e))?;
+    let fips = os
+        .get(Service::Network, &["floatingips"], &[])
+        .await
+        .map_err(|e| unavailable("floating IPs", e))?;
+    let types = os
+        .get(Service::BlockStorage, &["types"], &[])
+        .await
+        .map_err(|e| unavailable("volume types", e))?;
+    let zones = os
+        .get(Service::Compute, &["os-availability-zone"], &[])
+        .await
+        .map_err(|e| unavailable("availability zones", e))?;
+    let servers = os
+        .get(Service::Compute, &["servers"], &[])
+        .await
+        .map_err(|e| unavailable("servers", e))?;
+    let wants_host = specs.iter().any(|s| s.host.is_some());
+    let hypervisors = if wants_host {
+        Some(
+            os.get(Service::Compute, &["os-hypervisors", "detail"], &[])
+                .await,
+        )
+    } else {
+        None
+    };
+    let flavor_names = names(&flavors, "flavors");
+    let image_names = names(&images, "images");
+    let network_names = names(&networks, "networks");
+    let type_names = names(&types, "volume_types");
+    let server_names = names(&servers, "servers");
+    let zone_names: HashSet<&str> = zones["availabilityZoneInfo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|z| z["zoneName"].as_str())
+        .collect();
+    let taken: HashSet<String> = ports["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["fixed_ips"].as_array().cloned().unwrap_or_default())
+        .filter_map(|ip| ip["ip_address"].as_str().map(str::to_string))
+        .collect();
+    let fip_taken: HashSet<&str> = fips["floatingips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["floating_ip_address"].as_str())
+        .collect();
+
+    let mut total = Need::default();
+    for (i, s) in specs.iter().enumerate() {
+        if machines
+            .get_opt(&s.name)
+            .await
+            .map_err(kube_unavailable)?
+            .is_some()
+        {
+            errs.push(FieldError::new(
+                field(i, "name"),
+                format!("a Machine named {} already exists in {ns}", s.name),
+            ));
+        }
+        if server_names.contains(s.name.as_str()) {
+            errs.push(FieldError::new(
+                field(i, "name"),
+                format!(
+                    "a Nova server named {} already exists in the project",
+                    s.name
+                ),
+            ));
+        }
+        if !flavor_names.contains(s.flavor.as_str()) {
+            errs.push(FieldError::new(
+                field(i, "flavor"),
+                format!("flavor {} does not exist", s.flavor),
+            ));
+        }
+        if !image_names.contains(s.image.as_str()) {
+            errs.push(FieldError::new(
+                field(i, "image"),
+                format!("image {} does not exist", s.image),
+            ));
+        }
+        let network = networks["networks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == s.network.as_str());
+        if network.is_none() {
+            errs.push(FieldError::new(
+                field(i, "network"),
+                format!("network {} does not exist", s.network),
+            ));
+        }
+        let subnet = subnets["subnets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == s.subnet.as_str());
+        match (subnet, network) {
+            (None, _) => errs.push(FieldError::new(
+                field(i, "subnet"),
+                format!("subnet {} does not exist", s.subnet),
+            )),
+            (Some(sub), Some(net)) if sub["network_id"] != net["id"] => errs.push(FieldError::new(
+                field(i, "subnet"),
+                format!("subnet {} is not on network {}", s.subnet, s.network),
+            )),
+            (Some(sub), _) => {
+                if let Some(ip) = s.ip {
+                    let cidr = sub["cidr"].as_str().unwrap_or_default();
+                    match Cidr::parse(cidr) {
+                        Ok(c) if !c.contains_str(&ip.to_string()) => errs.push(FieldError::new(
+                            field(i, "ip"),
+                            format!("{ip} is outside subnet {} ({cidr})", s.subnet),
+                        )),
+                        _ => {}
+                    }
+                    if taken.contains(&ip.to_string()) {
+                        errs.push(FieldError::new(
+                            field(i, "ip"),
+                            format!("{ip} is already allocated in subnet {}", s.subnet),
+                        ));
+                    }
+                }
+            }
+        }
+        let _ = network_names.len();
+        if let Some(az) = &s.availability_zone
+            && !zone_names.contains(az.as_str())
+        {
+            errs.push(FieldError::new(
+                field(i, "availability_zone"),
+                format!("availability zone {az} does not exist"),
+            ));
+        }
+        if let Some(host) = &s.host {
+            match &hypervisors {
+                Some(Ok(h)) => {
+                    let known = h["hypervisors"].as_array().into_iter().flatten().any(|x| {
+                        x["hypervisor_hostname"] == host.as_str() || x["service"]["host"] == host.as_str()
+                    });
+                    if !known {
+                        errs.push(FieldError::new(field(i, "host"), format!("compute host {host} is not in the hypervisor list")));
+                    }
+                }
+                Some(Err(e)) if e.status == 403 => errs.push(FieldError::new(
+                    field(i, "host"),
+                    "pinning a compute host needs credentials with the admin role; these cannot read the hypervisor list",
+                )),
+                Some(Err(e)) => return Err(Refusal::Unavailable(format!("preflight could not read hypervisors: {e}"))),
+                None => {}
+            }
+        }
+        if let Some(r) = &s.root_volume
+            && let Some(t) = &r.volume_type
+            && !type_names.contains(t.as_str())
+        {
+            errs.push(FieldError::new(
+                field(i, "root_volume.type"),
+                format!("volume type {t} does not exist"),
+            ));
+        }
+        for (j, d) in s.data_volumes.iter().enumerate() {
+            if let Some(t) = &d.volume_type
+                && !type_names.contains(t.as_str())
+            {
+                errs.push(FieldError::new(
+                    field(i, &format!("data_volumes[{j}].type")),
+                    format!("volume type {t} does not exist"),
+                ));
+            }
+        }
+        if let FloatingIp::Address(a) = &s.floating_ip
+            && fip_taken.contains(a.to_string().as_str())
+        {
+            errs.push(FieldError::new(
+                field(i, "floating_ip"),
+                format!("floating IP {a} is already allocated"),
+            ));
+        }
+        let flavor = flavors["flavors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["name"] == s.flavor.as_str());
+        total.add(&Need::with_flavor(s, flavor));
+    }
+    if !errs.is_empty() {
+        return Err(Refusal::Invalid(errs));
+    }
+    // Quota headroom for the whole job.
+    let usage = quota::read(os)
+        .await
+        .map_err(|e| unavailable("quotas", e))?;
+    let short = usage.short_for(&total);
+    if !short.is_empty() {
+        if req.params["require_quota"] == true {
+            return Err(Refusal::Conflict(
+                short
+                    .into_iter()
+                    .map(|s| FieldError::new("quota", s))
+                    .collect(),
+            ));
+        }
+        if let Some(p) = req.params.as_object_mut() {
+            p.insert("quota_short_at_submit".into(), json!(short));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,861 @@
+//! `scale_out`: workers specified one by one, created as CAPI Machines with CAPO
+//! OpenStackMachines, watched until their Node is healthy, with failures classified where
+//! they really appear, the failed attempt cleaned up through OpenStack, and retries under
+//! DESIGN §4's policies. `workflows/scale_out.yaml` is the state machine:
+//!
+//! quota → create → provision → floating_ip → join → done; any failure → cleanup → quota
+//! (or `needs_input` for a wrong spec).
+//!
+//! Every step is safe to re-run after a crash: it looks before it creates, finds what an
+//! earlier run made by name and by Capstan's labels, and records IDs before using them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::classify::{self, Classified, Failure, Source};
+use super::quota::{self, Need};
+use super::spec::{FloatingIp, NodeSpec};
+use crate::cloud::Clients;
+use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL, MANAGED_LABEL, NODE_LABEL};
+use crate::cloud::os::{CallError, Service};
+use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::model::{EventKind, FailureClass};
+use crate::store::now_ms;
+
+/// How often a waiting node looks again.
+const RECHECK: Duration = Duration::from_millis(500);
+/// Backoff between attempts after a cleaned-up failure: base doubling to the cap.
+const BACKOFF_BASE_MS: i64 = 2_000;
+const BACKOFF_CAP_MS: i64 = 60_000;
+
+pub fn register(r: &mut Registry, clients: Clients) {
+    let c = clients.clone();
+    r.step("scale_out.quota", &["ok"], move |ctx| {
+        let c = c.clone();
+        async move { quota_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("scale_out.create", &["ok", "failed"], move |ctx| {
+        let c = c.clone();
+        async move { create_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("scale_out.provision", &["ready", "failed"], move |ctx| {
+        let c = c.clone();
+        async move { provision_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("scale_out.floating_ip", &["ok", "failed"], move |ctx| {
+        let c = c.clone();
+        async move { floating_ip_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("scale_out.join", &["ok", "failed"], move |ctx| {
+        let c = c.clone();
+        async move { join_step(&c, ctx).await }
+    });
+    let c = clients;
+    r.step("scale_out.cleanup", &["retry"], move |ctx| {
+        let c = c.clone();
+        async move { cleanup_step(&c, ctx).await }
+    });
+}
+
+fn spec_of(ctx: &StepContext) -> Result<NodeSpec, StepError> {
+    serde_json::from_value(ctx.spec.clone()).map_err(|e| {
+        StepError::new(
+            FailureClass::InvalidSpec,
+            format!("node spec unreadable: {e}"),
+        )
+    })
+}
+
+fn split_cluster(cluster: &str) -> (String, String) {
+    match cluster.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => ("default".to_string(), cluster.to_string()),
+    }
+}
+
+/// A Kubernetes error as a step error: 5xx, 429 and timeouts are transient.
+pub(crate) fn kube_error(what: &str, e: kube::Error) -> StepError {
+    let (status, text) = match &e {
+        kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+        other => (None, other.to_string()),
+    };
+    let c = classify::classify(&Failure::new(
+        Source::Kubernetes,
+        status,
+        format!("{what}: {text}"),
+    ));
+    StepError::new(c.class, format!("{what}: {text}"))
+}
+
+pub(crate) fn os_failure(e: &CallError) -> Classified {
+    let source = match e.service {
+        Service::Compute => Source::Nova,
+        Service::Network => Source::Neutron,
+        Service::BlockStorage => Source::Cinder,
+        Service::Image => Source::Network,
+    };
+    let status = (e.status != 0).then_some(e.status);
+    classify::classify(&Failure::new(source, status, e.text.clone()))
+}
+
+pub(crate) fn os_error(what: &str, e: CallError) -> StepError {
+    let c = os_failure(&e);
+    StepError::new(c.class, format!("{what}: {e}"))
+}
+
+fn labels_of(o: &DynamicObject) -> BTreeMap<String, String> {
+    o.metadata.labels.clone().unwrap_or_default()
+}
+
+fn ours(o: &DynamicObject, job: &str) -> bool {
+    labels_of(o).get(JOB_LABEL).map(String::as_str) == Some(job)
+}
+
+/// Moves the node to cleanup, keeping what failed for the cleanup step and the history.
+async fn failed(ctx: &mut StepContext, c: &Classified, text: &str) -> Result<Outcome, StepError> {
+    ctx.record(
+        "failure",
+        json!({ "class": c.class.as_str(), "text": text, "reason": c.reason, "short": c.short }),
+        None,
+    )
+    .await?;
+    Ok(Outcome::next_because(
+        "failed",
+        Some(c.class),
+        format!("{} ({}): {text}", c.class.as_str(), c.reason),
+    ))
+}
+
+// ---- quota -------------------------------------------------------------------------------
+
+/// Waits (as `waiting_for_quota`) until the project has room for this node.
+async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    let usage = quota::read(&c.os)
+        .await
+        .map_err(|e| os_error("reading quota", e))?;
+    let need = Need::of(&c.os, &spec)
+        .await
+        .map_err(|e| os_error("reading the flavor", e))?;
+    let short = usage.short_for(&need);
+    if short.is_empty() {
+        return Ok(Outcome::next("ok"));
+    }
+    Ok(Outcome::recheck_in(
+        RECHECK * 4,
+        format!("waiting_for_quota: {}", short.join(", ")),
+    ))
+}
+
+// ---- create ------------------------------------------------------------------------------
+
+/// What the cluster provides every node: names and references read from its objects.
+struct ClusterInfo {
+    ns: String,
+    name: String,
+    identity_ref: Value,
+    version: Option<String>,
+    bootstrap_secret: String,
+}
+
+async fn cluster_info(
+    c: &Clients,
+    cluster: &str,
+    params: &Value,
+) -> Result<ClusterInfo, StepError> {
+    let (ns, name) = split_cluster(cluster);
+    let osc = capi::openstack_clusters(&c.kube, &ns)
+        .get(&name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
+    let identity_ref = osc.data["spec"]["identityRef"].clone();
+    let version = params["version"].as_str().map(str::to_string);
+    let version = match version {
+        Some(v) => Some(v),
+        None => capi::machine_sets(&c.kube, &ns)
+            .list(&kube::api::ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
+            .await
+            .ok()
+            .and_then(|l| {
+                l.items.iter().find_map(|s| {
+                    s.data["spec"]["template"]["spec"]["version"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+            }),
+    };
+    let bootstrap_secret = params["bootstrap_secret"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{name}-bootstrap"));
+    Ok(ClusterInfo {
+        ns,
+        name,
+        identity_ref,
+        version,
+        bootstrap_secret,
+    })
+}
+
+fn node_labels(spec: &NodeSpec, cluster: &str, job: &str) -> BTreeMap<String, String> {
+    let mut labels = spec.machine_labels();
+    labels.insert(CLUSTER_NAME_LABEL.into(), cluster.into());
+    labels.insert(JOB_LABEL.into(), job.into());
+    labels.insert(NODE_LABEL.into(), spec.name.clone());
+    labels.insert(MANAGED_LABEL.into(), "capstan".into());
+    labels
+}
+
+/// The OpenStackMachine for a node spec (CAPO v1beta1 fields).
+fn openstack_machine(
+    spec: &NodeSpec,
+    info: &ClusterInfo,
+    labels: &BTreeMap<String, String>,
+) -> Value {
+    let mut fixed = json!({ "subnet": { "filter": { "name": spec.subnet } } });
+    if let Some(ip) = spec.ip {
+        fixed["ipAddress"] = json!(ip.to_string());
+    }
+    let mut osm_spec = json!({
+        "flavor": spec.flavor,
+        "image": { "filter": { "name": spec.image } },
+        "identityRef": info.identity_ref,
+        "ports": [{ "network": { "filter": { "name": spec.network } }, "fixedIPs": [fixed] }],
+        "tags": ["capstan"],
+    });
+    if let Some(root) = &spec.root_volume {
+        let mut r = json!({ "sizeGiB": root.size_gib });
+        if let Some(t) = &root.volume_type {
+            r["type"] = json!(t);
+        }
+        osm_spec["rootVolume"] = r;
+    }
+    if !spec.data_volumes.is_empty() {
+        let devices: Vec<Value> = spec
+            .data_volumes
+            .iter()
+            .map(|d| {
+                let mut volume = json!({});
+                if let Some(t) = &d.volume_type {
+                    volume["type"] = json!(t);
+                }
+                json!({ "name": d.name, "sizeGiB": d.size_gib,
+                        "storage": { "type": "Volume", "volume": volume } })
+            })
+            .collect();
+        osm_spec["additionalBlockDevices"] = json!(devices);
+    }
+    if let Some(k) = &spec.ssh_key {
+        osm_spec["sshKeyName"] = json!(k);
+    }
+    if !spec.security_groups.is_empty() {
+        let groups: Vec<Value> = spec
+            .security_groups
+            .iter()
+            .map(|g| json!({ "filter": { "name": g } }))
+            .collect();
+        osm_spec["securityGroups"] = json!(groups);
+    }
+    json!({
+        "apiVersion": capi::api_version(capi::CAPO_GROUP, capi::CAPO_VERSION),
+        "kind": "OpenStackMachine",
+        "metadata": { "name": spec.name, "namespace": info.ns, "labels": labels },
+        "spec": osm_spec,
+    })
+}
+
+/// The Machine: no `configRef`, the cluster's bootstrap Secret as `dataSecretName`.
+fn machine(spec: &NodeSpec, info: &ClusterInfo, labels: &BTreeMap<String, String>) -> Value {
+    let mut m_spec = json!({
+        "clusterName": info.name,
+        "bootstrap": { "dataSecretName": info.bootstrap_secret },
+        "infrastructureRef": {
+            "apiVersion": capi::api_version(capi::CAPO_GROUP, capi::CAPO_VERSION),
+            "kind": "OpenStackMachine", "name": spec.name, "namespace": info.ns,
+        },
+    });
+    if let Some(v) = &info.version {
+        m_spec["version"] = json!(v);
+    }
+    if let Some(fd) = spec.failure_domain() {
+        m_spec["failureDomain"] = json!(fd);
+    }
+    json!({
+        "apiVersion": capi::api_version(capi::CAPI_GROUP, capi::CAPI_VERSION),
+        "kind": "Machine",
+        "metadata": { "name": spec.name, "namespace": info.ns, "labels": labels },
+        "spec": m_spec,
+    })
+}
+
+/// Creates (or adopts, when this job made it) the OpenStackMachine and the Machine.
+async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    let info = cluster_info(c, &ctx.cluster, &ctx.params).await?;
+    let labels = node_labels(&spec, &info.name, &ctx.job_id);
+    let osms = capi::openstack_machines(&c.kube, &info.ns);
+    let machines = capi::machines(&c.kube, &info.ns);
+    for (api, obj, what) in [
+        (
+            &osms,
+            openstack_machine(&spec, &info, &labels),
+            "OpenStackMachine",
+        ),
+        (&machines, machine(&spec, &info, &labels), "Machine"),
+    ] {
+        let existing = api
+            .get_opt(&spec.name)
+            .await
+            .map_err(|e| kube_error(&format!("reading {what}"), e))?;
+        match existing {
+            Some(o) if ours(&o, &ctx.job_id) => continue,
+            Some(_) => {
+                let text = format!(
+                    "{what} {} already exists and was not made by this job",
+                    spec.name
+                );
+                let c = classify::classify(&Failure::new(Source::Kubernetes, Some(409), &text));
+                return failed(&mut ctx, &c, &text).await;
+            }
+            None => {}
+        }
+        let obj: DynamicObject = serde_json::from_value(obj).expect("a valid object");
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                return Ok(Outcome::recheck_in(
+                    RECHECK,
+                    format!("{what} appeared meanwhile; looking again"),
+                ));
+            }
+            Err(e) => return Err(kube_error(&format!("creating {what}"), e)),
+        }
+    }
+    let attempt = ctx
+        .external("attempts")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+        + 1;
+    ctx.record(
+        "attempts",
+        json!(attempt),
+        Some(format!(
+            "attempt {attempt}: Machine and OpenStackMachine {} created",
+            spec.name
+        )),
+    )
+    .await?;
+    Ok(Outcome::next("ok"))
+}
+
+// ---- provision ---------------------------------------------------------------------------
+
+/// The Nova server of a node by name, if any.
+async fn server_by_name(c: &Clients, name: &str) -> Result<Option<Value>, StepError> {
+    let found =
+        c.os.named(Service::Compute, &["servers", "detail"], "servers", name)
+            .await
+            .map_err(|e| os_error("listing servers", e))?;
+    Ok(found.into_iter().next())
+}
+
+/// Waits until the server is ACTIVE and CAPO says the machine is ready, reading failures
+/// where they appear: the Machine's failure fields, the OpenStackServer's `InstanceReady`
+/// condition, and Nova's own `fault` (which CAPO v0.14 never surfaces).
+async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let Some(m) = capi::machines(&c.kube, &ns)
+        .get_opt(&spec.name)
+        .await
+        .map_err(|e| kube_error("reading the Machine", e))?
+    else {
+        let text = format!("Machine {} disappeared while provisioning", spec.name);
+        let cl = classify::classify(&Failure::new(Source::Kubernetes, Some(404), &text));
+        let cl = Classified {
+            class: FailureClass::Transient,
+            ..cl
+        };
+        return failed(&mut ctx, &cl, &text).await;
+    };
+    if let Some(msg) = m.data["status"]["failureMessage"].as_str() {
+        let text = msg.to_string();
+        let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
+        return failed(&mut ctx, &cl, &text).await;
+    }
+    if let Some(oss) = capi::openstack_servers(&c.kube, &ns)
+        .get_opt(&spec.name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackServer", e))?
+    {
+        let refused = oss.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["type"] == "InstanceReady" && x["reason"] == "InstanceCreateFailed")
+            .and_then(|x| x["message"].as_str())
+            .map(str::to_string);
+        if let Some(text) = refused {
+            let cl =
+                classify::classify(&Failure::new(Source::OpenStackServerCondition, None, &text));
+            return failed(&mut ctx, &cl, &text).await;
+        }
+    }
+    let server = server_by_name(c, &spec.name).await?;
+    if let Some(s) = &server {
+        if s["status"] == "ERROR" {
+            let fault = &s["fault"];
+            let text = fault["message"]
+                .as_str()
+                .unwrap_or("server went to ERROR without a fault")
+                .to_string();
+            let code = fault["code"].as_u64().map(|c| c as u16);
+            let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
+            return failed(&mut ctx, &cl, &text).await;
+        }
+        if ctx.external("server_id").is_none()
+            && let Some(id) = s["id"].as_str()
+        {
+            ctx.record(
+                "server_id",
+                json!(id),
+                Some(format!("server {} is {id}", spec.name)),
+            )
+            .await?;
+        }
+    }
+    let infra_ready = m.data["status"]["infrastructureReady"] == true;
+    let active = server.as_ref().is_some_and(|s| s["status"] == "ACTIVE");
+    if infra_ready && active {
+        return Ok(Outcome::next("ready"));
+    }
+    let phase = m.data["status"]["phase"].as_str().unwrap_or("Pending");
+    let state = server
+        .as_ref()
+        .and_then(|s| s["status"].as_str())
+        .unwrap_or("not created yet");
+    Ok(Outcome::recheck_in(
+        RECHECK,
+        format!("provisioning: Machine {phase}, server {state}"),
+    ))
+}
+
+// ---- floating IP -------------------------------------------------------------------------
+
+fn fip_description(job: &str, node: &str) -> String {
+    format!("capstan job {job} node {node}")
+}
+
+/// The cluster's external network ID (from the OpenStackCluster's status).
+async fn external_network(c: &Clients, cluster: &str) -> Result<String, StepError> {
+    let (ns, name) = split_cluster(cluster);
+    let osc = capi::openstack_clusters(&c.kube, &ns)
+        .get(&name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
+    osc.data["status"]["externalNetwork"]["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                FailureClass::InvalidSpec,
+                format!("OpenStackCluster {name} has no external network"),
+            )
+        })
+}
+
+/// Allocates the node's floating IP (recording its ID before associating it, and finding it
+/// again by description after a crash) and associates it with the node's port.
+async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    if spec.floating_ip.is_none() {
+        return Ok(Outcome::next("ok"));
+    }
+    let port =
+        c.os.named(Service::Network, &["ports"], "ports", &spec.port_name())
+            .await
+            .map_err(|e| os_error("finding the node's port", e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                StepError::new(
+                    FailureClass::Transient,
+                    format!("port {} not found yet", spec.port_name()),
+                )
+            })?;
+    let port_id = port["id"].as_str().unwrap_or_default().to_string();
+    let description = fip_description(&ctx.job_id, &spec.name);
+    let mut fip_id = ctx
+        .external("floating_ip_id")
+        .and_then(|v| v.as_str().map(str::to_string));
+    if fip_id.is_none() {
+        let all =
+            c.os.get(Service::Network, &["floatingips"], &[])
+                .await
+                .map_err(|e| os_error("listing floating IPs", e))?;
+        fip_id = all["floatingips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["description"] == description.as_str())
+            .and_then(|f| f["id"].as_str())
+            .map(str::to_string);
+    }
+    let fip_id = match fip_id {
+        Some(id) => id,
+        None => {
+            let network = external_network(c, &ctx.cluster).await?;
+            let mut body = json!({ "floatingip": {
+                "floating_network_id": network, "description": description } });
+            if let FloatingIp::Address(a) = &spec.floating_ip {
+                body["floatingip"]["floating_ip_address"] = json!(a.to_string());
+            }
+            match c
+                .os
+                .call(
+                    Service::Network,
+                    Method::POST,
+                    &["floatingips"],
+                    &[],
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(v) => v["floatingip"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                Err(e) => {
+                    let cl = os_failure(&e);
+                    if cl.class == FailureClass::InvalidSpec {
+                        return Ok(Outcome::needs_input(
+                            Some(cl.class),
+                            format!("floating IP: {e}"),
+                        ));
+                    }
+                    return Err(StepError::new(
+                        cl.class,
+                        format!("allocating a floating IP: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    if ctx.external("floating_ip_id").is_none() {
+        ctx.record(
+            "floating_ip_id",
+            json!(fip_id),
+            Some(format!("floating IP {fip_id} allocated for {}", spec.name)),
+        )
+        .await?;
+    }
+    let current =
+        c.os.get(Service::Network, &["floatingips", &fip_id], &[])
+            .await
+            .map_err(|e| os_error("reading the floating IP", e))?;
+    let address = current["floatingip"]["floating_ip_address"].clone();
+    if current["floatingip"]["port_id"] != port_id.as_str() {
+        c.os.call(
+            Service::Network,
+            Method::PUT,
+            &["floatingips", &fip_id],
+            &[],
+            Some(&json!({ "floatingip": { "port_id": port_id } })),
+        )
+        .await
+        .map_err(|e| os_error("associating the floating IP", e))?;
+        ctx.event(
+            EventKind::Note,
+            format!("floating IP {} associated with {}", address, spec.name),
+            Some(json!({ "floating_ip": address, "port_id": port_id })),
+        )
+        .await?;
+    }
+    Ok(Outcome::next("ok"))
+}
+
+// ---- join --------------------------------------------------------------------------------
+
+/// A client for the cluster's own API, from the `<cluster>-kubeconfig` Secret CAPI keeps.
+pub(crate) async fn workload_client(c: &Clients, cluster: &str) -> Result<kube::Client, StepError> {
+    let (ns, name) = split_cluster(cluster);
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(c.kube.clone(), &ns);
+    let secret = secrets
+        .get(&format!("{name}-kubeconfig"))
+        .await
+        .map_err(|e| kube_error("reading the cluster's kubeconfig Secret", e))?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get("value").map(|v| v.0.clone()))
+        .ok_or_else(|| {
+            StepError::new(
+                FailureClass::InvalidSpec,
+                format!("Secret {name}-kubeconfig has no `value`"),
+            )
+        })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| {
+        StepError::new(
+            FailureClass::InvalidSpec,
+            format!("workload kubeconfig: {e}"),
+        )
+    })?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| {
+        StepError::new(
+            FailureClass::InvalidSpec,
+            format!("workload kubeconfig: {e}"),
+        )
+    })?;
+    kube::Client::try_from(config)
+        .map_err(|e| StepError::new(FailureClass::Transient, format!("workload client: {e}")))
+}
+
+/// Waits for the Node to join and be healthy, then puts the spec's labels and taints on it.
+async fn join_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let m = capi::machines(&c.kube, &ns)
+        .get(&spec.name)
+        .await
+        .map_err(|e| kube_error("reading the Machine", e))?;
+    let healthy = m.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|x| x["type"] == "NodeHealthy" && x["status"] == "True");
+    let Some(node) = m.data["status"]["nodeRef"]["name"]
+        .as_str()
+        .filter(|_| healthy)
+    else {
+        let phase = m.data["status"]["phase"].as_str().unwrap_or("Pending");
+        return Ok(Outcome::recheck_in(
+            RECHECK,
+            format!("waiting for the Node to join and be healthy (Machine {phase})"),
+        ));
+    };
+    let labels = spec.node_labels();
+    if !labels.is_empty() || !spec.taints.is_empty() {
+        let workload = workload_client(c, &ctx.cluster).await?;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(workload);
+        let mut patch = json!({ "metadata": { "labels": labels } });
+        if !spec.taints.is_empty() {
+            patch["spec"] =
+                json!({ "taints": serde_json::to_value(&spec.taints).unwrap_or_default() });
+        }
+        nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| kube_error("labelling the Node", e))?;
+    }
+    Ok(Outcome::next("ok"))
+}
+
+// ---- cleanup -----------------------------------------------------------------------------
+
+/// Removes what the failed attempt left: the Machine (and OpenStackMachine) this job made,
+/// then — checked through OpenStack — the server, ports, volumes and floating IP of that
+/// attempt; then applies the failure class's policy.
+async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let spec = spec_of(&ctx)?;
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let failure = ctx.external("failure").unwrap_or(Value::Null);
+    let class: FailureClass = failure["class"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(FailureClass::Transient);
+    // Resumed after an operator's amend: start over with the amended spec.
+    if ctx.external("awaiting_input") == Some(json!(true)) {
+        ctx.record("awaiting_input", json!(false), None).await?;
+        ctx.record("failure", Value::Null, None).await?;
+        return Ok(Outcome::next_because(
+            "retry",
+            None,
+            "resumed with the amended spec",
+        ));
+    }
+    if let Some(at) = ctx.external("retry_at").and_then(|v| v.as_i64()) {
+        if now_ms() < at {
+            return Ok(Outcome::wait_until(
+                at,
+                format!("backing off after {}", class.as_str()),
+            ));
+        }
+        ctx.record("retry_at", Value::Null, None).await?;
+        ctx.record("failure", Value::Null, None).await?;
+        return Ok(Outcome::next_because(
+            "retry",
+            Some(class),
+            "retrying after backoff",
+        ));
+    }
+    // 1. The Machine and OpenStackMachine this job made (never anyone else's).
+    let machines = capi::machines(&c.kube, &ns);
+    let osms = capi::openstack_machines(&c.kube, &ns);
+    let mut waiting = Vec::new();
+    for (api, what) in [(&machines, "Machine"), (&osms, "OpenStackMachine")] {
+        if let Some(o) = api
+            .get_opt(&spec.name)
+            .await
+            .map_err(|e| kube_error(&format!("reading {what}"), e))?
+            && ours(&o, &ctx.job_id)
+        {
+            if o.metadata.deletion_timestamp.is_none() {
+                api.delete(&spec.name, &DeleteParams::background())
+                    .await
+                    .map_err(|e| kube_error(&format!("deleting {what}"), e))?;
+                ctx.event(
+                    EventKind::Cleanup,
+                    format!("deleted {what} {} of the failed attempt", spec.name),
+                    None,
+                )
+                .await?;
+            }
+            waiting.push(what);
+        }
+    }
+    if !waiting.is_empty() {
+        return Ok(Outcome::recheck_in(
+            RECHECK,
+            format!("waiting for {} {} to go", waiting.join(" and "), spec.name),
+        ));
+    }
+    // 2. OpenStack: whatever of that attempt is still there.
+    let removed = sweep(c, &spec, ctx.external("floating_ip_id")).await?;
+    if ctx.external("floating_ip_id").is_some() {
+        ctx.record("floating_ip_id", Value::Null, None).await?;
+    }
+    if ctx.external("server_id").is_some() {
+        ctx.record("server_id", Value::Null, None).await?;
+    }
+    let message = if removed.is_empty() {
+        format!(
+            "verified through OpenStack: nothing of {}'s failed attempt is left",
+            spec.name
+        )
+    } else {
+        format!(
+            "removed what the failed attempt left: {}",
+            removed.join(", ")
+        )
+    };
+    ctx.event(
+        EventKind::Cleanup,
+        message,
+        Some(json!({ "removed": removed })),
+    )
+    .await?;
+    // 3. The policy for the class.
+    let text = failure["text"].as_str().unwrap_or_default().to_string();
+    match class {
+        FailureClass::InvalidSpec | FailureClass::Conflict => {
+            ctx.record("awaiting_input", json!(true), None).await?;
+            Ok(Outcome::needs_input(
+                Some(class),
+                format!(
+                    "{text} — amend the node (PATCH /v1/jobs/{{id}}/nodes/{}) and resume",
+                    spec.name
+                ),
+            ))
+        }
+        FailureClass::Auth => Ok(Outcome::fail(class, text)),
+        _ => {
+            let failures = ctx
+                .external("failures")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0)
+                + 1;
+            ctx.record("failures", json!(failures), None).await?;
+            let backoff = (BACKOFF_BASE_MS << (failures - 1).min(10)).min(BACKOFF_CAP_MS);
+            let jitter = fastrand::i64(0..=backoff / 5);
+            let at = now_ms() + backoff + jitter;
+            ctx.record("retry_at", json!(at), None).await?;
+            Ok(Outcome::wait_until(
+                at,
+                format!(
+                    "{} failure {failures}; retrying with the same spec",
+                    class.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// Deletes a node's server, ports, volumes and recorded floating IP if they exist; returns
+/// what it removed. Waits (as an error to retry) while Nova still holds the server.
+pub(crate) async fn sweep(
+    c: &Clients,
+    spec: &NodeSpec,
+    floating_ip: Option<Value>,
+) -> Result<Vec<String>, StepError> {
+    let mut removed = Vec::new();
+    if let Some(s) = server_by_name(c, &spec.name).await? {
+        let id = s["id"].as_str().unwrap_or_default();
+        c.os.delete(Service::Compute, &["servers", id])
+            .await
+            .map_err(|e| os_error("deleting the server", e))?;
+        removed.push(format!("server {} ({id})", spec.name));
+    }
+    if let Some(id) = floating_ip.as_ref().and_then(|v| v.as_str()) {
+        let exists =
+            c.os.get(Service::Network, &["floatingips", id], &[])
+                .await
+                .is_ok();
+        if exists {
+            c.os.delete(Service::Network, &["floatingips", id])
+                .await
+                .map_err(|e| os_error("releasing the floating IP", e))?;
+            removed.push(format!("floating IP {id}"));
+        }
+    }
+    for p in
+        c.os.named(Service::Network, &["ports"], "ports", &spec.port_name())
+            .await
+            .map_err(|e| os_error("listing ports", e))?
+    {
+        let id = p["id"].as_str().unwrap_or_default();
+        c.os.delete(Service::Network, &["ports", id])
+            .await
+            .map_err(|e| os_error("deleting a port", e))?;
+        removed.push(format!("port {} ({id})", spec.port_name()));
+    }
+    for name in spec.volume_names() {
+        for v in
+            c.os.named(
+                Service::BlockStorage,
+                &["volumes", "detail"],
+                "volumes",
+                &name,
+            )
+            .await
+            .map_err(|e| os_error("listing volumes", e))?
+        {
+            let id = v["id"].as_str().unwrap_or_default();
+            match c.os.delete(Service::BlockStorage, &["volumes", id]).await {
+                Ok(()) => removed.push(format!("volume {name} ({id})")),
+                // Still attached to a server Nova is deleting: look again.
+                Err(e) if e.status == 400 => {
+                    return Err(StepError::new(
+                        FailureClass::Transient,
+                        format!("volume {name} still attached: {e}"),
+                    ));
+                }
+                Err(e) => return Err(os_error("deleting a volume", e)),
+            }
+        }
+    }
+    Ok(removed)
+}
