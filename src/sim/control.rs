@@ -25,6 +25,8 @@ pub struct Console {
     pub kube: Kube,
     pub controllers: Arc<Controllers>,
     faults: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Volume types a fault took away, to give back when it ends.
+    removed_types: Arc<Mutex<Vec<(String, super::openstack::VolumeType)>>>,
 }
 
 impl Console {
@@ -34,6 +36,7 @@ impl Console {
             kube,
             controllers,
             faults: Arc::new(Mutex::new(Vec::new())),
+            removed_types: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -239,11 +242,22 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
                 remaining: f["count"].as_u64().map(|n| n as u32),
             });
         }
+        "volume_type_missing" => {
+            let Some(name) = f["name"].as_str() else {
+                return bad("name: required, the volume type's name");
+            };
+            let mut cloud = c.cloud.lock().unwrap();
+            let Some(pos) = cloud.volume_types.iter().position(|t| t.name == name) else {
+                return bad(format!("name: no volume type {name}"));
+            };
+            let gone = cloud.volume_types.remove(pos);
+            c.removed_types.lock().unwrap().push((id.clone(), gone));
+        }
         "drop_watches" => c.kube.drop_watches(),
         "compact" => c.kube.compact(),
         other => {
             return bad(format!(
-                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, drop_watches, compact)"
+                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, volume_type_missing, drop_watches, compact)"
             ));
         }
     }
@@ -298,6 +312,13 @@ async fn remove_fault(State(c): State<Console>, Path(id): Path<String>) -> Respo
                 .retain(|x| x != m);
         }
         "kube_error" => c.kube.faults.lock().unwrap().errors.retain(|e| e.id != id),
+        "volume_type_missing" => {
+            let mut removed = c.removed_types.lock().unwrap();
+            if let Some(pos) = removed.iter().position(|(x, _)| *x == id) {
+                let (_, t) = removed.remove(pos);
+                c.cloud.lock().unwrap().volume_types.push(t);
+            }
+        }
         _ => {}
     }
     StatusCode::NO_CONTENT.into_response()
