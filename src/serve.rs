@@ -109,15 +109,21 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     // Tests and scripts read the bound address from this line.
     println!("capstan: listening on http://{addr}");
 
+    let clients_for_watch = clients.clone();
     let app = api::router(AppState {
         engine: engine.clone(),
         auth: Arc::new(auth),
         metrics,
+        clients: clients.clone(),
         admission: clients.map(|clients| {
             Arc::new(crate::lifecycle::admission::Lifecycle { clients })
                 as Arc<dyn crate::engine::admission::Admission>
         }),
     });
+    let _watches = match &clients_for_watch {
+        Some(c) => crate::lifecycle::watch::spawn(c, engine.clone()),
+        None => Vec::new(),
+    };
     let engine_task = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run().await }

@@ -5,6 +5,7 @@
 //! tenant's (or, for members, another user's) jobs: those answer 404 exactly like absent ones.
 //! Handlers validate the whole request before they write anything.
 
+mod clusters;
 mod error;
 mod jobs;
 mod schedules;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Kind-specific checks against the cloud; none when no cloud is configured.
     pub admission: Option<Arc<dyn crate::engine::admission::Admission>>,
+    /// The cloud's clients, for the views of clusters and quota.
+    pub clients: Option<crate::cloud::Clients>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/resume", post(jobs::resume))
         .route("/jobs/{id}/nodes/{name}", patch(jobs::amend))
+        .route("/clusters/{ns}/{name}/nodes", get(clusters::nodes))
+        .route("/quota", get(clusters::quota))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route(
             "/schedules/{id}",
@@ -195,6 +200,8 @@ mod tests {
             "/v1/jobs/{id}/cancel",
             "/v1/jobs/{id}/resume",
             "/v1/jobs/{id}/nodes/{name}",
+            "/v1/clusters/{ns}/{name}/nodes",
+            "/v1/quota",
             "/v1/schedules",
             "/v1/schedules/{id}",
             "/healthz",

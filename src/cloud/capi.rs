@@ -21,12 +21,20 @@ fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
+pub fn machine_resource() -> ApiResource {
+    resource(CAPI_GROUP, CAPI_VERSION, "Machine")
+}
+
+pub fn openstack_machine_resource() -> ApiResource {
+    resource(CAPO_GROUP, CAPO_VERSION, "OpenStackMachine")
+}
+
+pub fn openstack_server_resource() -> ApiResource {
+    resource(CAPO_GROUP, CAPO_SERVER_VERSION, "OpenStackServer")
+}
+
 pub fn machines(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        c.clone(),
-        ns,
-        &resource(CAPI_GROUP, CAPI_VERSION, "Machine"),
-    )
+    Api::namespaced_with(c.clone(), ns, &machine_resource())
 }
 
 pub fn machine_sets(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -54,19 +62,11 @@ pub fn openstack_clusters(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
 }
 
 pub fn openstack_machines(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        c.clone(),
-        ns,
-        &resource(CAPO_GROUP, CAPO_VERSION, "OpenStackMachine"),
-    )
+    Api::namespaced_with(c.clone(), ns, &openstack_machine_resource())
 }
 
 pub fn openstack_servers(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        c.clone(),
-        ns,
-        &resource(CAPO_GROUP, CAPO_SERVER_VERSION, "OpenStackServer"),
-    )
+    Api::namespaced_with(c.clone(), ns, &openstack_server_resource())
 }
 
 pub fn api_version(group: &str, version: &str) -> String {

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod quota;
 mod scale_out;
 mod smoke;
+pub mod watch;
 // Pure building blocks the scale_out and repair steps use next; nothing calls them yet.
 #[allow(dead_code)]
 pub(crate) mod classify;

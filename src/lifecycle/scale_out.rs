@@ -26,8 +26,10 @@ use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
 
-/// How often a waiting node looks again.
-const RECHECK: Duration = Duration::from_millis(500);
+/// How often a waiting node looks again without being nudged: watches on its Machine,
+/// OpenStackMachine and OpenStackServer wake it when they change (`lifecycle::watch`), so
+/// this is only a safety net — for changes only OpenStack sees (a Nova fault).
+const RECHECK: Duration = Duration::from_secs(3);
 /// Backoff between attempts after a cleaned-up failure: base doubling to the cap.
 const BACKOFF_BASE_MS: i64 = 2_000;
 const BACKOFF_CAP_MS: i64 = 60_000;

@@ -274,6 +274,35 @@ impl Store {
         })
     }
 
+    /// Makes a job's waiting nodes due now: something they wait for changed (a watch saw
+    /// it), so they look again instead of sleeping out their recheck interval. Returns
+    /// whether any node was waiting.
+    pub async fn nudge(&self, job_id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(
+            "UPDATE node_tasks SET wake_at = ? WHERE job_id = ? AND status = 'waiting' AND wake_at > ?",
+        )
+        .bind(now)
+        .bind(job_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved > 0 {
+            sqlx::query(
+                "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at IS NOT NULL AND next_run_at > ?",
+            )
+            .bind(now)
+            .bind(job_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved > 0)
+    }
+
     /// The job an idempotency key already made, if any.
     pub async fn idempotent_job(
         &self,
