@@ -563,7 +563,10 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         c.os.get(Service::Network, &["floatingips", &fip_id], &[])
             .await
             .map_err(|e| os_error("reading the floating IP", e))?;
-    let address = current["floatingip"]["floating_ip_address"].clone();
+    let address = current["floatingip"]["floating_ip_address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if current["floatingip"]["port_id"] != port_id.as_str() {
         c.os.call(
             Service::Network,
