@@ -363,16 +363,10 @@ pub async fn amend(
             "must be a JSON object of node fields to change",
         ));
     };
-    if !st
-        .engine
-        .store()
-        .tasks(&id)
-        .await?
-        .iter()
-        .any(|t| t.name == name)
-    {
+    let tasks = st.engine.store().tasks(&id).await?;
+    let Some(task) = tasks.iter().find(|t| t.name == name) else {
         return Err(not_found("node", &name));
-    }
+    };
     let mut patch = patch;
     match patch.remove("name") {
         Some(n) if n.as_str() != Some(name.as_str()) => {
@@ -385,6 +379,20 @@ pub async fn amend(
     }
     if patch.is_empty() {
         return Err(ApiError::field("(body)", "names no field to change"));
+    }
+    // The amended spec must be one the job kind accepts, beside the job's other nodes.
+    if let Some(a) = &st.admission
+        && let Some(job) = st.engine.store().job(&id).await?
+    {
+        let mut amended: Value = serde_json::from_str(&task.spec).unwrap_or_default();
+        crate::store::merge_patch(&mut amended, &Value::Object(patch.clone()));
+        let others: Vec<Value> = tasks
+            .iter()
+            .filter(|t| t.name != name)
+            .filter_map(|t| serde_json::from_str(&t.spec).ok())
+            .collect();
+        a.check_amend(&job.kind, &amended, &others)
+            .map_err(ApiError::Invalid)?;
     }
     st.engine
         .store()

@@ -45,6 +45,14 @@ pub fn machine_sets(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
     )
 }
 
+pub fn machine_deployments(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        c.clone(),
+        ns,
+        &resource(CAPI_GROUP, CAPI_VERSION, "MachineDeployment"),
+    )
+}
+
 pub fn clusters(c: &kube::Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         c.clone(),

@@ -27,4 +27,14 @@ pub trait Admission: Send + Sync {
     fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>>;
     /// Checks a parsed request against the cloud (preflight); may fill in params.
     fn admit<'a>(&'a self, req: &'a mut JobRequest, tenant: &'a str) -> AdmitFuture<'a>;
+    /// Checks a node's spec as an amend would leave it (`amended`), beside the job's other
+    /// nodes' specs; errors name their fields.
+    fn check_amend(
+        &self,
+        _kind: &str,
+        _amended: &Value,
+        _others: &[Value],
+    ) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
 }

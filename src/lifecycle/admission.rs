@@ -23,18 +23,39 @@ pub struct Lifecycle {
 
 impl Admission for Lifecycle {
     fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>> {
-        if kind != "scale_out" {
-            return Ok(body);
+        match kind {
+            "scale_out" => prepare_scale_out(body),
+            "delete_nodes" => move_to_params(body, &["force_after"]),
+            _ => Ok(body),
         }
-        prepare_scale_out(body)
+    }
+
+    fn check_amend(
+        &self,
+        kind: &str,
+        amended: &Value,
+        others: &[Value],
+    ) -> Result<(), Vec<FieldError>> {
+        if kind != "scale_out" {
+            return Ok(());
+        }
+        let spec = super::spec::parse_node(&json!({}), amended, "")?;
+        let mut all: Vec<NodeSpec> = others
+            .iter()
+            .filter_map(|o| serde_json::from_value(o.clone()).ok())
+            .collect();
+        all.push(spec);
+        let errs = super::spec::check_unique(&all);
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
     fn admit<'a>(&'a self, req: &'a mut JobRequest, _tenant: &'a str) -> AdmitFuture<'a> {
         Box::pin(async move {
-            if req.kind != "scale_out" {
-                return Ok(());
+            match req.kind.as_str() {
+                "scale_out" => preflight(&self.clients, req).await,
+                "delete_nodes" => resolve_for_delete(&self.clients, req).await,
+                _ => Ok(()),
             }
-            preflight(&self.clients, req).await
         })
     }
 }
@@ -83,6 +104,138 @@ pub fn prepare_scale_out(mut body: Value) -> Result<Value, Vec<FieldError>> {
     }
     obj.insert("params".into(), Value::Object(params));
     if errs.is_empty() { Ok(body) } else { Err(errs) }
+}
+
+/// Moves a kind's own top-level fields into `params`, checking durations.
+fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, Vec<FieldError>> {
+    let Some(obj) = body.as_object_mut() else {
+        return Ok(body);
+    };
+    let mut params = match obj.remove("params") {
+        Some(Value::Object(p)) => p,
+        _ => Map::new(),
+    };
+    let mut errs = Vec::new();
+    for f in fields {
+        if let Some(v) = obj.remove(*f) {
+            if f.ends_with("_after") {
+                match v.as_str().map(crate::duration::parse) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => errs.push(FieldError::new(*f, e)),
+                    None => errs.push(FieldError::new(*f, "must be a duration such as `15m`")),
+                }
+            }
+            params.insert(f.to_string(), v);
+        }
+    }
+    obj.insert("params".into(), Value::Object(params));
+    if errs.is_empty() { Ok(body) } else { Err(errs) }
+}
+
+/// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to its
+/// Machine; a name with nothing behind it is refused, nothing touched. A Machine already
+/// gone whose server, port or volume is still in OpenStack is accepted, so a second delete
+/// job finishes what a first one left.
+async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
+    let (ns, cluster) = req
+        .cluster
+        .split_once('/')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap_or(("default".into(), req.cluster.clone()));
+    let kube_unavailable =
+        |e: kube::Error| Refusal::Unavailable(format!("could not read the cluster: {e}"));
+    let machines = capi::machines(&c.kube, &ns);
+    let all = machines
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
+        )
+        .await
+        .map_err(kube_unavailable)?
+        .items;
+    let nodes: Vec<k8s_openapi::api::core::v1::Node> =
+        match super::scale_out::workload_client(c, &req.cluster).await {
+            Ok(w) => kube::Api::all(w)
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+    let servers =
+        c.os.get(Service::Compute, &["servers"], &[])
+            .await
+            .map_err(|e| unavailable("servers", e))?;
+    let ports =
+        c.os.get(Service::Network, &["ports"], &[])
+            .await
+            .map_err(|e| unavailable("ports", e))?;
+    let mut errs = Vec::new();
+    let mut resolved = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, (given, _)) in req.nodes.iter().enumerate() {
+        let by_machine = all
+            .iter()
+            .find(|m| m.metadata.name.as_deref() == Some(given.as_str()));
+        let by_node = || {
+            let node = nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(given.as_str()))?;
+            let pid = node.spec.as_ref()?.provider_id.as_deref()?;
+            all.iter().find(|m| m.data["spec"]["providerID"] == pid)
+        };
+        let server_name = servers["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == given.as_str())
+            .and_then(|s| s["name"].as_str());
+        let by_server = || {
+            let pid = format!("openstack:///{given}");
+            all.iter()
+                .find(|m| m.data["spec"]["providerID"] == pid.as_str())
+        };
+        let machine = by_machine
+            .or_else(by_node)
+            .or_else(by_server)
+            .and_then(|m| m.metadata.name.clone());
+        let leftover = || -> Option<String> {
+            let name = server_name.unwrap_or(given.as_str());
+            let has_server = servers["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == name);
+            let has_port = ports["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == format!("{name}-0").as_str());
+            (has_server || has_port).then(|| name.to_string())
+        };
+        match machine.or_else(leftover) {
+            Some(m) if !seen.insert(m.clone()) => errs.push(FieldError::new(
+                format!("nodes[{i}]"),
+                format!("{given} names Machine {m}, which another entry already names"),
+            )),
+            Some(m) => resolved.push((m.clone(), json!({ "name": m, "given": given }))),
+            None => errs.push(FieldError::new(
+                format!("nodes[{i}]"),
+                format!("no Machine, Node or server {given} in cluster {ns}/{cluster}"),
+            )),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(Refusal::Invalid(errs));
+    }
+    let named: Vec<Value> = resolved.iter().map(|(n, _)| json!(n)).collect();
+    if let Some(p) = req.params.as_object_mut() {
+        p.insert("named_machines".into(), json!(named));
+    } else {
+        req.params = json!({ "named_machines": named });
+    }
+    req.nodes = resolved;
+    Ok(())
 }
 
 fn field(i: usize, f: &str) -> String {

@@ -135,8 +135,6 @@ struct Rule {
 use FailureClass as C;
 use Source as S;
 
-const OPENSTACK: &[Source] = &[S::Nova, S::Neutron, S::Cinder, S::NovaFault];
-
 /// The table, in the order it is read. Quota rows come first, so a 403 that is a quota is
 /// never read as `auth`; specific texts come before the status-only rows they would also
 /// match.

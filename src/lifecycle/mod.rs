@@ -4,15 +4,13 @@
 //! never import the simulator, and never sleep (waiting is an outcome).
 
 pub mod admission;
+pub(crate) mod classify;
+mod delete;
 pub mod quota;
 mod scale_out;
 mod smoke;
-pub mod watch;
-// Pure building blocks the scale_out and repair steps use next; nothing calls them yet.
-#[allow(dead_code)]
-pub(crate) mod classify;
-#[allow(dead_code)]
 pub(crate) mod spec;
+pub mod watch;
 
 use crate::engine::step::Registry;
 
@@ -26,6 +24,10 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "workflows/scale_out.yaml",
         include_str!("../../workflows/scale_out.yaml"),
     ),
+    (
+        "workflows/delete_nodes.yaml",
+        include_str!("../../workflows/delete_nodes.yaml"),
+    ),
 ];
 
 /// Registers the steps that touch no cloud.
@@ -35,7 +37,8 @@ pub fn register(registry: &mut Registry) {
 
 /// Registers the cloud kinds' steps, which use the cloud's clients.
 pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients) {
-    scale_out::register(registry, clients);
+    scale_out::register(registry, clients.clone());
+    delete::register(registry, clients);
 }
 
 /// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.

@@ -76,7 +76,7 @@ fn spec_of(ctx: &StepContext) -> Result<NodeSpec, StepError> {
     })
 }
 
-fn split_cluster(cluster: &str) -> (String, String) {
+pub(crate) fn split_cluster(cluster: &str) -> (String, String) {
     match cluster.split_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
         None => ("default".to_string(), cluster.to_string()),

@@ -11,6 +11,8 @@ use std::time::Duration;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
+mod delete;
+
 const TOKEN: &str = "scale-out-test-token";
 
 struct World {
@@ -221,6 +223,16 @@ impl World {
         Api::namespaced_with(client, "default", &ar)
     }
 
+    async fn machine_sets(&self) -> Api<DynamicObject> {
+        let m = self.machines().await;
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "cluster.x-k8s.io",
+            "v1beta1",
+            "MachineSet",
+        ));
+        Api::namespaced_with(m.into_client(), "default", &ar)
+    }
+
     /// Waits until the job is finished (bounded so a broken run fails instead of hanging).
     async fn finished(&self, id: &str) -> Value {
         for _ in 0..1200 {
@@ -231,7 +243,13 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("job {id} never finished");
+        let events: Vec<String> = self
+            .events(id)
+            .await
+            .iter()
+            .map(|e| format!("{} {} {}", e["kind"], e["node"], e["message"]))
+            .collect();
+        panic!("job {id} never finished: {events:#?}");
     }
 
     async fn until_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -179,6 +179,7 @@ pub struct FloatingIp {
     pub address: std::net::Ipv4Addr,
     pub port_id: Option<String>,
     pub fixed_ip: Option<std::net::Ipv4Addr>,
+    pub description: String,
     pub created: String,
 }
 

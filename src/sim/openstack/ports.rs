@@ -50,7 +50,7 @@ pub(super) fn fip_json(f: &FloatingIp) -> Value {
         "id": f.id, "floating_ip_address": f.address.to_string(), "floating_network_id": f.floating_network_id,
         "port_id": f.port_id, "fixed_ip_address": f.fixed_ip.map(|i| i.to_string()), "router_id": null,
         "status": if f.port_id.is_some() { "ACTIVE" } else { "DOWN" },
-        "project_id": f.project_id, "tenant_id": f.project_id, "description": "", "port_forwardings": [],
+        "project_id": f.project_id, "tenant_id": f.project_id, "description": f.description, "port_forwardings": [],
         "created_at": f.created, "updated_at": f.created,
     })
 }
@@ -402,6 +402,7 @@ async fn create_fip(
         address,
         port_id: None,
         fixed_ip: None,
+        description: req["description"].as_str().unwrap_or_default().to_string(),
         created: now_rfc3339(),
     };
     c.floating_ips.push(fip);
@@ -450,6 +451,7 @@ async fn list_fips(
         .filter(|f| param(&q, "floating_ip_address").is_none_or(|a| a == f.address.to_string()))
         .filter(|f| param(&q, "port_id").is_none_or(|p| Some(p) == f.port_id.as_deref()))
         .filter(|f| param(&q, "floating_network_id").is_none_or(|n| n == f.floating_network_id))
+        .filter(|f| param(&q, "description").is_none_or(|d| d == f.description))
         .map(fip_json)
         .collect();
     Json(json!({ "floatingips": page(items, &q) }))

@@ -1,0 +1,521 @@
+//! `delete_nodes` (and the first half of `repair`): exactly the named nodes go.
+//!
+//! mark → wait → release → done; wait → force (past `force_after`) → wait.
+//!
+//! A standalone Machine is deleted. A Machine owned by a MachineSet (or by a
+//! MachineDeployment through its set) is annotated `cluster.x-k8s.io/delete-machine` and the
+//! owner's `replicas` lowered by one in the same guarded write that records, on the owner,
+//! which Machines this job has counted — so a crash never lowers it twice, and a concurrent
+//! change is a 409 that is read again, never guessed. When the Machine, its
+//! OpenStackMachine and its server are gone, the floating IP Capstan allocated is released
+//! and OpenStack is checked for ports and volumes left behind.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::scale_out::{kube_error, os_error, split_cluster};
+use crate::cloud::Clients;
+use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION};
+use crate::cloud::os::Service;
+use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::model::{EventKind, FailureClass};
+use crate::store::now_ms;
+
+const RECHECK: Duration = Duration::from_secs(3);
+
+pub fn register(r: &mut Registry, clients: Clients) {
+    let c = clients.clone();
+    r.step("delete.mark", &["ok"], move |ctx| {
+        let c = c.clone();
+        async move { mark_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("delete.wait", &["gone", "force"], move |ctx| {
+        let c = c.clone();
+        async move { wait_step(&c, ctx).await }
+    });
+    let c = clients.clone();
+    r.step("delete.force", &["ok"], move |ctx| {
+        let c = c.clone();
+        async move { force_step(&c, ctx).await }
+    });
+    let c = clients;
+    r.step("delete.release", &["ok"], move |ctx| {
+        let c = c.clone();
+        async move { release_step(&c, ctx).await }
+    });
+}
+
+fn machine_name(ctx: &StepContext) -> String {
+    ctx.spec["name"].as_str().unwrap_or(&ctx.node).to_string()
+}
+
+/// The annotation on a MachineSet/MachineDeployment listing the Machines a job counted.
+fn ledger_key(job: &str) -> String {
+    format!("capstan.io/scaled-down-by-{job}")
+}
+
+/// The controller owner of an object, as `(kind, name)`.
+fn owner(o: &DynamicObject) -> Option<(String, String)> {
+    o.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| (r.kind.clone(), r.name.clone()))
+}
+
+/// Where CAPO's names for the node's ports and volumes come from: the OpenStackMachine.
+fn names_from_osm(name: &str, osm: Option<&DynamicObject>) -> (Vec<String>, Vec<String>) {
+    let Some(osm) = osm else {
+        return (vec![format!("{name}-0")], vec![format!("{name}-root")]);
+    };
+    let ports = osm.data["spec"]["ports"]
+        .as_array()
+        .map_or(1, Vec::len)
+        .max(1);
+    let ports = (0..ports).map(|i| format!("{name}-{i}")).collect();
+    let mut volumes = Vec::new();
+    if osm.data["spec"]["rootVolume"]["sizeGiB"].is_number() {
+        volumes.push(format!("{name}-root"));
+    }
+    for d in osm.data["spec"]["additionalBlockDevices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = d["name"].as_str() {
+            volumes.push(format!("{name}-{n}"));
+        }
+    }
+    (ports, volumes)
+}
+
+/// Marks the Machine for deletion the way its owner needs: delete it, or annotate it and
+/// lower the owner's replicas by exactly one (once).
+async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let name = machine_name(&ctx);
+    let (ns, _) = split_cluster(&ctx.cluster);
+    if ctx.external("started_at").is_none() {
+        ctx.record("started_at", json!(now_ms()), None).await?;
+    }
+    let machines = capi::machines(&c.kube, &ns);
+    let Some(m) = machines
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_error("reading the Machine", e))?
+    else {
+        ctx.event(
+            EventKind::Note,
+            format!("Machine {name} is already gone; finishing what is left in OpenStack"),
+            None,
+        )
+        .await?;
+        return Ok(Outcome::next("ok"));
+    };
+    // What CAPO named this node's ports and volumes, for the check after it is gone.
+    if ctx.external("port_names").is_none() {
+        let osm = capi::openstack_machines(&c.kube, &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
+        let (ports, volumes) = names_from_osm(&name, osm.as_ref());
+        ctx.record("port_names", json!(ports), None).await?;
+        ctx.record("volume_names", json!(volumes), None).await?;
+        if let Some(pid) = m.data["spec"]["providerID"].as_str() {
+            let id = pid.trim_start_matches("openstack:///");
+            ctx.record("server_id", json!(id), None).await?;
+        }
+    }
+    if m.metadata.deletion_timestamp.is_some() {
+        return Ok(Outcome::next("ok"));
+    }
+    let Some((kind, set_name)) = owner(&m) else {
+        machines
+            .delete(&name, &DeleteParams::background())
+            .await
+            .map_err(|e| kube_error("deleting the Machine", e))?;
+        ctx.event(
+            EventKind::Note,
+            format!("Machine {name} is standalone: deleted"),
+            None,
+        )
+        .await?;
+        return Ok(Outcome::next("ok"));
+    };
+    if kind != "MachineSet" {
+        return Err(StepError::new(
+            FailureClass::InvalidSpec,
+            format!("Machine {name} is owned by a {kind}, which Capstan does not scale"),
+        ));
+    }
+    // The set, or the deployment that owns the set: that one's replicas count.
+    let sets = capi::machine_sets(&c.kube, &ns);
+    let set = sets
+        .get(&set_name)
+        .await
+        .map_err(|e| kube_error("reading the MachineSet", e))?;
+    let (scaled_api, scaled) = match owner(&set) {
+        Some((k, md)) if k == "MachineDeployment" => {
+            let mds = capi::machine_deployments(&c.kube, &ns);
+            let o = mds
+                .get(&md)
+                .await
+                .map_err(|e| kube_error("reading the MachineDeployment", e))?;
+            (mds, o)
+        }
+        _ => (sets, set.clone()),
+    };
+    let scaled_kind = scaled
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let scaled_name = scaled.metadata.name.clone().unwrap_or_default();
+    // Who is in the set now: what must still be there when this node is gone.
+    if ctx.external("set_members").is_none() {
+        let members: Vec<Value> = machines
+            .list(&Default::default())
+            .await
+            .map_err(|e| kube_error("listing Machines", e))?
+            .items
+            .iter()
+            .filter(|x| owner(x).is_some_and(|(k, n)| k == "MachineSet" && n == set_name))
+            .map(|x| json!({ "name": x.metadata.name, "uid": x.metadata.uid }))
+            .collect();
+        ctx.record("set_members", json!(members), None).await?;
+        let policy = set.data["spec"]["deletePolicy"]
+            .as_str()
+            .unwrap_or("Random");
+        ctx.event(
+            EventKind::Note,
+            format!(
+                "Machine {name} belongs to MachineSet {set_name} (deletePolicy {policy}); it is annotated {DELETE_MACHINE_ANNOTATION} so that it, and no other, goes when {scaled_kind} {scaled_name} is lowered by one"
+            ),
+            Some(json!({ "machine_set": set_name, "delete_policy": policy, "scaled": {"kind": scaled_kind, "name": scaled_name} })),
+        )
+        .await?;
+    }
+    // 1. The annotation first, so the set deletes this Machine when its count drops.
+    if m.metadata
+        .annotations
+        .as_ref()
+        .is_none_or(|a| !a.contains_key(DELETE_MACHINE_ANNOTATION))
+    {
+        machines
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: format!("capstan job {}", ctx.job_id)}}})),
+            )
+            .await
+            .map_err(|e| kube_error("annotating the Machine", e))?;
+    }
+    // 2. One lower, in the same write that records this Machine on the owner's ledger; the
+    //    resourceVersion makes a concurrent change a 409, read again on the retry.
+    let key = ledger_key(&ctx.job_id);
+    let counted: BTreeSet<String> = scaled
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&key))
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if counted.contains(&name) {
+        return Ok(Outcome::next("ok"));
+    }
+    let replicas = scaled.data["spec"]["replicas"].as_i64().unwrap_or(1);
+    let mut ledger = counted;
+    ledger.insert(name.clone());
+    let ledger: Vec<String> = ledger.into_iter().collect();
+    let patch = json!({
+        "metadata": {"resourceVersion": scaled.metadata.resource_version, "annotations": {key: ledger.join(",")}},
+        "spec": {"replicas": (replicas - 1).max(0)},
+    });
+    match scaled_api
+        .patch(&scaled_name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                EventKind::Note,
+                format!(
+                    "{scaled_kind} {scaled_name}: replicas {replicas} -> {} for {name}",
+                    (replicas - 1).max(0)
+                ),
+                None,
+            )
+            .await?;
+            Ok(Outcome::next("ok"))
+        }
+        Err(kube::Error::Api(s)) if s.is_conflict() => Err(StepError::new(
+            FailureClass::Transient,
+            format!(
+                "{scaled_kind} {scaled_name} changed while lowering its replicas; reading it again"
+            ),
+        )),
+        Err(e) => Err(kube_error("lowering replicas", e)),
+    }
+}
+
+/// Waits until the Machine, its OpenStackMachine and its server are gone; past
+/// `force_after` it goes to `force`.
+async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+    let name = machine_name(&ctx);
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let machine = capi::machines(&c.kube, &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_error("reading the Machine", e))?;
+    let osm = capi::openstack_machines(&c.kube, &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
+    let server =
+        c.os.named(Service::Compute, &["servers"], "servers", &name)
+            .await
+            .map_err(|e| os_error("listing servers", e))?;
+    let mut left = Vec::new();
+    if machine.is_some() {
+        left.push("Machine");
+    }
+    if osm.is_some() {
+        left.push("OpenStackMachine");
+    }
+    if !server.is_empty() {
+        left.push("server");
+    }
+    if left.is_empty() {
+        return Ok(Outcome::next("gone"));
+    }
+    let force_after = ctx.params["force_after"]
+        .as_str()
+        .and_then(|s| crate::duration::parse(s).ok());
+    let started = ctx
+        .external("started_at")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(now_ms);
+    if let Some(f) = force_after
+        && now_ms() - started >= f.as_millis() as i64
+        && ctx.external("forced") != Some(json!(true))
+    {
+        return Ok(Outcome::next_because(
+            "force",
+            None,
+            format!(
+                "{} of {name} still there after force_after {}",
+                left.join(", "),
+                crate::duration::format(f)
+            ),
+        ));
+    }
+    Ok(Outcome::recheck_in(
+        RECHECK,
+        format!("waiting for {} of {name} to go", left.join(", ")),
+    ))
+}
+
+/// Forces the delete: the server, ports, volumes and Capstan's floating IP through
+/// OpenStack, and the finalizers dropped — each act recorded.
+async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let name = machine_name(&ctx);
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let removed = sweep_named(c, &ctx, &name).await?;
+    for r in &removed {
+        ctx.event(EventKind::Cleanup, format!("forced: deleted {r}"), None)
+            .await?;
+    }
+    let apis = [
+        (capi::machines(&c.kube, &ns), "Machine"),
+        (capi::openstack_machines(&c.kube, &ns), "OpenStackMachine"),
+        (capi::openstack_servers(&c.kube, &ns), "OpenStackServer"),
+    ];
+    for (api, what) in apis {
+        let Some(o) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_error(&format!("reading {what}"), e))?
+        else {
+            continue;
+        };
+        if o.metadata.deletion_timestamp.is_none() {
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map_err(|e| kube_error(&format!("deleting {what}"), e))?;
+        }
+        let finalizers = o.metadata.finalizers.clone().unwrap_or_default();
+        if !finalizers.is_empty() {
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .map_err(|e| kube_error(&format!("dropping {what}'s finalizers"), e))?;
+            ctx.event(
+                EventKind::Cleanup,
+                format!("forced: dropped finalizers {finalizers:?} of {what} {name}"),
+                None,
+            )
+            .await?;
+        }
+    }
+    ctx.record("forced", json!(true), None).await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// After the node is gone: releases the floating IP Capstan allocated for it and removes
+/// any port or volume of it OpenStack still has.
+async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
+    let name = machine_name(&ctx);
+    let removed = sweep_named(c, &ctx, &name).await?;
+    let message = if removed.is_empty() {
+        format!(
+            "verified through OpenStack: no server, port, volume or floating IP of {name} is left"
+        )
+    } else {
+        format!("removed what {name} left: {}", removed.join(", "))
+    };
+    ctx.event(
+        EventKind::Cleanup,
+        message,
+        Some(json!({ "removed": removed })),
+    )
+    .await?;
+    // The set must have lost exactly the named Machines.
+    if let Some(members) = ctx
+        .external("set_members")
+        .and_then(|v| v.as_array().cloned())
+    {
+        let (ns, _) = split_cluster(&ctx.cluster);
+        let now: BTreeSet<String> = capi::machines(&c.kube, &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| kube_error("listing Machines", e))?
+            .items
+            .into_iter()
+            .filter_map(|m| m.metadata.uid)
+            .collect();
+        let named: BTreeSet<String> = ctx.params["named_machines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        let unexpected: Vec<String> = members
+            .iter()
+            .filter(|m| !m["uid"].as_str().is_some_and(|u| now.contains(u)))
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .filter(|n| !named.contains(n))
+            .collect();
+        if !unexpected.is_empty() {
+            ctx.event(
+                EventKind::Failed,
+                format!(
+                    "UNEXPECTED: Machine(s) {} of the set went away although not named in this job",
+                    unexpected.join(", ")
+                ),
+                Some(json!({ "unexpected": unexpected })),
+            )
+            .await?;
+        }
+    }
+    ctx.record("released", json!(true), None).await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// Deletes the node's server, ports, volumes (by CAPO's names) and the floating IPs Capstan
+/// allocated for it (by description); returns what it removed.
+pub(crate) async fn sweep_named(
+    c: &Clients,
+    ctx: &StepContext,
+    name: &str,
+) -> Result<Vec<String>, StepError> {
+    let mut removed = Vec::new();
+    for s in
+        c.os.named(Service::Compute, &["servers"], "servers", name)
+            .await
+            .map_err(|e| os_error("listing servers", e))?
+    {
+        let id = s["id"].as_str().unwrap_or_default();
+        c.os.delete(Service::Compute, &["servers", id])
+            .await
+            .map_err(|e| os_error("deleting the server", e))?;
+        removed.push(format!("server {name} ({id})"));
+    }
+    let suffix = format!(" node {name}");
+    let fips =
+        c.os.get(Service::Network, &["floatingips"], &[])
+            .await
+            .map_err(|e| os_error("listing floating IPs", e))?;
+    let release_any = ctx.params["release_floating_ip"] == true;
+    let port_names: Vec<String> = ctx
+        .external("port_names")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| vec![format!("{name}-0")]);
+    let mut ports: Vec<(String, String)> = Vec::new();
+    for pn in &port_names {
+        for p in
+            c.os.named(Service::Network, &["ports"], "ports", pn)
+                .await
+                .map_err(|e| os_error("listing ports", e))?
+        {
+            ports.push((pn.clone(), p["id"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    for f in fips["floatingips"].as_array().into_iter().flatten() {
+        let desc = f["description"].as_str().unwrap_or_default();
+        let ours = desc.starts_with("capstan job ") && desc.ends_with(&suffix);
+        let on_port = f["port_id"]
+            .as_str()
+            .is_some_and(|p| ports.iter().any(|(_, x)| x == p));
+        if ours || (release_any && on_port) {
+            let id = f["id"].as_str().unwrap_or_default();
+            c.os.delete(Service::Network, &["floatingips", id])
+                .await
+                .map_err(|e| os_error("releasing the floating IP", e))?;
+            removed.push(format!(
+                "floating IP {} ({id})",
+                f["floating_ip_address"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for (pn, id) in &ports {
+        c.os.delete(Service::Network, &["ports", id])
+            .await
+            .map_err(|e| os_error("deleting a port", e))?;
+        removed.push(format!("port {pn} ({id})"));
+    }
+    let volume_names: Vec<String> = ctx
+        .external("volume_names")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(|| vec![format!("{name}-root")]);
+    for vn in &volume_names {
+        for v in
+            c.os.named(Service::BlockStorage, &["volumes", "detail"], "volumes", vn)
+                .await
+                .map_err(|e| os_error("listing volumes", e))?
+        {
+            let id = v["id"].as_str().unwrap_or_default();
+            match c.os.delete(Service::BlockStorage, &["volumes", id]).await {
+                Ok(()) => removed.push(format!("volume {vn} ({id})")),
+                Err(e) if e.status == 400 => {
+                    return Err(StepError::new(
+                        FailureClass::Transient,
+                        format!("volume {vn} still attached: {e}"),
+                    ));
+                }
+                Err(e) => return Err(os_error("deleting a volume", e)),
+            }
+        }
+    }
+    Ok(removed)
+}

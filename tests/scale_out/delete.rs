@@ -1,0 +1,198 @@
+//! delete_nodes end to end: exactly the named nodes go, a set is lowered by exactly their
+//! number through conflicts, a stuck delete is forced, and nothing is left in OpenStack.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::{World, by_name, node, request};
+
+async fn machine_names(w: &World) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = w
+        .machines()
+        .await
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| {
+            (
+                m.metadata.name.unwrap(),
+                m.metadata.uid.unwrap(),
+                m.metadata
+                    .creation_timestamp
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn running(w: &World, n: usize) {
+    for _ in 0..600 {
+        let list = w.machines().await.list(&Default::default()).await.unwrap();
+        let up = list
+            .items
+            .iter()
+            .filter(|m| m.data["status"]["phase"] == "Running")
+            .count();
+        if up == n && list.items.len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never {n} Machines Running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_two_named_workers_of_a_set_takes_exactly_those_through_conflicts() {
+    let w = World::start();
+    let sets = w.machine_sets().await;
+    sets.patch(
+        "demo-md-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    running(&w, 5).await;
+    // The two newest: the set's policy (Oldest) would never pick them.
+    let mut all = machine_names(&w).await;
+    all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    let named: Vec<String> = all[..2].iter().map(|m| m.0.clone()).collect();
+    // Two writes to MachineSets answer 409 first: the guarded scale-down must read again.
+    w.fault(json!({"kind": "kube_error", "code": 409, "verbs": ["patch"], "resources": ["machinesets"], "count": 2}))
+        .await;
+    let (status, job) = w
+        .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": named}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = w.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let left = machine_names(&w).await;
+    let left_names: Vec<&String> = left.iter().map(|m| &m.0).collect();
+    for n in &named {
+        assert!(!left_names.contains(&n), "{n} still there: {left_names:?}");
+    }
+    // The rest keep their UIDs; no replacement appears.
+    let kept: Vec<(String, String)> = all[2..]
+        .iter()
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .collect();
+    let mut now: Vec<(String, String)> = left.iter().map(|m| (m.0.clone(), m.1.clone())).collect();
+    now.sort();
+    let mut kept_sorted = kept.clone();
+    kept_sorted.sort();
+    assert_eq!(now, kept_sorted);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(machine_names(&w).await.len(), 3, "no replacement");
+    let set = sets.get("demo-md-0").await.unwrap();
+    assert_eq!(set.data["spec"]["replicas"], 3);
+    let events = w.events(&id).await;
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deletePolicy Oldest"))),
+        "the set's policy is stated"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "retry"
+            || e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("changed while lowering"))),
+        "the conflict was met and retried: {events:#?}"
+    );
+    let s = w.state().await;
+    for n in &named {
+        assert!(by_name(&s["servers"], n).is_empty(), "{n}'s server is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_delete_is_forced_after_force_after_and_leaves_nothing() {
+    let w = World::start();
+    let nodes = vec![node(1)];
+    let (_, job) = w.submit(&request(nodes)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let s = w.state().await;
+    assert_eq!(s["floating_ips"].as_array().unwrap().len(), 1);
+
+    // CAPI never lets go of the Machine, and Nova fails every call for a while.
+    w.fault(json!({"kind": "stuck_finalizer", "machine": "demo-w-01"}))
+        .await;
+    let (status, job) = w
+        .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": ["demo-w-01"], "force_after": "2s"}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    w.fault(json!({"kind": "outage", "services": ["compute"], "status": 500, "rate": 1.0, "duration_seconds": 150}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = w.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let events = w.events(&id).await;
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("force_after")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("forced: dropped finalizers")),
+        "{messages:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "retry"
+                && e["message"].as_str().is_some_and(|m| m.contains("500"))),
+        "Nova's 5xx was retried: {messages:#?}"
+    );
+    let s = w.state().await;
+    assert!(by_name(&s["servers"], "demo-w-01").is_empty());
+    assert!(by_name(&s["ports"], "demo-w-01-0").is_empty());
+    assert!(by_name(&s["volumes"], "demo-w-01-root").is_empty());
+    assert!(by_name(&s["volumes"], "demo-w-01-data").is_empty());
+    assert_eq!(
+        s["floating_ips"].as_array().unwrap().len(),
+        0,
+        "floating IP released"
+    );
+    assert!(
+        w.machines()
+            .await
+            .get_opt("demo-w-01")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_names_are_refused_and_nothing_is_touched() {
+    let w = World::start();
+    let before = machine_names(&w).await;
+    let first = before[0].0.clone();
+    let (status, body) = w
+        .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": [first, "nope-1", "nope-2"]}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["nodes[1]", "nodes[2]"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(machine_names(&w).await, before);
+}
