@@ -116,8 +116,10 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         metrics,
         clients: clients.clone(),
         admission: clients.map(|clients| {
-            Arc::new(crate::lifecycle::admission::Lifecycle { clients })
-                as Arc<dyn crate::engine::admission::Admission>
+            Arc::new(crate::lifecycle::admission::Lifecycle {
+                clients,
+                store: engine.store().clone(),
+            }) as Arc<dyn crate::engine::admission::Admission>
         }),
     });
     let _watches = match &clients_for_watch {

@@ -19,6 +19,8 @@ const SCALE_OUT_FIELDS: &[&str] = &["defaults", "require_quota", "version", "boo
 
 pub struct Lifecycle {
     pub clients: Clients,
+    /// Capstan's own record: a repaired node's original spec, when Capstan made it.
+    pub store: crate::store::Store,
 }
 
 impl Admission for Lifecycle {
@@ -26,6 +28,17 @@ impl Admission for Lifecycle {
         match kind {
             "scale_out" => prepare_scale_out(body),
             "delete_nodes" => move_to_params(body, &["force_after"]),
+            "repair" => move_to_params(
+                body,
+                &[
+                    "force",
+                    "force_after",
+                    "max_parallel",
+                    "max_unhealthy",
+                    "unhealthy_after",
+                    "startup_timeout",
+                ],
+            ),
             _ => Ok(body),
         }
     }
@@ -54,6 +67,7 @@ impl Admission for Lifecycle {
             match req.kind.as_str() {
                 "scale_out" => preflight(&self.clients, req).await,
                 "delete_nodes" => resolve_for_delete(&self.clients, req).await,
+                "repair" => admit_repair(&self.clients, &self.store, req).await,
                 _ => Ok(()),
             }
         })
@@ -235,6 +249,191 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
         req.params = json!({ "named_machines": named });
     }
     req.nodes = resolved;
+    Ok(())
+}
+
+/// `max_unhealthy` as a fraction: `"40%"` or a number of percent.
+fn percent(v: &Value) -> Result<f64, String> {
+    let n = match v {
+        Value::Null => return Ok(0.4),
+        Value::String(s) => s
+            .trim_end_matches('%')
+            .trim()
+            .parse::<f64>()
+            .map_err(|e| e.to_string())?,
+        Value::Number(n) => n.as_f64().unwrap_or(-1.0),
+        _ => -1.0,
+    };
+    if (0.0..=100.0).contains(&n) {
+        Ok(n / 100.0)
+    } else {
+        Err("must be a percentage from 0% to 100%".into())
+    }
+}
+
+/// Checks a repair: the named Machines exist, the cluster is not too broken to repair
+/// (`max_unhealthy`), and each node's spec is found (stored by Capstan, or read back).
+async fn admit_repair(
+    c: &Clients,
+    store: &crate::store::Store,
+    req: &mut JobRequest,
+) -> Result<(), Refusal> {
+    use super::repair::{Thresholds, assess, read_back, release_params};
+    let (ns, cluster) = req
+        .cluster
+        .split_once('/')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap_or(("default".into(), req.cluster.clone()));
+    let mut errs = Vec::new();
+    let max_unhealthy = match percent(&req.params["max_unhealthy"]) {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(FieldError::new("max_unhealthy", e));
+            0.4
+        }
+    };
+    let max_parallel = match &req.params["max_parallel"] {
+        Value::Null => 1,
+        v => match v.as_u64() {
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            _ => {
+                errs.push(FieldError::new(
+                    "max_parallel",
+                    "must be an integer from 1 to 100",
+                ));
+                1
+            }
+        },
+    };
+    let kube_unavailable =
+        |e: kube::Error| Refusal::Unavailable(format!("could not read the cluster: {e}"));
+    let machines = capi::machines(&c.kube, &ns);
+    let all = machines
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
+        )
+        .await
+        .map_err(kube_unavailable)?
+        .items;
+    let servers =
+        c.os.get(Service::Compute, &["servers", "detail"], &[])
+            .await
+            .map_err(|e| unavailable("servers", e))?;
+    let thresholds = Thresholds::from_params(&req.params);
+    let unhealthy: Vec<String> = all
+        .iter()
+        .filter(|m| {
+            let name = m.metadata.name.as_deref().unwrap_or_default();
+            let server = servers["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == name);
+            assess(
+                &serde_json::to_value(m).unwrap_or_default(),
+                server,
+                thresholds,
+            )
+            .is_some()
+        })
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    if !all.is_empty() && unhealthy.len() as f64 / all.len() as f64 > max_unhealthy {
+        return Err(Refusal::Conflict(vec![FieldError::new(
+            "max_unhealthy",
+            format!(
+                "{} of {} workers of {ns}/{cluster} are unhealthy ({:.0}%: {}), more than max_unhealthy {:.0}%: stopping rather than replacing them all",
+                unhealthy.len(),
+                all.len(),
+                100.0 * unhealthy.len() as f64 / all.len() as f64,
+                unhealthy.join(", "),
+                100.0 * max_unhealthy
+            ),
+        )]));
+    }
+    let osms = capi::openstack_machines(&c.kube, &ns);
+    let mut nodes = Vec::new();
+    let mut releases = Vec::new();
+    for (i, (name, _)) in req.nodes.iter().enumerate() {
+        let Some(m) = all
+            .iter()
+            .find(|m| m.metadata.name.as_deref() == Some(name.as_str()))
+        else {
+            errs.push(FieldError::new(
+                format!("nodes[{i}]"),
+                format!("no Machine {name} in cluster {ns}/{cluster}"),
+            ));
+            continue;
+        };
+        // Capstan's own spec when it made the node; else what the cluster says.
+        let job = m
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(capi::JOB_LABEL))
+            .cloned();
+        let mut stored = None;
+        if let Some(j) = job
+            && let Ok(tasks) = store.tasks(&j).await
+        {
+            stored = tasks
+                .iter()
+                .find(|t| &t.name == name)
+                .and_then(|t| serde_json::from_str::<NodeSpec>(&t.spec).ok());
+        }
+        let spec = match stored {
+            Some(s) => s,
+            None => {
+                let Some(osm) = osms.get_opt(name).await.map_err(kube_unavailable)? else {
+                    errs.push(FieldError::new(
+                        format!("nodes[{i}]"),
+                        format!("Machine {name} has no OpenStackMachine to read its spec from"),
+                    ));
+                    continue;
+                };
+                match read_back(c, m, &osm).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        errs.push(FieldError::new(
+                            format!("nodes[{i}]"),
+                            format!("cannot read {name}'s spec back: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        // The floating IP it has now is released and taken again by address.
+        if let FloatingIp::Address(a) = &spec.floating_ip {
+            let fips =
+                c.os.get(
+                    Service::Network,
+                    &["floatingips"],
+                    &[("floating_ip_address", &a.to_string())],
+                )
+                .await
+                .map_err(|e| unavailable("floating IPs", e))?;
+            for f in fips["floatingips"].as_array().into_iter().flatten() {
+                if let Some(id) = f["id"].as_str() {
+                    releases.push((name.clone(), id.to_string()));
+                }
+            }
+        }
+        nodes.push((
+            name.clone(),
+            serde_json::to_value(&spec).expect("a node spec serializes"),
+        ));
+    }
+    if !errs.is_empty() {
+        return Err(Refusal::Invalid(errs));
+    }
+    req.nodes = nodes;
+    req.concurrency = Some(max_parallel);
+    if !req.params.is_object() {
+        req.params = json!({});
+    }
+    req.params["release"] = release_params(&releases);
     Ok(())
 }
 

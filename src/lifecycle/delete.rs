@@ -456,7 +456,14 @@ pub(crate) async fn sweep_named(
         c.os.get(Service::Network, &["floatingips"], &[])
             .await
             .map_err(|e| os_error("listing floating IPs", e))?;
-    let release_any = ctx.params["release_floating_ip"] == true;
+    // A repair releases the floating IP the node had (Capstan's or not), so the same address
+    // can be taken again.
+    let listed: Vec<String> = ctx.params["release"][name]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     let port_names: Vec<String> = ctx
         .external("port_names")
         .and_then(|v| serde_json::from_value(v).ok())
@@ -474,11 +481,8 @@ pub(crate) async fn sweep_named(
     for f in fips["floatingips"].as_array().into_iter().flatten() {
         let desc = f["description"].as_str().unwrap_or_default();
         let ours = desc.starts_with("capstan job ") && desc.ends_with(&suffix);
-        let on_port = f["port_id"]
-            .as_str()
-            .is_some_and(|p| ports.iter().any(|(_, x)| x == p));
-        if ours || (release_any && on_port) {
-            let id = f["id"].as_str().unwrap_or_default();
+        let id = f["id"].as_str().unwrap_or_default();
+        if ours || listed.iter().any(|l| l == id) {
             c.os.delete(Service::Network, &["floatingips", id])
                 .await
                 .map_err(|e| os_error("releasing the floating IP", e))?;

@@ -7,6 +7,7 @@ pub mod admission;
 pub(crate) mod classify;
 mod delete;
 pub mod quota;
+mod repair;
 mod scale_out;
 mod smoke;
 pub(crate) mod spec;
@@ -28,6 +29,10 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "workflows/delete_nodes.yaml",
         include_str!("../../workflows/delete_nodes.yaml"),
     ),
+    (
+        "workflows/repair.yaml",
+        include_str!("../../workflows/repair.yaml"),
+    ),
 ];
 
 /// Registers the steps that touch no cloud.
@@ -38,7 +43,8 @@ pub fn register(registry: &mut Registry) {
 /// Registers the cloud kinds' steps, which use the cloud's clients.
 pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients) {
     scale_out::register(registry, clients.clone());
-    delete::register(registry, clients);
+    delete::register(registry, clients.clone());
+    repair::register(registry, clients);
 }
 
 /// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.

@@ -1,0 +1,266 @@
+//! `repair`: an unhealthy node is deleted (`delete.rs`'s steps) and recreated with the same
+//! spec it was made with (`scale_out.rs`'s steps and failure policies).
+//!
+//! check → mark → wait → [force] → release → quota → create → provision → floating_ip →
+//! join → done. The spec is the one Capstan stored when it made the node, or, for a node it
+//! did not make, read back from its Machine, OpenStackMachine and Neutron port.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+
+use super::scale_out::{kube_error, os_error, split_cluster};
+use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
+use crate::cloud::Clients;
+use crate::cloud::capi;
+use crate::cloud::os::Service;
+use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+
+/// When a node counts as unhealthy (DESIGN §3), with repair's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// `NodeHealthy` not True for longer than this.
+    pub unhealthy_after: Duration,
+    /// No Node this long after the Machine was created.
+    pub startup_timeout: Duration,
+}
+
+impl Thresholds {
+    pub fn from_params(p: &Value) -> Thresholds {
+        let d = |k: &str, default: u64| {
+            p[k].as_str()
+                .and_then(|s| crate::duration::parse(s).ok())
+                .unwrap_or(Duration::from_secs(default))
+        };
+        Thresholds {
+            unhealthy_after: d("unhealthy_after", 300),
+            startup_timeout: d("startup_timeout", 1200),
+        }
+    }
+}
+
+fn age(ts: &Value, now: DateTime<Utc>) -> Option<Duration> {
+    let t = DateTime::parse_from_rfc3339(ts.as_str()?).ok()?;
+    (now - t.with_timezone(&Utc)).to_std().ok()
+}
+
+/// Why a Machine is unhealthy, or `None` when it is healthy.
+pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String> {
+    let now = Utc::now();
+    let st = &m["status"];
+    if let Some(msg) = st["failureMessage"].as_str() {
+        return Some(format!("Machine failed: {msg}"));
+    }
+    if let Some(r) = st["failureReason"].as_str() {
+        return Some(format!("Machine failed: {r}"));
+    }
+    if let Some(s) = server {
+        let state = s["status"].as_str().unwrap_or_default();
+        if state == "ERROR" || state == "SHUTOFF" {
+            let fault = s["fault"]["message"].as_str().unwrap_or_default();
+            return Some(format!("server is {state} {fault}").trim().to_string());
+        }
+    }
+    if st["nodeRef"].is_null() {
+        let created = age(&m["metadata"]["creationTimestamp"], now).unwrap_or_default();
+        return (created > t.startup_timeout).then(|| {
+            format!(
+                "no Node {} after the Machine was created (startup timeout {})",
+                crate::duration::format(created),
+                crate::duration::format(t.startup_timeout)
+            )
+        });
+    }
+    let healthy = st["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "NodeHealthy");
+    match healthy {
+        Some(c) if c["status"] != "True" => {
+            let since = age(&c["lastTransitionTime"], now).unwrap_or_default();
+            (since > t.unhealthy_after).then(|| {
+                format!(
+                    "NodeHealthy {} for {} ({})",
+                    c["status"].as_str().unwrap_or("Unknown"),
+                    crate::duration::format(since),
+                    c["message"]
+                        .as_str()
+                        .or(c["reason"].as_str())
+                        .unwrap_or("no reason")
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The node's server as Nova lists it (with `status` and `fault`).
+pub async fn server_of(c: &Clients, name: &str) -> Result<Option<Value>, StepError> {
+    Ok(c.os
+        .named(Service::Compute, &["servers", "detail"], "servers", name)
+        .await
+        .map_err(|e| os_error("listing servers", e))?
+        .into_iter()
+        .next())
+}
+
+/// The spec a node was made with, read back from what CAPI, CAPO and Neutron hold, for a
+/// node Capstan did not create.
+pub async fn read_back(
+    c: &Clients,
+    m: &DynamicObject,
+    osm: &DynamicObject,
+) -> Result<NodeSpec, String> {
+    let name = m.metadata.name.clone().unwrap_or_default();
+    let o = &osm.data["spec"];
+    let port = &o["ports"][0];
+    let mut spec = NodeSpec {
+        name: name.clone(),
+        availability_zone: None,
+        host: None,
+        flavor: o["flavor"]
+            .as_str()
+            .ok_or("the OpenStackMachine names no flavor")?
+            .to_string(),
+        image: o["image"]["filter"]["name"]
+            .as_str()
+            .ok_or("the OpenStackMachine names no image by name")?
+            .to_string(),
+        ssh_key: o["sshKeyName"].as_str().map(str::to_string),
+        security_groups: o["securityGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["filter"]["name"].as_str().map(str::to_string))
+            .collect(),
+        network: port["network"]["filter"]["name"]
+            .as_str()
+            .ok_or("the OpenStackMachine's port names no network")?
+            .to_string(),
+        subnet: port["fixedIPs"][0]["subnet"]["filter"]["name"]
+            .as_str()
+            .ok_or("the OpenStackMachine's port names no subnet")?
+            .to_string(),
+        ip: None,
+        floating_ip: FloatingIp::None,
+        root_volume: o["rootVolume"]["sizeGiB"].as_u64().map(|s| RootVolume {
+            size_gib: s as u32,
+            volume_type: o["rootVolume"]["type"].as_str().map(str::to_string),
+        }),
+        data_volumes: o["additionalBlockDevices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["storage"]["type"] != "Local")
+            .map(|d| DataVolume {
+                name: d["name"].as_str().unwrap_or("data").to_string(),
+                size_gib: d["sizeGiB"].as_u64().unwrap_or(1) as u32,
+                volume_type: d["storage"]["volume"]["type"].as_str().map(str::to_string),
+            })
+            .collect(),
+        roles: Vec::new(),
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+    };
+    if let Some(fd) = m.data["spec"]["failureDomain"].as_str() {
+        match fd.split_once(':') {
+            Some((az, host)) => {
+                spec.availability_zone = Some(az.to_string());
+                spec.host = Some(host.to_string());
+            }
+            None => spec.availability_zone = Some(fd.to_string()),
+        }
+    }
+    for (k, _) in m.metadata.labels.clone().unwrap_or_default() {
+        if let Some(role) = k.strip_prefix(ROLE_LABEL_PREFIX) {
+            spec.roles.push(role.to_string());
+        }
+    }
+    // The address it has and the floating IP on it, from Neutron.
+    let ports =
+        c.os.named(Service::Network, &["ports"], "ports", &format!("{name}-0"))
+            .await
+            .map_err(|e| e.to_string())?;
+    if let Some(p) = ports.first() {
+        spec.ip = p["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .and_then(|a| a.parse().ok());
+        let fips =
+            c.os.get(Service::Network, &["floatingips"], &[])
+                .await
+                .map_err(|e| e.to_string())?;
+        if let Some(f) = fips["floatingips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["port_id"] == p["id"])
+            && let Some(a) = f["floating_ip_address"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+        {
+            spec.floating_ip = FloatingIp::Address(a);
+        }
+    }
+    Ok(spec)
+}
+
+pub fn register(r: &mut Registry, clients: Clients) {
+    r.step("repair.check", &["unhealthy", "healthy"], move |ctx| {
+        let c = clients.clone();
+        async move { check_step(&c, ctx).await }
+    });
+}
+
+/// Looks at the node once more: a healthy one is left alone unless the job says `force`.
+async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+    let (ns, _) = split_cluster(&ctx.cluster);
+    let name = ctx.spec["name"].as_str().unwrap_or(&ctx.node).to_string();
+    let m = capi::machines(&c.kube, &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_error("reading the Machine", e))?;
+    let Some(m) = m else {
+        return Ok(Outcome::next_because(
+            "unhealthy",
+            None,
+            format!("Machine {name} is gone; recreating it"),
+        ));
+    };
+    let server = server_of(c, &name).await?;
+    let why = assess(
+        &serde_json::to_value(&m).unwrap_or_default(),
+        server.as_ref(),
+        Thresholds::from_params(&ctx.params),
+    );
+    match why {
+        Some(why) => Ok(Outcome::next_because("unhealthy", None, why)),
+        None if ctx.params["force"] == true => Ok(Outcome::next_because(
+            "unhealthy",
+            None,
+            format!("{name} is healthy; replaced anyway (force)"),
+        )),
+        None => Ok(Outcome::next_because(
+            "healthy",
+            None,
+            format!("{name} is healthy; left alone"),
+        )),
+    }
+}
+
+/// The params a repair job carries for the delete steps: which floating IPs to release so
+/// the same address can be taken again.
+pub fn release_params(fips: &[(String, String)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (node, id) in fips {
+        map.entry(node.clone())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("array")
+            .push(json!(id));
+    }
+    Value::Object(map)
+}
