@@ -1,5 +1,6 @@
-//! CAPI's MachineSet and Machine controllers and the workload clusters' kubelets, as they
-//! behave in CAPI v1.10/1.11: random-suffix Machine names, delete policies with the
+//! CAPI's MachineDeployment, MachineSet and Machine controllers and the workload clusters'
+//! kubelets, as they behave in CAPI v1.10/1.11: one owned MachineSet per MachineDeployment
+//! (no rollouts), random-suffix set and Machine names, delete policies with the
 //! `cluster.x-k8s.io/delete-machine` annotation and unhealthy Machines first, phases,
 //! the `dataSecretName` bypass of bootstrap, `nodeRef`/`NodeHealthy`, upstream's
 //! `failureMessage` wording, and label sync to Nodes.
@@ -184,6 +185,144 @@ pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<
         .collect()
 }
 
+pub const DEPLOYMENT_NAME_LABEL: &str = "cluster.x-k8s.io/deployment-name";
+
+/// `matchLabels` as the `k=v,...` string CAPI puts in `status.selector`.
+fn selector_string(match_labels: &Value) -> String {
+    match_labels
+        .as_object()
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// One pass over every MachineDeployment: exactly one owned MachineSet
+/// (`<md>-<5 random>`), kept at the deployment's replicas, delete policy and template; the
+/// deployment's status summed from it.
+///
+/// Simplified from upstream: there are no rollouts. Upstream creates a new MachineSet when
+/// the template's hash changes and moves Machines over by the strategy; here a changed
+/// template is copied into the one set, so only Machines created afterwards use it.
+pub fn reconcile_machine_deployments(kube: &KubeWorld) {
+    let mut clusters = kube.clusters.lock().unwrap();
+    let objects = clusters.get_mut(MANAGEMENT).expect("management");
+    let deployments: Vec<Value> = objects
+        .list(ix::MACHINE_DEPLOYMENT, None)
+        .cloned()
+        .collect();
+    for md in deployments {
+        if deleting(&md) {
+            continue;
+        }
+        let ns = namespace(&md);
+        let md_name = name(&md);
+        let md_uid = uid(&md);
+        let replicas = md["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+        let policy = md["spec"]["strategy"]["rollingUpdate"]["deletePolicy"]
+            .as_str()
+            .unwrap_or("Random")
+            .to_string();
+        let cluster_name = md["spec"]["clusterName"].clone();
+        // The set's selector and template labels: the deployment's, plus its name (as
+        // upstream's defaulting webhook adds it).
+        let mut match_labels = md["spec"]["selector"]["matchLabels"].clone();
+        if !match_labels.is_object() {
+            match_labels = json!({});
+        }
+        match_labels[DEPLOYMENT_NAME_LABEL] = json!(md_name);
+        let mut template = md["spec"]["template"].clone();
+        if !template["metadata"]["labels"].is_object() {
+            template["metadata"]["labels"] = json!({});
+        }
+        for (k, v) in match_labels.as_object().expect("object") {
+            template["metadata"]["labels"][k] = v.clone();
+        }
+        let set_spec = json!({
+            "clusterName": cluster_name, "replicas": replicas, "deletePolicy": policy,
+            "selector": {"matchLabels": match_labels}, "template": template,
+        });
+        let mut sets: Vec<Value> = objects
+            .list(ix::MACHINE_SET, Some(&ns))
+            .filter(|s| owned_by(s, &md_uid) && !deleting(s))
+            .cloned()
+            .collect();
+        sets.sort_by_key(|s| {
+            s["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        });
+        // Exactly one: extras (never made here) go, the oldest stays.
+        for extra in sets.iter().skip(1) {
+            let _ = objects.delete(ix::MACHINE_SET, &ns, &name(extra), &json!({}), false);
+        }
+        match sets.first() {
+            None => {
+                let set_name = loop {
+                    let candidate = format!("{md_name}-{}", random_suffix());
+                    if objects.get(ix::MACHINE_SET, &ns, &candidate).is_none() {
+                        break candidate;
+                    }
+                };
+                let set = json!({
+                    "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet",
+                    "metadata": {
+                        "name": set_name, "ownerReferences": [owner_ref(&md)],
+                        "labels": {CLUSTER_NAME_LABEL: cluster_name, DEPLOYMENT_NAME_LABEL: md_name},
+                    },
+                    "spec": set_spec,
+                });
+                let _ = objects.create(ix::MACHINE_SET, &ns, set, false, false);
+            }
+            Some(set) => {
+                objects.modify(ix::MACHINE_SET, &ns, &name(set), Target::Main, |s| {
+                    for field in ["clusterName", "replicas", "deletePolicy", "template"] {
+                        s["spec"][field] = set_spec[field].clone();
+                    }
+                });
+            }
+        }
+        let owned: Vec<&Value> = objects
+            .list(ix::MACHINE_SET, Some(&ns))
+            .filter(|s| owned_by(s, &md_uid))
+            .collect();
+        let sum = |field: &str| -> i64 {
+            owned
+                .iter()
+                .map(|s| s["status"][field].as_i64().unwrap_or(0))
+                .sum()
+        };
+        let (current, ready, available) = (
+            sum("replicas"),
+            sum("readyReplicas"),
+            sum("availableReplicas"),
+        );
+        // Upstream's phase compares the desired count with the ready one.
+        let phase = match replicas.cmp(&ready) {
+            std::cmp::Ordering::Greater => "ScalingUp",
+            std::cmp::Ordering::Less => "ScalingDown",
+            std::cmp::Ordering::Equal => "Running",
+        };
+        let selector = selector_string(&match_labels);
+        let generation = md["metadata"]["generation"].clone();
+        objects.modify(ix::MACHINE_DEPLOYMENT, &ns, &md_name, Target::Status, |o| {
+            let st = &mut o["status"];
+            st["replicas"] = json!(current);
+            // Without rollouts every Machine is of the current template.
+            st["updatedReplicas"] = json!(current);
+            st["readyReplicas"] = json!(ready);
+            st["availableReplicas"] = json!(available);
+            st["unavailableReplicas"] = json!((replicas - available).max(0));
+            st["selector"] = json!(selector);
+            st["observedGeneration"] = generation;
+            st["phase"] = json!(phase);
+        });
+    }
+}
+
 /// One pass over every MachineSet.
 pub fn reconcile_machine_sets(kube: &KubeWorld) {
     let mut clusters = kube.clusters.lock().unwrap();
@@ -221,15 +360,7 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
             .iter()
             .filter(|m| condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True"))
             .count();
-        let selector = set["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let selector = selector_string(&set["spec"]["selector"]["matchLabels"]);
         let generation = set["metadata"]["generation"].clone();
         objects.modify(ix::MACHINE_SET, &ns, &name(&set), Target::Status, |s| {
             let st = &mut s["status"];
@@ -711,5 +842,84 @@ pub fn reconcile_nodes(ctl: &Controllers) {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::{DEMO, Scenario};
+
+    /// A scenario worker pool with `deployment: true` becomes a MachineDeployment whose one
+    /// MachineSet follows its replicas and delete policy.
+    #[test]
+    fn a_deployment_keeps_one_owned_set_at_its_replicas() {
+        let text = DEMO.replace(
+            "delete_policy: Oldest}",
+            "delete_policy: Oldest}\n      - {name: demo-md-1, deployment: true, replicas: 2, flavor: k8s.small, image: ubuntu-2204-kube-v1.30, delete_policy: Newest}",
+        );
+        let scenario = Scenario::parse(&text).unwrap();
+        let kube = KubeWorld::new();
+        super::super::seed::seed(&kube, &scenario, "http://sim", &|_| String::new());
+        for _ in 0..2 {
+            reconcile_machine_deployments(&kube);
+            reconcile_machine_sets(&kube);
+        }
+        let sets = |kube: &KubeWorld| -> Vec<Value> {
+            let clusters = kube.clusters.lock().unwrap();
+            clusters[MANAGEMENT]
+                .list(ix::MACHINE_SET, None)
+                .filter(|s| name(s).starts_with("demo-md-1-"))
+                .cloned()
+                .collect()
+        };
+        let owned = sets(&kube);
+        assert_eq!(owned.len(), 1);
+        let set = &owned[0];
+        assert_eq!(name(set).len(), "demo-md-1-".len() + 5);
+        let owner = &set["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (&owner["kind"], owner["controller"].as_bool()),
+            (&json!("MachineDeployment"), Some(true))
+        );
+        assert_eq!(set["spec"]["deletePolicy"], "Newest");
+        assert_eq!(
+            set["spec"]["template"]["metadata"]["labels"][DEPLOYMENT_NAME_LABEL],
+            "demo-md-1"
+        );
+        let machines = |kube: &KubeWorld| {
+            let clusters = kube.clusters.lock().unwrap();
+            clusters[MANAGEMENT]
+                .list(ix::MACHINE, None)
+                .filter(|m| owned_by(m, &uid(set)))
+                .count()
+        };
+        assert_eq!(machines(&kube), 2);
+        {
+            let mut clusters = kube.clusters.lock().unwrap();
+            let objects = clusters.get_mut(MANAGEMENT).unwrap();
+            objects.modify(
+                ix::MACHINE_DEPLOYMENT,
+                "default",
+                "demo-md-1",
+                Target::Main,
+                |o| {
+                    o["spec"]["replicas"] = json!(3);
+                },
+            );
+        }
+        reconcile_machine_deployments(&kube);
+        reconcile_machine_sets(&kube);
+        reconcile_machine_deployments(&kube);
+        assert_eq!(sets(&kube).len(), 1);
+        assert_eq!(machines(&kube), 3);
+        let clusters = kube.clusters.lock().unwrap();
+        let md = clusters[MANAGEMENT]
+            .get(ix::MACHINE_DEPLOYMENT, "default", "demo-md-1")
+            .unwrap();
+        assert_eq!(md["status"]["replicas"], 3);
+        // No Machine has a Node yet.
+        assert_eq!(md["status"]["phase"], "ScalingUp");
+        assert_eq!(md["status"]["observedGeneration"], 2);
     }
 }

@@ -92,6 +92,7 @@ impl Controllers {
 
     /// One pass of every controller, in the order objects flow.
     pub async fn pass(&self) {
+        capi::reconcile_machine_deployments(&self.kube);
         capi::reconcile_machine_sets(&self.kube);
         capi::reconcile_kubeadm_configs(&self.kube);
         capi::reconcile_machines(self);
