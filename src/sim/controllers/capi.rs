@@ -5,7 +5,7 @@
 //! the `dataSecretName` bypass of bootstrap, `nodeRef`/`NodeHealthy`, upstream's
 //! `failureMessage` wording, and label sync to Nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
@@ -152,11 +152,11 @@ fn delete_priority(m: &Value, policy: &str, now: chrono::DateTime<chrono::Utc>) 
 }
 
 /// Which `count` of these Machines a set deletes first.
-pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<Value> {
+pub fn pick_for_deletion(machines: &[&Value], policy: &str, count: usize) -> Vec<String> {
     let now = chrono::Utc::now();
     let mut ranked: Vec<(f64, String, &Value)> = machines
         .iter()
-        .map(|m| {
+        .map(|&m| {
             let created = m["metadata"]["creationTimestamp"]
                 .as_str()
                 .unwrap_or_default()
@@ -181,7 +181,7 @@ pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<
     ranked
         .into_iter()
         .take(count)
-        .map(|(_, _, m)| m.clone())
+        .map(|(_, _, m)| name(m))
         .collect()
 }
 
@@ -334,12 +334,10 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
         }
         let ns = namespace(&set);
         let set_uid = uid(&set);
-        let machines: Vec<Value> = objects
+        let active: Vec<&Value> = objects
             .list(ix::MACHINE, Some(&ns))
-            .filter(|m| owned_by(m, &set_uid))
-            .cloned()
+            .filter(|m| owned_by(m, &set_uid) && !deleting(m))
             .collect();
-        let active: Vec<Value> = machines.iter().filter(|m| !deleting(m)).cloned().collect();
         let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         if active.len() < replicas {
             for _ in active.len()..replicas {
@@ -348,24 +346,22 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
         } else if active.len() > replicas {
             let policy = set["spec"]["deletePolicy"].as_str().unwrap_or("Random");
             for m in pick_for_deletion(&active, policy, active.len() - replicas) {
-                let _ = objects.delete(ix::MACHINE, &ns, &name(&m), &json!({}), false);
+                let _ = objects.delete(ix::MACHINE, &ns, &m, &json!({}), false);
             }
         }
-        let owned: Vec<Value> = objects
+        let (owned, ready) = objects
             .list(ix::MACHINE, Some(&ns))
             .filter(|m| owned_by(m, &set_uid))
-            .cloned()
-            .collect();
-        let ready = owned
-            .iter()
-            .filter(|m| condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True"))
-            .count();
+            .fold((0, 0), |(owned, ready), m| {
+                let healthy = condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True");
+                (owned + 1, ready + usize::from(healthy))
+            });
         let selector = selector_string(&set["spec"]["selector"]["matchLabels"]);
         let generation = set["metadata"]["generation"].clone();
         objects.modify(ix::MACHINE_SET, &ns, &name(&set), Target::Status, |s| {
             let st = &mut s["status"];
-            st["replicas"] = json!(owned.len());
-            st["fullyLabeledReplicas"] = json!(owned.len());
+            st["replicas"] = json!(owned);
+            st["fullyLabeledReplicas"] = json!(owned);
             st["readyReplicas"] = json!(ready);
             st["availableReplicas"] = json!(ready);
             st["selector"] = json!(selector);
@@ -504,13 +500,22 @@ pub fn reconcile_kubeadm_configs(kube: &KubeWorld) {
 pub fn reconcile_machines(ctl: &Controllers) {
     let kube = &ctl.kube;
     let mut clusters = kube.clusters.lock().unwrap();
-    let machines: Vec<Value> = clusters[MANAGEMENT]
-        .list(ix::MACHINE, None)
-        .cloned()
+    let machines = clusters[MANAGEMENT].keys(ix::MACHINE);
+    // Nodes by provider ID, per workload cluster: one look-up per Machine, not a scan.
+    let nodes_by_provider: HashMap<(String, String), String> = clusters
+        .iter()
+        .filter(|(key, _)| key.as_str() != MANAGEMENT)
+        .flat_map(|(key, objects)| {
+            objects.list(ix::NODE, None).filter_map(move |nd| {
+                let pid = nd["spec"]["providerID"].as_str()?;
+                Some(((key.clone(), pid.to_string()), name(nd)))
+            })
+        })
         .collect();
-    for m in machines {
-        let ns = namespace(&m);
-        let n = name(&m);
+    for (ns, n) in machines {
+        let Some(m) = clusters[MANAGEMENT].get(ix::MACHINE, &ns, &n).cloned() else {
+            continue;
+        };
         let cluster_name = m["spec"]["clusterName"]
             .as_str()
             .unwrap_or_default()
@@ -622,9 +627,9 @@ pub fn reconcile_machines(ctl: &Controllers) {
         if let Some(pid) = &provider_id
             && let Some(workload) = clusters.get_mut(&workload_key)
         {
-            node = workload
-                .list(ix::NODE, None)
-                .find(|nd| nd["spec"]["providerID"].as_str() == Some(pid))
+            node = nodes_by_provider
+                .get(&(workload_key.clone(), pid.clone()))
+                .and_then(|nd| workload.get(ix::NODE, "", nd))
                 .cloned();
             if let Some(nd) = &node {
                 let synced: BTreeMap<String, Value> = m["metadata"]["labels"]
@@ -762,14 +767,15 @@ pub fn reconcile_nodes(ctl: &Controllers) {
     let now = ctl.clock.now();
     let join_after = ctl.node_join_seconds;
     let mut clusters = ctl.kube.clusters.lock().unwrap();
-    let servers: Vec<Value> = clusters[MANAGEMENT]
-        .list(ix::OPENSTACK_SERVER, None)
-        .cloned()
-        .collect();
+    let servers = clusters[MANAGEMENT].keys(ix::OPENSTACK_SERVER);
     let mut memory = ctl.memory.lock().unwrap();
-    for oss in servers {
-        let ns = namespace(&oss);
-        let n = name(&oss);
+    for (ns, n) in servers {
+        let Some(oss) = clusters[MANAGEMENT]
+            .get(ix::OPENSTACK_SERVER, &ns, &n)
+            .cloned()
+        else {
+            continue;
+        };
         let cluster = oss["metadata"]["labels"][CLUSTER_NAME_LABEL]
             .as_str()
             .unwrap_or_default()
