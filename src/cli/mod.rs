@@ -251,6 +251,8 @@ pub enum SchedulesCmd {
 pub enum BenchCmd {
     /// N jobs x K no-op steps on a file database, against the raw-transaction floor.
     Engine(crate::bench::EngineBenchArgs),
+    /// The simulator grown to N running worker Machines: settle time and memory.
+    Sim(crate::bench::SimBenchArgs),
 }
 
 async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
@@ -356,6 +358,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Schedules(cmd) => client::schedules(cmd).await,
             Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,
+            Command::Bench(BenchCmd::Sim(args)) => crate::bench::sim(args).await,
         }
     });
     match result {

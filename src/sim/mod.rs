@@ -2,8 +2,8 @@
 //! any other client) is exercised exactly as against a real cloud.
 //!
 //! Invariant: nothing outside this module tree imports it except the command line that starts
-//! it; the engine and the lifecycle steps meet it only over loopback HTTP, through the
-//! `clouds.yaml` it writes.
+//! it (and `capstan bench sim`, which measures it); the engine and the lifecycle steps meet
+//! it only over loopback HTTP, through the `clouds.yaml` it writes.
 //!
 //! Served so far: Keystone auth and catalog; Nova flavors, AZs, hypervisors, limits, quota
 //! sets and servers (with fault hooks); Neutron networks, subnets, ports, floating IPs and

@@ -127,10 +127,15 @@ pub struct ClusterSpec {
     pub machine_sets: Vec<MachineSetSpec>,
 }
 
+/// A worker MachineSet, or with `deployment: true` a MachineDeployment of that name whose
+/// controller makes the MachineSet `<name>-<5 random>`. Its templates (KubeadmConfigTemplate,
+/// OpenStackMachineTemplate) are named `<name>` either way.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineSetSpec {
     pub name: String,
+    #[serde(default)]
+    pub deployment: bool,
     pub replicas: i64,
     pub flavor: String,
     pub image: String,

@@ -759,3 +759,146 @@ async fn a_machine_set_deletes_the_annotated_machine_first_then_by_its_policy() 
     assert!(left.contains(newer[1]), "{left:?}");
     assert_eq!(left.iter().filter(|n| originals.contains(n)).count(), 2);
 }
+
+/// The Machines a set made: `<set>-<5 random>`.
+async fn machines_of(machines: &Api<DynamicObject>, set: &str) -> Option<Vec<Value>> {
+    let items = machines.list(&Default::default()).await.ok()?.items;
+    Some(
+        items
+            .iter()
+            .map(json_of)
+            .filter(|m| {
+                let n = m["metadata"]["name"].as_str().unwrap_or_default();
+                n.len() == set.len() + 6 && n.starts_with(&format!("{set}-"))
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_machine_deployment_scales_through_its_one_machine_set_and_takes_it_along_when_deleted() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let deployments = capi(&client, "MachineDeployment");
+    let sets = capi(&client, "MachineSet");
+    let machines = capi(&client, "Machine");
+    let labels = json!({"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/deployment-name": "pool"});
+    let md: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineDeployment",
+        "metadata": {"name": "pool"},
+        "spec": {
+            "clusterName": "demo", "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "clusterName": "demo", "version": "v1.30.4",
+                "bootstrap": {"dataSecretName": "demo-bootstrap"},
+                "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+                    "kind": "OpenStackMachineTemplate", "name": "demo-md-0"},
+            }},
+        },
+    }))
+    .unwrap();
+    let md = json_of(
+        &deployments
+            .create(&PostParams::default(), &md)
+            .await
+            .unwrap(),
+    );
+    // One MachineSet `pool-xxxxx`, controlled by the deployment, with two Running Machines.
+    let set = eventually("a MachineSet owned by the deployment", || async {
+        let items = sets.list(&Default::default()).await.ok()?.items;
+        let owned: Vec<Value> = items
+            .iter()
+            .map(json_of)
+            .filter(|s| {
+                s["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|r| r["uid"] == md["metadata"]["uid"] && r["controller"] == true)
+                    })
+            })
+            .collect();
+        (owned.len() == 1).then(|| owned[0]["metadata"]["name"].as_str().unwrap().to_string())
+    })
+    .await;
+    assert!(
+        set.starts_with("pool-") && set.len() == "pool-".len() + 5,
+        "{set}"
+    );
+    let running = |want: usize| {
+        let (machines, set) = (&machines, &set);
+        async move {
+            let ms = machines_of(machines, set).await?;
+            let all_running = ms.iter().all(|m| m["status"]["phase"] == "Running");
+            (ms.len() == want && all_running).then_some(ms)
+        }
+    };
+    let two = eventually("two Running Machines", || running(2)).await;
+    eventually("the deployment Running with 2 ready", || async {
+        let d = json_of(&deployments.get("pool").await.ok()?);
+        let st = &d["status"];
+        (st["phase"] == "Running" && st["readyReplicas"] == 2 && st["updatedReplicas"] == 2)
+            .then_some(())
+    })
+    .await;
+    // Scale down by the deployment's spec: one Machine goes.
+    deployments
+        .patch(
+            "pool",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    let one = eventually("one Machine left", || running(1)).await;
+    assert!(
+        two.iter()
+            .any(|m| m["metadata"]["name"] == one[0]["metadata"]["name"])
+    );
+    // And up through the scale subresource, as `kubectl scale` does.
+    deployments
+        .patch_scale(
+            "pool",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let scale = deployments.get_scale("pool").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    let two = eventually("two Running again", || running(2)).await;
+    let servers: Vec<String> = two
+        .iter()
+        .map(|m| m["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        sim_state(&sim).await["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| servers.iter().any(|n| s["name"] == n.as_str()))
+            .count()
+            == 2
+    );
+    // Deleting the deployment takes its set, Machines and servers along.
+    deployments
+        .delete("pool", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the set, its Machines and their servers gone", || async {
+        let set_gone = sets.get_opt(&set).await.ok()?.is_none();
+        let machines_gone = machines_of(&machines, &set).await?.is_empty();
+        let state = sim_state(&sim).await;
+        let servers_gone = !state["servers"].as_array()?.iter().any(|s| {
+            s["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("{set}-"))
+        });
+        (set_gone && machines_gone && servers_gone).then_some(())
+    })
+    .await;
+    // The demo's own MachineSet is untouched.
+    assert_eq!(machines_of(&machines, "demo-md-0").await.unwrap().len(), 3);
+}

@@ -1036,3 +1036,42 @@ async fn full_hosts_and_full_quotas_fail_as_nova_does() {
     assert_eq!(failed_state["status"], "ERROR");
     assert_eq!(failed_state["fault"]["code"], 500);
 }
+
+/// What python-openstackclient asks before `port create` and for `limits show --absolute`.
+#[tokio::test]
+async fn generic_clients_find_neutron_extensions_and_cinder_limits() {
+    let sim = start_sim();
+    let (token, _) = raw_token(&sim).await;
+    let get = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", sim.url))
+            .header("X-Auth-Token", &token)
+            .send()
+    };
+    let ext: Value = get("/networking/v2.0/extensions")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ext["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["alias"] == "external-net")
+    );
+    let missing = get("/networking/v2.0/extensions/port-security")
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let limits: Value = get("/volume/v3/limits")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let absolute = &limits["limits"]["absolute"];
+    assert_eq!(absolute["maxTotalVolumes"], 100);
+    assert_eq!(absolute["totalVolumesUsed"], 0);
+}

@@ -1,10 +1,11 @@
-//! CAPI's MachineSet and Machine controllers and the workload clusters' kubelets, as they
-//! behave in CAPI v1.10/1.11: random-suffix Machine names, delete policies with the
+//! CAPI's MachineDeployment, MachineSet and Machine controllers and the workload clusters'
+//! kubelets, as they behave in CAPI v1.10/1.11: one owned MachineSet per MachineDeployment
+//! (no rollouts), random-suffix set and Machine names, delete policies with the
 //! `cluster.x-k8s.io/delete-machine` annotation and unhealthy Machines first, phases,
 //! the `dataSecretName` bypass of bootstrap, `nodeRef`/`NodeHealthy`, upstream's
 //! `failureMessage` wording, and label sync to Nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
@@ -151,11 +152,11 @@ fn delete_priority(m: &Value, policy: &str, now: chrono::DateTime<chrono::Utc>) 
 }
 
 /// Which `count` of these Machines a set deletes first.
-pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<Value> {
+pub fn pick_for_deletion(machines: &[&Value], policy: &str, count: usize) -> Vec<String> {
     let now = chrono::Utc::now();
     let mut ranked: Vec<(f64, String, &Value)> = machines
         .iter()
-        .map(|m| {
+        .map(|&m| {
             let created = m["metadata"]["creationTimestamp"]
                 .as_str()
                 .unwrap_or_default()
@@ -180,8 +181,146 @@ pub fn pick_for_deletion(machines: &[Value], policy: &str, count: usize) -> Vec<
     ranked
         .into_iter()
         .take(count)
-        .map(|(_, _, m)| m.clone())
+        .map(|(_, _, m)| name(m))
         .collect()
+}
+
+pub const DEPLOYMENT_NAME_LABEL: &str = "cluster.x-k8s.io/deployment-name";
+
+/// `matchLabels` as the `k=v,...` string CAPI puts in `status.selector`.
+fn selector_string(match_labels: &Value) -> String {
+    match_labels
+        .as_object()
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// One pass over every MachineDeployment: exactly one owned MachineSet
+/// (`<md>-<5 random>`), kept at the deployment's replicas, delete policy and template; the
+/// deployment's status summed from it.
+///
+/// Simplified from upstream: there are no rollouts. Upstream creates a new MachineSet when
+/// the template's hash changes and moves Machines over by the strategy; here a changed
+/// template is copied into the one set, so only Machines created afterwards use it.
+pub fn reconcile_machine_deployments(kube: &KubeWorld) {
+    let mut clusters = kube.clusters.lock().unwrap();
+    let objects = clusters.get_mut(MANAGEMENT).expect("management");
+    let deployments: Vec<Value> = objects
+        .list(ix::MACHINE_DEPLOYMENT, None)
+        .cloned()
+        .collect();
+    for md in deployments {
+        if deleting(&md) {
+            continue;
+        }
+        let ns = namespace(&md);
+        let md_name = name(&md);
+        let md_uid = uid(&md);
+        let replicas = md["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+        let policy = md["spec"]["strategy"]["rollingUpdate"]["deletePolicy"]
+            .as_str()
+            .unwrap_or("Random")
+            .to_string();
+        let cluster_name = md["spec"]["clusterName"].clone();
+        // The set's selector and template labels: the deployment's, plus its name (as
+        // upstream's defaulting webhook adds it).
+        let mut match_labels = md["spec"]["selector"]["matchLabels"].clone();
+        if !match_labels.is_object() {
+            match_labels = json!({});
+        }
+        match_labels[DEPLOYMENT_NAME_LABEL] = json!(md_name);
+        let mut template = md["spec"]["template"].clone();
+        if !template["metadata"]["labels"].is_object() {
+            template["metadata"]["labels"] = json!({});
+        }
+        for (k, v) in match_labels.as_object().expect("object") {
+            template["metadata"]["labels"][k] = v.clone();
+        }
+        let set_spec = json!({
+            "clusterName": cluster_name, "replicas": replicas, "deletePolicy": policy,
+            "selector": {"matchLabels": match_labels}, "template": template,
+        });
+        let mut sets: Vec<Value> = objects
+            .list(ix::MACHINE_SET, Some(&ns))
+            .filter(|s| owned_by(s, &md_uid) && !deleting(s))
+            .cloned()
+            .collect();
+        sets.sort_by_key(|s| {
+            s["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        });
+        // Exactly one: extras (never made here) go, the oldest stays.
+        for extra in sets.iter().skip(1) {
+            let _ = objects.delete(ix::MACHINE_SET, &ns, &name(extra), &json!({}), false);
+        }
+        match sets.first() {
+            None => {
+                let set_name = loop {
+                    let candidate = format!("{md_name}-{}", random_suffix());
+                    if objects.get(ix::MACHINE_SET, &ns, &candidate).is_none() {
+                        break candidate;
+                    }
+                };
+                let set = json!({
+                    "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet",
+                    "metadata": {
+                        "name": set_name, "ownerReferences": [owner_ref(&md)],
+                        "labels": {CLUSTER_NAME_LABEL: cluster_name, DEPLOYMENT_NAME_LABEL: md_name},
+                    },
+                    "spec": set_spec,
+                });
+                let _ = objects.create(ix::MACHINE_SET, &ns, set, false, false);
+            }
+            Some(set) => {
+                objects.modify(ix::MACHINE_SET, &ns, &name(set), Target::Main, |s| {
+                    for field in ["clusterName", "replicas", "deletePolicy", "template"] {
+                        s["spec"][field] = set_spec[field].clone();
+                    }
+                });
+            }
+        }
+        let owned: Vec<&Value> = objects
+            .list(ix::MACHINE_SET, Some(&ns))
+            .filter(|s| owned_by(s, &md_uid))
+            .collect();
+        let sum = |field: &str| -> i64 {
+            owned
+                .iter()
+                .map(|s| s["status"][field].as_i64().unwrap_or(0))
+                .sum()
+        };
+        let (current, ready, available) = (
+            sum("replicas"),
+            sum("readyReplicas"),
+            sum("availableReplicas"),
+        );
+        // Upstream's phase compares the desired count with the ready one.
+        let phase = match replicas.cmp(&ready) {
+            std::cmp::Ordering::Greater => "ScalingUp",
+            std::cmp::Ordering::Less => "ScalingDown",
+            std::cmp::Ordering::Equal => "Running",
+        };
+        let selector = selector_string(&match_labels);
+        let generation = md["metadata"]["generation"].clone();
+        objects.modify(ix::MACHINE_DEPLOYMENT, &ns, &md_name, Target::Status, |o| {
+            let st = &mut o["status"];
+            st["replicas"] = json!(current);
+            // Without rollouts every Machine is of the current template.
+            st["updatedReplicas"] = json!(current);
+            st["readyReplicas"] = json!(ready);
+            st["availableReplicas"] = json!(available);
+            st["unavailableReplicas"] = json!((replicas - available).max(0));
+            st["selector"] = json!(selector);
+            st["observedGeneration"] = generation;
+            st["phase"] = json!(phase);
+        });
+    }
 }
 
 /// One pass over every MachineSet.
@@ -195,12 +334,10 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
         }
         let ns = namespace(&set);
         let set_uid = uid(&set);
-        let machines: Vec<Value> = objects
+        let active: Vec<&Value> = objects
             .list(ix::MACHINE, Some(&ns))
-            .filter(|m| owned_by(m, &set_uid))
-            .cloned()
+            .filter(|m| owned_by(m, &set_uid) && !deleting(m))
             .collect();
-        let active: Vec<Value> = machines.iter().filter(|m| !deleting(m)).cloned().collect();
         let replicas = set["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         if active.len() < replicas {
             for _ in active.len()..replicas {
@@ -209,32 +346,22 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
         } else if active.len() > replicas {
             let policy = set["spec"]["deletePolicy"].as_str().unwrap_or("Random");
             for m in pick_for_deletion(&active, policy, active.len() - replicas) {
-                let _ = objects.delete(ix::MACHINE, &ns, &name(&m), &json!({}), false);
+                let _ = objects.delete(ix::MACHINE, &ns, &m, &json!({}), false);
             }
         }
-        let owned: Vec<Value> = objects
+        let (owned, ready) = objects
             .list(ix::MACHINE, Some(&ns))
             .filter(|m| owned_by(m, &set_uid))
-            .cloned()
-            .collect();
-        let ready = owned
-            .iter()
-            .filter(|m| condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True"))
-            .count();
-        let selector = set["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+            .fold((0, 0), |(owned, ready), m| {
+                let healthy = condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "True");
+                (owned + 1, ready + usize::from(healthy))
+            });
+        let selector = selector_string(&set["spec"]["selector"]["matchLabels"]);
         let generation = set["metadata"]["generation"].clone();
         objects.modify(ix::MACHINE_SET, &ns, &name(&set), Target::Status, |s| {
             let st = &mut s["status"];
-            st["replicas"] = json!(owned.len());
-            st["fullyLabeledReplicas"] = json!(owned.len());
+            st["replicas"] = json!(owned);
+            st["fullyLabeledReplicas"] = json!(owned);
             st["readyReplicas"] = json!(ready);
             st["availableReplicas"] = json!(ready);
             st["selector"] = json!(selector);
@@ -373,13 +500,22 @@ pub fn reconcile_kubeadm_configs(kube: &KubeWorld) {
 pub fn reconcile_machines(ctl: &Controllers) {
     let kube = &ctl.kube;
     let mut clusters = kube.clusters.lock().unwrap();
-    let machines: Vec<Value> = clusters[MANAGEMENT]
-        .list(ix::MACHINE, None)
-        .cloned()
+    let machines = clusters[MANAGEMENT].keys(ix::MACHINE);
+    // Nodes by provider ID, per workload cluster: one look-up per Machine, not a scan.
+    let nodes_by_provider: HashMap<(String, String), String> = clusters
+        .iter()
+        .filter(|(key, _)| key.as_str() != MANAGEMENT)
+        .flat_map(|(key, objects)| {
+            objects.list(ix::NODE, None).filter_map(move |nd| {
+                let pid = nd["spec"]["providerID"].as_str()?;
+                Some(((key.clone(), pid.to_string()), name(nd)))
+            })
+        })
         .collect();
-    for m in machines {
-        let ns = namespace(&m);
-        let n = name(&m);
+    for (ns, n) in machines {
+        let Some(m) = clusters[MANAGEMENT].get(ix::MACHINE, &ns, &n).cloned() else {
+            continue;
+        };
         let cluster_name = m["spec"]["clusterName"]
             .as_str()
             .unwrap_or_default()
@@ -491,9 +627,9 @@ pub fn reconcile_machines(ctl: &Controllers) {
         if let Some(pid) = &provider_id
             && let Some(workload) = clusters.get_mut(&workload_key)
         {
-            node = workload
-                .list(ix::NODE, None)
-                .find(|nd| nd["spec"]["providerID"].as_str() == Some(pid))
+            node = nodes_by_provider
+                .get(&(workload_key.clone(), pid.clone()))
+                .and_then(|nd| workload.get(ix::NODE, "", nd))
                 .cloned();
             if let Some(nd) = &node {
                 let synced: BTreeMap<String, Value> = m["metadata"]["labels"]
@@ -631,14 +767,15 @@ pub fn reconcile_nodes(ctl: &Controllers) {
     let now = ctl.clock.now();
     let join_after = ctl.node_join_seconds;
     let mut clusters = ctl.kube.clusters.lock().unwrap();
-    let servers: Vec<Value> = clusters[MANAGEMENT]
-        .list(ix::OPENSTACK_SERVER, None)
-        .cloned()
-        .collect();
+    let servers = clusters[MANAGEMENT].keys(ix::OPENSTACK_SERVER);
     let mut memory = ctl.memory.lock().unwrap();
-    for oss in servers {
-        let ns = namespace(&oss);
-        let n = name(&oss);
+    for (ns, n) in servers {
+        let Some(oss) = clusters[MANAGEMENT]
+            .get(ix::OPENSTACK_SERVER, &ns, &n)
+            .cloned()
+        else {
+            continue;
+        };
         let cluster = oss["metadata"]["labels"][CLUSTER_NAME_LABEL]
             .as_str()
             .unwrap_or_default()
@@ -711,5 +848,84 @@ pub fn reconcile_nodes(ctl: &Controllers) {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::{DEMO, Scenario};
+
+    /// A scenario worker pool with `deployment: true` becomes a MachineDeployment whose one
+    /// MachineSet follows its replicas and delete policy.
+    #[test]
+    fn a_deployment_keeps_one_owned_set_at_its_replicas() {
+        let text = DEMO.replace(
+            "delete_policy: Oldest}",
+            "delete_policy: Oldest}\n      - {name: demo-md-1, deployment: true, replicas: 2, flavor: k8s.small, image: ubuntu-2204-kube-v1.30, delete_policy: Newest}",
+        );
+        let scenario = Scenario::parse(&text).unwrap();
+        let kube = KubeWorld::new();
+        super::super::seed::seed(&kube, &scenario, "http://sim", &|_| String::new());
+        for _ in 0..2 {
+            reconcile_machine_deployments(&kube);
+            reconcile_machine_sets(&kube);
+        }
+        let sets = |kube: &KubeWorld| -> Vec<Value> {
+            let clusters = kube.clusters.lock().unwrap();
+            clusters[MANAGEMENT]
+                .list(ix::MACHINE_SET, None)
+                .filter(|s| name(s).starts_with("demo-md-1-"))
+                .cloned()
+                .collect()
+        };
+        let owned = sets(&kube);
+        assert_eq!(owned.len(), 1);
+        let set = &owned[0];
+        assert_eq!(name(set).len(), "demo-md-1-".len() + 5);
+        let owner = &set["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (&owner["kind"], owner["controller"].as_bool()),
+            (&json!("MachineDeployment"), Some(true))
+        );
+        assert_eq!(set["spec"]["deletePolicy"], "Newest");
+        assert_eq!(
+            set["spec"]["template"]["metadata"]["labels"][DEPLOYMENT_NAME_LABEL],
+            "demo-md-1"
+        );
+        let machines = |kube: &KubeWorld| {
+            let clusters = kube.clusters.lock().unwrap();
+            clusters[MANAGEMENT]
+                .list(ix::MACHINE, None)
+                .filter(|m| owned_by(m, &uid(set)))
+                .count()
+        };
+        assert_eq!(machines(&kube), 2);
+        {
+            let mut clusters = kube.clusters.lock().unwrap();
+            let objects = clusters.get_mut(MANAGEMENT).unwrap();
+            objects.modify(
+                ix::MACHINE_DEPLOYMENT,
+                "default",
+                "demo-md-1",
+                Target::Main,
+                |o| {
+                    o["spec"]["replicas"] = json!(3);
+                },
+            );
+        }
+        reconcile_machine_deployments(&kube);
+        reconcile_machine_sets(&kube);
+        reconcile_machine_deployments(&kube);
+        assert_eq!(sets(&kube).len(), 1);
+        assert_eq!(machines(&kube), 3);
+        let clusters = kube.clusters.lock().unwrap();
+        let md = clusters[MANAGEMENT]
+            .get(ix::MACHINE_DEPLOYMENT, "default", "demo-md-1")
+            .unwrap();
+        assert_eq!(md["status"]["replicas"], 3);
+        // No Machine has a Node yet.
+        assert_eq!(md["status"]["phase"], "ScalingUp");
+        assert_eq!(md["status"]["observedGeneration"], 2);
     }
 }

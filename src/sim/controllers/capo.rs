@@ -31,10 +31,10 @@ const PARALLEL: usize = 16;
 pub fn reconcile_machines(ctl: &Controllers) {
     let mut clusters = ctl.kube.clusters.lock().unwrap();
     let objects = clusters.get_mut(MANAGEMENT).expect("management");
-    let machines: Vec<Value> = objects.list(ix::OPENSTACK_MACHINE, None).cloned().collect();
-    for osm in machines {
-        let ns = namespace(&osm);
-        let n = name(&osm);
+    for (ns, n) in objects.keys(ix::OPENSTACK_MACHINE) {
+        let Some(osm) = objects.get(ix::OPENSTACK_MACHINE, &ns, &n).cloned() else {
+            continue;
+        };
         let server = objects.get(ix::OPENSTACK_SERVER, &ns, &n).cloned();
         if deleting(&osm) {
             match &server {
@@ -159,28 +159,27 @@ pub fn reconcile_machines(ctl: &Controllers) {
 /// One pass over every OpenStackServer, talking to the cloud over HTTP.
 pub async fn reconcile_servers(ctl: &Controllers) {
     let now = ctl.clock.now();
-    let servers: Vec<Value> = {
-        let clusters = ctl.kube.clusters.lock().unwrap();
-        clusters[MANAGEMENT]
-            .list(ix::OPENSTACK_SERVER, None)
-            .cloned()
-            .collect()
-    };
-    let due: Vec<Value> = {
-        let memory = ctl.memory.lock().unwrap();
-        servers
-            .into_iter()
-            .filter(|s| {
-                memory
-                    .retry_at
-                    .get(&uid(s))
-                    .is_none_or(|(at, _)| now >= *at)
-            })
-            .collect()
-    };
-    futures_util::stream::iter(due)
-        .for_each_concurrent(PARALLEL, |s| async move {
+    // Each server is read when its turn comes, not all cloned up front.
+    let keys = ctl.kube.clusters.lock().unwrap()[MANAGEMENT].keys(ix::OPENSTACK_SERVER);
+    futures_util::stream::iter(keys)
+        .for_each_concurrent(PARALLEL, |(ns, n)| async move {
+            let Some(s) = ctl.kube.clusters.lock().unwrap()[MANAGEMENT]
+                .get(ix::OPENSTACK_SERVER, &ns, &n)
+                .cloned()
+            else {
+                return;
+            };
             let key = uid(&s);
+            let due = ctl
+                .memory
+                .lock()
+                .unwrap()
+                .retry_at
+                .get(&key)
+                .is_none_or(|(at, _)| now >= *at);
+            if !due {
+                return;
+            }
             match reconcile_server(ctl, &s).await {
                 Ok(()) => {
                     ctl.memory.lock().unwrap().retry_at.remove(&key);

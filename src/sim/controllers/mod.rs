@@ -92,12 +92,32 @@ impl Controllers {
 
     /// One pass of every controller, in the order objects flow.
     pub async fn pass(&self) {
+        self.timed_pass().await;
+    }
+
+    /// A pass that says how long each controller took (`capstan bench sim` prints it).
+    pub async fn timed_pass(&self) -> Vec<(&'static str, Duration)> {
+        let mut took = Vec::with_capacity(7);
+        let mut at = Instant::now();
+        let mut lap = |what: &'static str| {
+            took.push((what, at.elapsed()));
+            at = Instant::now();
+        };
+        capi::reconcile_machine_deployments(&self.kube);
+        lap("MachineDeployments");
         capi::reconcile_machine_sets(&self.kube);
+        lap("MachineSets");
         capi::reconcile_kubeadm_configs(&self.kube);
+        lap("KubeadmConfigs");
         capi::reconcile_machines(self);
+        lap("Machines");
         capo::reconcile_machines(self);
+        lap("OpenStackMachines");
         capo::reconcile_servers(self).await;
+        lap("OpenStackServers");
         capi::reconcile_nodes(self);
+        lap("Nodes");
+        took
     }
 
     /// Passes until every Machine is Running (or `max` passes): the scenario's existing

@@ -1,6 +1,7 @@
 //! A scenario's clusters as the objects an operator would have applied: Cluster,
-//! OpenStackCluster, the cloud and bootstrap Secrets, templates and worker MachineSets
-//! (the procedure of the seed notes: no control plane, `dataSecretName` on the workers).
+//! OpenStackCluster, the cloud and bootstrap Secrets, templates and worker MachineSets or
+//! MachineDeployments (the procedure of the seed notes: no control plane, `dataSecretName`
+//! on the workers).
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -164,6 +165,21 @@ fn cluster_objects(
         });
         if let Some(fd) = &ms.failure_domain {
             template_spec["failureDomain"] = json!(fd);
+        }
+        if ms.deployment {
+            let md_labels =
+                json!({CLUSTER_NAME_LABEL: name, "cluster.x-k8s.io/deployment-name": ms.name});
+            out.push(json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineDeployment",
+                "metadata": {"name": ms.name, "labels": labels},
+                "spec": {
+                    "clusterName": name, "replicas": ms.replicas,
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0, "deletePolicy": ms.delete_policy}},
+                    "selector": {"matchLabels": md_labels},
+                    "template": {"metadata": {"labels": md_labels}, "spec": template_spec},
+                },
+            }));
+            continue;
         }
         out.push(json!({
             "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet",

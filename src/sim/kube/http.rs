@@ -666,8 +666,14 @@ fn watch(
                 } else {
                     let lines = objects
                         .since(cursor)
-                        .filter(|e| e.kind == kind_ix && matches(&e.object))
-                        .map(|e| watch_line(e.change.as_str(), &e.object))
+                        .filter(|e| e.kind == kind_ix && matches(&e.object()))
+                        .map(|e| {
+                            Bytes::from(format!(
+                                "{{\"type\":\"{}\",\"object\":{}}}\n",
+                                e.change.as_str(),
+                                e.object
+                            ))
+                        })
                         .collect();
                     cursor = objects.resource_version();
                     (lines, false)

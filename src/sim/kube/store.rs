@@ -3,7 +3,6 @@
 //! owner-reference garbage collection, and a bounded history that watches replay.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -106,7 +105,17 @@ pub struct Event {
     pub rv: u64,
     pub kind: usize,
     pub change: Change,
-    pub object: Arc<Value>,
+    /// The object as JSON text. A `Value` tree costs several times its text (a B-tree node
+    /// per map, however small), and the history holds thousands of objects: with 1,000
+    /// Machines it was most of the simulator's memory.
+    pub object: Box<str>,
+}
+
+impl Event {
+    /// The object, parsed back (for a watch's selectors).
+    pub fn object(&self) -> Value {
+        serde_json::from_str(&self.object).unwrap_or(Value::Null)
+    }
 }
 
 type Key = (usize, String, String);
@@ -196,21 +205,29 @@ fn owner_uids(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Everything but `metadata` and `status`: what `generation` counts.
-fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
+/// Whether everything but `metadata`, `status`, `apiVersion` and `kind` — what
+/// `generation` counts — is equal (compared in place: controllers write thousands of
+/// objects a pass).
+fn same_spec(a: &Value, b: &Value) -> bool {
+    const SKIP: [&str; 4] = ["metadata", "status", "apiVersion", "kind"];
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .filter(|(k, _)| !SKIP.contains(&k.as_str()))
+            .eq(b.iter().filter(|(k, _)| !SKIP.contains(&k.as_str()))),
+        _ => a == b,
     }
-    o
 }
 
 impl Objects {
     pub fn resource_version(&self) -> u64 {
         self.rv
+    }
+
+    /// How many objects are stored, and how many changes the history holds (the
+    /// simulator's memory figure).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.items.len(), self.history.len())
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -254,6 +271,16 @@ impl Objects {
             .map(|(_, v)| v)
     }
 
+    /// The `(namespace, name)` of every object of a kind, in name order: what a controller
+    /// walks, fetching each object in turn, instead of cloning them all up front.
+    pub fn keys(&self, kind: usize) -> Vec<(String, String)> {
+        self.items
+            .range((kind, String::new(), String::new())..)
+            .take_while(|((k, _, _), _)| *k == kind)
+            .map(|((_, ns, name), _)| (ns.clone(), name.clone()))
+            .collect()
+    }
+
     /// Objects whose labels and fields match.
     pub fn select(
         &self,
@@ -279,7 +306,7 @@ impl Objects {
             rv: self.rv,
             kind,
             change,
-            object: Arc::new(object.clone()),
+            object: object.to_string().into_boxed_str(),
         });
         while self.history.len() > HISTORY {
             let dropped = self.history.pop_front().expect("history is not empty");
@@ -470,7 +497,7 @@ impl Objects {
         }
         check_owner_references(kind, name, &new)?;
         normalise(kind_ix, &mut new);
-        if kind.is_custom() && target == Target::Main && spec_part(&new) != spec_part(old) {
+        if kind.is_custom() && target == Target::Main && !same_spec(&new, old) {
             let g = old_meta
                 .get("generation")
                 .and_then(Value::as_i64)

@@ -1,5 +1,5 @@
-//! Neutron (network v2.0): version list, networks and subnets; ports, floating IPs and quotas
-//! are in `ports.rs`.
+//! Neutron (network v2.0): version list, extensions, networks and subnets; ports, floating
+//! IPs and quotas are in `ports.rs`.
 
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
@@ -16,12 +16,39 @@ pub fn router() -> Router<Shared> {
         .route("/v2.0/networks/{id}", get(network))
         .route("/v2.0/subnets", get(subnets))
         .route("/v2.0/subnets/{id}", get(subnet))
+        .route("/v2.0/extensions", get(extensions))
+        .route("/v2.0/extensions/{alias}", get(extension))
         .merge(super::ports::routes())
 }
 
 async fn versions(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     Json(json!({ "versions": [version_doc(&base, "v2.0", "/networking/v2.0/", None)] }))
+}
+
+/// The API extensions whose fields the simulator serves: clients (python-openstackclient's
+/// `port create`) look some up before they send a request.
+const EXTENSIONS: [(&str, &str); 5] = [
+    ("external-net", "Neutron external network"),
+    ("quotas", "Quota management support"),
+    ("quota_details", "Quota details management support"),
+    ("project-id", "project_id field enabled"),
+    ("standard-attr-description", "standard-attr-description"),
+];
+
+fn extension_json((alias, name): (&str, &str)) -> Value {
+    json!({ "alias": alias, "name": name, "description": name, "updated": "2013-01-20T00:00:00-00:00", "links": [] })
+}
+
+async fn extensions() -> Json<Value> {
+    Json(json!({ "extensions": EXTENSIONS.into_iter().map(extension_json).collect::<Vec<_>>() }))
+}
+
+async fn extension(Path(alias): Path<String>) -> Response {
+    match EXTENSIONS.into_iter().find(|(a, _)| *a == alias) {
+        Some(e) => Json(json!({ "extension": extension_json(e) })).into_response(),
+        None => not_found("Extension", &alias),
+    }
 }
 
 /// Networks a project sees: its own, and shared or external ones.

@@ -1,4 +1,5 @@
-//! Cinder (block storage v3): version list, volume types, volumes and quota sets with usage,
+//! Cinder (block storage v3): version list, volume types, volumes, quota sets with usage and
+//! absolute limits,
 //! failing as Cinder does: an unknown type is a 404, a full quota a 413 with `Retry-After`.
 
 use axum::extract::{Extension, Path, State};
@@ -20,7 +21,8 @@ pub fn router() -> Router<Shared> {
         .route("/volumes", get(volumes).post(create))
         .route("/volumes/detail", get(volumes))
         .route("/volumes/{id}", get(show).delete(delete))
-        .route("/os-quota-sets/{project}", get(quota_set));
+        .route("/os-quota-sets/{project}", get(quota_set))
+        .route("/limits", get(limits));
     Router::new()
         .route("/", get(versions))
         .route("/v3", get(versions))
@@ -279,5 +281,21 @@ async fn quota_set(
         "snapshots": entry(10, 0),
         "per_volume_gigabytes": entry(-1, 0),
     }}))
+    .into_response()
+}
+
+/// The caller's project's absolute limits and usage (`openstack limits show --absolute`).
+async fn limits(State(cloud): State<Shared>, Extension(t): Extension<Token>) -> Response {
+    let c = cloud.lock().unwrap();
+    let Some(p) = c.project(&t.project_id) else {
+        return not_found("Project", &t.project_id);
+    };
+    let (count, gigabytes) = usage(&c, &t.project_id);
+    Json(json!({ "limits": { "rate": [], "absolute": {
+        "maxTotalVolumes": p.quotas.volumes, "maxTotalVolumeGigabytes": p.quotas.gigabytes,
+        "maxTotalSnapshots": 10, "maxTotalBackups": 10, "maxTotalBackupGigabytes": 1000,
+        "totalVolumesUsed": count, "totalGigabytesUsed": gigabytes, "totalSnapshotsUsed": 0,
+        "totalBackupsUsed": 0, "totalBackupGigabytesUsed": 0,
+    }}}))
     .into_response()
 }
