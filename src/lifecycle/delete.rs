@@ -108,6 +108,22 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         .await
         .map_err(|e| kube_error("reading the Machine", e))?
     else {
+        // Gone already — but if it was a set's, the set may have taken it for another named
+        // Machine's count: this one's count is still owed.
+        if let Some(scaled) = ctx.external("scaled") {
+            let api = match scaled["kind"].as_str() {
+                Some("MachineDeployment") => capi::machine_deployments(&c.kube, &ns),
+                _ => capi::machine_sets(&c.kube, &ns),
+            };
+            let owner_name = scaled["name"].as_str().unwrap_or_default();
+            if let Some(o) = api
+                .get_opt(owner_name)
+                .await
+                .map_err(|e| kube_error("reading the Machine's owner", e))?
+            {
+                return lower_once(&ctx, &api, &o, &name).await;
+            }
+        }
         ctx.event(
             EventKind::Note,
             format!("Machine {name} is already gone; finishing what is left in OpenStack"),
@@ -130,10 +146,10 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             ctx.record("server_id", json!(id), None).await?;
         }
     }
-    if m.metadata.deletion_timestamp.is_some() {
-        return Ok(Outcome::next("ok"));
-    }
     let Some((kind, set_name)) = owner(&m) else {
+        if m.metadata.deletion_timestamp.is_some() {
+            return Ok(Outcome::next("ok"));
+        }
         machines
             .delete(&name, &DeleteParams::background())
             .await
@@ -199,11 +215,14 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         )
         .await?;
     }
-    // 1. The annotation first, so the set deletes this Machine when its count drops.
-    if m.metadata
-        .annotations
-        .as_ref()
-        .is_none_or(|a| !a.contains_key(DELETE_MACHINE_ANNOTATION))
+    // 1. The annotation first, so the set deletes this Machine when its count drops. (With
+    //    several named Machines annotated, the set may take them in another order than the
+    //    job lowers it; each still lowers it once, so all of them, and only they, go.)
+    if m.metadata.deletion_timestamp.is_none()
+        && m.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(DELETE_MACHINE_ANNOTATION))
     {
         machines
             .patch(
@@ -214,6 +233,32 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             .await
             .map_err(|e| kube_error("annotating the Machine", e))?;
     }
+    if ctx.external("scaled").is_none() {
+        ctx.record(
+            "scaled",
+            json!({ "kind": scaled_kind, "name": scaled_name }),
+            None,
+        )
+        .await?;
+    }
+    lower_once(&ctx, &scaled_api, &scaled, &name).await
+}
+
+/// Lowers the owner's replicas by one for `name`, once: the owner's ledger annotation,
+/// written in the same guarded patch, says whether this Machine was counted already.
+async fn lower_once(
+    ctx: &StepContext,
+    api: &kube::Api<DynamicObject>,
+    scaled: &DynamicObject,
+    name: &str,
+) -> Result<Outcome, StepError> {
+    let scaled_kind = scaled
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let scaled_name = scaled.metadata.name.clone().unwrap_or_default();
+    let scaled_api = api;
     // 2. One lower, in the same write that records this Machine on the owner's ledger; the
     //    resourceVersion makes a concurrent change a 409, read again on the retry.
     let key = ledger_key(&ctx.job_id);
@@ -229,12 +274,12 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
                 .collect()
         })
         .unwrap_or_default();
-    if counted.contains(&name) {
+    if counted.contains(name) {
         return Ok(Outcome::next("ok"));
     }
     let replicas = scaled.data["spec"]["replicas"].as_i64().unwrap_or(1);
     let mut ledger = counted;
-    ledger.insert(name.clone());
+    ledger.insert(name.to_string());
     let ledger: Vec<String> = ledger.into_iter().collect();
     let patch = json!({
         "metadata": {"resourceVersion": scaled.metadata.resource_version, "annotations": {key: ledger.join(",")}},
