@@ -53,11 +53,12 @@ impl ServeOptions {
 
 /// Runs the server with the given steps (the built-in ones, or a test's).
 pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result<()> {
+    let store = Store::open(&opts.db).await?;
     let clients = match &opts.cloud {
         Some(c) => {
             let clients = crate::cloud::Clients::connect(c).await?;
             info!(kubeconfig = %c.kubeconfig.display(), cloud = %c.cloud, "connected to the cloud");
-            crate::lifecycle::register_cloud(&mut registry, clients.clone());
+            crate::lifecycle::register_cloud(&mut registry, clients.clone(), store.clone());
             Some(clients)
         }
         None => None,
@@ -72,7 +73,6 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let store = Store::open(&opts.db).await?;
     let mut admin_token = opts.admin_token.clone();
     if config.tokens.is_empty() && admin_token.is_none() {
         let (path, token) = local_admin_token(&opts.db)?;

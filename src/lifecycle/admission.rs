@@ -28,6 +28,16 @@ impl Admission for Lifecycle {
         match kind {
             "scale_out" => prepare_scale_out(body),
             "delete_nodes" => move_to_params(body, &["force_after"]),
+            "repair_sweep" => move_to_params(
+                body,
+                &[
+                    "max_parallel",
+                    "max_unhealthy",
+                    "unhealthy_after",
+                    "startup_timeout",
+                ],
+            ),
+            "orphan_sweep" => move_to_params(body, &["grace", "dry_run"]),
             "repair" => move_to_params(
                 body,
                 &[
@@ -273,7 +283,7 @@ fn percent(v: &Value) -> Result<f64, String> {
 
 /// Checks a repair: the named Machines exist, the cluster is not too broken to repair
 /// (`max_unhealthy`), and each node's spec is found (stored by Capstan, or read back).
-async fn admit_repair(
+pub(crate) async fn admit_repair(
     c: &Clients,
     store: &crate::store::Store,
     req: &mut JobRequest,

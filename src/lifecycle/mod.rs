@@ -11,6 +11,7 @@ mod repair;
 mod scale_out;
 mod smoke;
 pub(crate) mod spec;
+mod sweep;
 pub mod watch;
 
 use crate::engine::step::Registry;
@@ -33,6 +34,14 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
         "workflows/repair.yaml",
         include_str!("../../workflows/repair.yaml"),
     ),
+    (
+        "workflows/repair_sweep.yaml",
+        include_str!("../../workflows/repair_sweep.yaml"),
+    ),
+    (
+        "workflows/orphan_sweep.yaml",
+        include_str!("../../workflows/orphan_sweep.yaml"),
+    ),
 ];
 
 /// Registers the steps that touch no cloud.
@@ -41,10 +50,15 @@ pub fn register(registry: &mut Registry) {
 }
 
 /// Registers the cloud kinds' steps, which use the cloud's clients.
-pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients) {
+pub fn register_cloud(
+    registry: &mut Registry,
+    clients: crate::cloud::Clients,
+    store: crate::store::Store,
+) {
     scale_out::register(registry, clients.clone());
     delete::register(registry, clients.clone());
-    repair::register(registry, clients);
+    repair::register(registry, clients.clone());
+    sweep::register(registry, clients, store);
 }
 
 /// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.
@@ -54,4 +68,18 @@ pub fn workflow_sources(with_cloud: bool) -> Vec<(String, String)> {
         .filter(|(f, _)| with_cloud || *f == "workflows/smoke.yaml")
         .map(|(f, t)| (f.to_string(), t.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repair_sweep_starts_repair_jobs_where_the_workflow_starts() {
+        let repair = super::WORKFLOWS
+            .iter()
+            .find(|(f, _)| *f == "workflows/repair.yaml")
+            .unwrap()
+            .1;
+        let doc: serde_yaml::Value = serde_yaml::from_str(repair).unwrap();
+        assert_eq!(doc["start"].as_str(), Some(super::sweep::REPAIR_START));
+    }
 }

@@ -274,33 +274,35 @@ impl Store {
         })
     }
 
-    /// Makes a job's waiting nodes due now: something they wait for changed (a watch saw
-    /// it), so they look again instead of sleeping out their recheck interval. Returns
-    /// whether any node was waiting.
-    pub async fn nudge(&self, job_id: &str) -> Result<bool> {
+    /// Makes the waiting node tasks named `node` in unfinished jobs on clusters of
+    /// namespace `ns` due now: something they wait for changed (a watch saw it), so they
+    /// look again instead of sleeping out their recheck interval. Returns the jobs nudged.
+    pub async fn nudge(&self, ns: &str, node: &str) -> Result<Vec<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let moved = sqlx::query(
-            "UPDATE node_tasks SET wake_at = ? WHERE job_id = ? AND status = 'waiting' AND wake_at > ?",
+        let jobs: Vec<(String,)> = sqlx::query_as(
+            "UPDATE node_tasks SET wake_at = ? WHERE name = ? AND status = 'waiting' AND wake_at > ? \
+             AND job_id IN (SELECT id FROM jobs WHERE finished_at IS NULL AND cluster LIKE ? ESCAPE '\\') \
+             RETURNING job_id",
         )
         .bind(now)
-        .bind(job_id)
+        .bind(node)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved > 0 {
+        .bind(format!("{}/%", ns.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (job,) in &jobs {
             sqlx::query(
                 "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at IS NOT NULL AND next_run_at > ?",
             )
             .bind(now)
-            .bind(job_id)
+            .bind(job)
             .bind(now)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        Ok(moved > 0)
+        Ok(jobs.into_iter().map(|(j,)| j).collect())
     }
 
     /// The job an idempotency key already made, if any.

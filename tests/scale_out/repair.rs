@@ -246,3 +246,257 @@ async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
     before.sort();
     assert_eq!(now, before, "nothing replaced");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_nothing() {
+    let w = World::start();
+    let (_, job) = w.submit(&request(vec![node(5)])).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let before = node_view(&w, "demo-w-05").await;
+    let fault = w
+        .fault(json!({"kind": "node_not_ready", "node": "demo-w-05"}))
+        .await;
+    node_healthy(&w, "demo-w-05", "False").await;
+    let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
+                       "params": {"unhealthy_after": "1s"}});
+    let (status, job) = w.submit(&sweep).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let submitted = w
+        .until_event(&id, "a repair job", |e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("submitted repair job"))
+        })
+        .await;
+    let repair = submitted["data"]["repair_job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.until_event(&repair, "the old Machine deleted", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("standalone: deleted"))
+    })
+    .await;
+    w.end_fault(&fault).await;
+    assert_eq!(w.finished(&repair).await["state"], "succeeded");
+    let after = node_view(&w, "demo-w-05").await;
+    assert_ne!(after.0, before.0, "a new server");
+    assert_eq!((after.1, after.2, after.3), (before.1, before.2, before.3));
+    node_healthy(&w, "demo-w-05", "True").await;
+
+    let (_, job) = w.submit(&sweep).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let events = w.events(&id).await;
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("healthy; nothing to repair"))),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("submitted repair job"))
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
+    let w = World::start();
+    let sets = w.machine_sets().await;
+    sets.patch(
+        "demo-md-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    let machines = w.machines().await;
+    let names: Vec<String> = loop {
+        let list = machines.list(&Default::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .filter(|m| m.data["status"]["phase"] == "Running")
+            .count()
+            == 5
+        {
+            break list
+                .items
+                .iter()
+                .map(|m| m.metadata.name.clone().unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for n in &names[..3] {
+        w.fault(json!({"kind": "node_not_ready", "node": n})).await;
+    }
+    for n in &names[..3] {
+        node_healthy(&w, n, "False").await;
+    }
+    let (_, job) = w
+        .submit(
+            &json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
+                        "params": {"unhealthy_after": "1s"}}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = w.finished(&id).await;
+    assert_eq!(done["state"], "failed", "{done:#}");
+    let why = done["nodes"][0]["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("3 of 5 workers of default/demo are unhealthy"),
+        "{why}"
+    );
+    assert!(why.contains("more than max_unhealthy 40%"), "{why}");
+    let jobs = w.get("/v1/jobs?kind=repair").await.unwrap();
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        0,
+        "no repair submitted"
+    );
+}
+
+/// A token and the service URLs of the simulated cloud, for calls a user makes by hand.
+async fn os_token(w: &World) -> String {
+    let text = std::fs::read_to_string(w.path("clouds.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let auth = &doc["clouds"]["capstan-sim"]["auth"];
+    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": auth["username"].as_str().unwrap(), "domain": {"name": "Default"},
+        "password": auth["password"].as_str().unwrap()}}},
+        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}});
+    let resp = w
+        .http
+        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    resp.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn os(
+    w: &World,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = w
+        .http
+        .request(method, format!("{}{path}", w.sim_url))
+        .header("X-Auth-Token", token)
+        .header("X-OpenStack-Nova-API-Version", "2.60");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period() {
+    let w = World::start();
+    let t = os_token(&w).await;
+    let get = reqwest::Method::GET;
+    let nets = os(
+        &w,
+        &t,
+        get.clone(),
+        "/networking/v2.0/networks?name=demo-net",
+        None,
+    )
+    .await;
+    let net = nets["networks"][0]["id"].as_str().unwrap().to_string();
+    let port = os(
+        &w,
+        &t,
+        reqwest::Method::POST,
+        "/networking/v2.0/ports",
+        Some(json!({"port": {"name": "demo-w-09-0", "network_id": net}})),
+    )
+    .await;
+    let port = port["port"]["id"].as_str().unwrap().to_string();
+    let flavors = os(&w, &t, get.clone(), "/compute/v2.1/flavors", None).await;
+    let flavor = flavors["flavors"][0]["id"].as_str().unwrap().to_string();
+    let images = os(&w, &t, get.clone(), "/image/v2/images", None).await;
+    let image = images["images"][0]["id"].as_str().unwrap().to_string();
+    let server = os(
+        &w,
+        &t,
+        reqwest::Method::POST,
+        "/compute/v2.1/servers",
+        Some(
+            json!({"server": {"name": "demo-w-09", "flavorRef": flavor, "imageRef": image,
+                               "networks": [{"port": port}], "tags": ["capstan"]}}),
+        ),
+    )
+    .await;
+    assert!(server["server"]["id"].is_string(), "{server}");
+    let sweep = |params: Value| {
+        json!({"kind": "orphan_sweep", "cluster": "default/demo",
+                                        "nodes": ["sweep"], "params": params})
+    };
+    let orphans_left = |s: &Value| {
+        (
+            by_name(&s["servers"], "demo-w-09").len(),
+            by_name(&s["ports"], "demo-w-09-0").len(),
+        )
+    };
+    // Younger than the grace period: nothing happens.
+    let (_, job) = w.submit(&sweep(json!({"grace": "1h"}))).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    assert_eq!(orphans_left(&w.state().await), (1, 1));
+    // A dry run lists them and keeps them.
+    let (_, job) = w
+        .submit(&sweep(json!({"grace": "0s", "dry_run": true})))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let listed: Vec<String> = w
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .filter(|m| m.starts_with("orphan (dry run, kept)"))
+        .collect();
+    assert!(
+        listed.iter().any(|m| m.contains("server demo-w-09")),
+        "{listed:?}"
+    );
+    assert!(
+        listed.iter().any(|m| m.contains("port demo-w-09-0")),
+        "{listed:?}"
+    );
+    assert_eq!(orphans_left(&w.state().await), (1, 1));
+    // The real sweep removes them, and leaves every live node's resources alone.
+    let before = w.state().await;
+    let (_, job) = w.submit(&sweep(json!({"grace": "0s"}))).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(w.finished(&id).await["state"], "succeeded");
+    let after = w.state().await;
+    assert_eq!(orphans_left(&after), (0, 0));
+    assert_eq!(
+        after["servers"].as_array().unwrap().len(),
+        before["servers"].as_array().unwrap().len() - 1
+    );
+    assert_eq!(
+        after["ports"].as_array().unwrap().len(),
+        before["ports"].as_array().unwrap().len() - 1
+    );
+}
