@@ -59,7 +59,8 @@ impl Admission for Lifecycle {
         amended: &Value,
         others: &[Value],
     ) -> Result<(), Vec<FieldError>> {
-        if kind != "scale_out" {
+        // Both kinds' nodes are scale_out node specs (a repair recreates with one).
+        if kind != "scale_out" && kind != "repair" {
             return Ok(());
         }
         let spec = super::spec::parse_node(&json!({}), amended, "")?;

@@ -50,7 +50,16 @@ async fn running(w: &World, n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_two_named_workers_of_a_set_takes_exactly_those_through_conflicts() {
-    let w = World::start();
+    set_delete(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_engine_during_a_set_delete_changes_nothing_of_the_outcome() {
+    set_delete(3).await;
+}
+
+async fn set_delete(kills: usize) {
+    let mut w = World::start();
     let sets = w.machine_sets().await;
     sets.patch(
         "demo-md-0",
@@ -72,6 +81,11 @@ async fn deleting_two_named_workers_of_a_set_takes_exactly_those_through_conflic
         .await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..500))).await;
+        w.kill_serve();
+        w.start_serve();
+    }
     let done = w.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     let left = machine_names(&w).await;

@@ -62,7 +62,16 @@ async fn node_healthy(w: &World, name: &str, want: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_ready_node_is_replaced_with_the_same_spec_and_a_healthy_one_left_alone() {
-    let w = World::start();
+    replace_not_ready(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_engine_during_a_repair_changes_nothing_of_the_outcome() {
+    replace_not_ready(3).await;
+}
+
+async fn replace_not_ready(kills: usize) {
+    let mut w = World::start();
     let (_, job) = w.submit(&request(vec![node(7)])).await;
     let id = job["id"].as_str().unwrap().to_string();
     assert_eq!(w.finished(&id).await["state"], "succeeded");
@@ -89,9 +98,19 @@ async fn a_not_ready_node_is_replaced_with_the_same_spec_and_a_healthy_one_left_
     })
     .await;
     w.end_fault(&fault).await;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..500))).await;
+        w.kill_serve();
+        w.start_serve();
+    }
     let done = w.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     let after = node_view(&w, "demo-w-07").await;
+    assert_eq!(
+        by_name(&w.state().await["servers"], "demo-w-07").len(),
+        1,
+        "one server"
+    );
     assert_ne!(after.0, before.0, "a new server");
     assert_eq!(after.1, before.1, "same IP");
     assert_eq!(after.2, before.2, "same floating IP address");
