@@ -53,12 +53,14 @@ impl ServeOptions {
 
 /// Runs the server with the given steps (the built-in ones, or a test's).
 pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result<()> {
-    let store = Store::open(&opts.db).await?;
+    // The store opens only once the workflows are known good (a refused start creates no
+    // database); steps that need it get it through this cell.
+    let store_cell: Arc<std::sync::OnceLock<Store>> = Arc::default();
     let clients = match &opts.cloud {
         Some(c) => {
             let clients = crate::cloud::Clients::connect(c).await?;
             info!(kubeconfig = %c.kubeconfig.display(), cloud = %c.cloud, "connected to the cloud");
-            crate::lifecycle::register_cloud(&mut registry, clients.clone(), store.clone());
+            crate::lifecycle::register_cloud(&mut registry, clients.clone(), store_cell.clone());
             Some(clients)
         }
         None => None,
@@ -69,6 +71,8 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         None => crate::lifecycle::workflow_sources(clients.is_some()),
     };
     let workflows = workflow::load_all(&sources, &registry)?;
+    let store = Store::open(&opts.db).await?;
+    let _ = store_cell.set(store.clone());
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -53,7 +53,7 @@ pub fn register(registry: &mut Registry) {
 pub fn register_cloud(
     registry: &mut Registry,
     clients: crate::cloud::Clients,
-    store: crate::store::Store,
+    store: std::sync::Arc<std::sync::OnceLock<crate::store::Store>>,
 ) {
     scale_out::register(registry, clients.clone());
     delete::register(registry, clients.clone());

@@ -24,15 +24,24 @@ use crate::store::{IdempotencyKey, JobFilter, NewJob, Store, now_ms};
 /// The state `workflows/repair.yaml` starts in (checked by a test against the file).
 pub const REPAIR_START: &str = "check";
 
-pub fn register(r: &mut Registry, clients: Clients, store: Store) {
+/// Capstan's own store, set once `serve` has opened it.
+type StoreCell = std::sync::Arc<std::sync::OnceLock<Store>>;
+
+fn store_of(cell: &StoreCell) -> Result<Store, StepError> {
+    cell.get()
+        .cloned()
+        .ok_or_else(|| StepError::new(FailureClass::Transient, "the store is not open yet"))
+}
+
+pub fn register(r: &mut Registry, clients: Clients, store: StoreCell) {
     let (c, s) = (clients.clone(), store.clone());
     r.step("sweep.repair", &["ok"], move |ctx| {
         let (c, s) = (c.clone(), s.clone());
-        async move { repair_sweep(&c, &s, ctx).await }
+        async move { repair_sweep(&c, &store_of(&s)?, ctx).await }
     });
     r.step("sweep.orphans", &["ok"], move |ctx| {
         let (c, s) = (clients.clone(), store.clone());
-        async move { orphan_sweep(&c, &s, ctx).await }
+        async move { orphan_sweep(&c, &store_of(&s)?, ctx).await }
     });
 }
 
