@@ -162,11 +162,7 @@ fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, Vec<FieldEr
 /// gone whose server, port or volume is still in OpenStack is accepted, so a second delete
 /// job finishes what a first one left.
 async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
-    let (ns, cluster) = req
-        .cluster
-        .split_once('/')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap_or(("default".into(), req.cluster.clone()));
+    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
     let kube_unavailable =
         |e: kube::Error| Refusal::Unavailable(format!("could not read the cluster: {e}"));
     let machines = capi::machines(&c.kube, &ns);
@@ -290,11 +286,7 @@ pub(crate) async fn admit_repair(
     req: &mut JobRequest,
 ) -> Result<(), Refusal> {
     use super::repair::{Thresholds, assess, read_back, release_params};
-    let (ns, cluster) = req
-        .cluster
-        .split_once('/')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap_or(("default".into(), req.cluster.clone()));
+    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
     let mut errs = Vec::new();
     let max_unhealthy = match percent(&req.params["max_unhealthy"]) {
         Ok(p) => p,
@@ -465,6 +457,18 @@ fn unavailable(what: &str, e: CallError) -> Refusal {
     Refusal::Unavailable(format!("preflight could not read {what}: {e}"))
 }
 
+/// One list the checks need from the cloud; a failure is a 503 naming what could not be read.
+async fn read(
+    os: &crate::cloud::os::OpenStack,
+    service: Service,
+    path: &[&str],
+    what: &str,
+) -> Result<Value, Refusal> {
+    os.get(service, path, &[])
+        .await
+        .map_err(|e| unavailable(what, e))
+}
+
 /// Checks every node against the cloud, reporting every problem at once.
 async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
     let specs: Vec<NodeSpec> = req
@@ -473,11 +477,7 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .map(|(_, v)| serde_json::from_value(v.clone()))
         .collect::<Result<_, _>>()
         .map_err(|e| Refusal::Invalid(vec![FieldError::new("nodes", e.to_string())]))?;
-    let (ns, cluster) = req
-        .cluster
-        .split_once('/')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap_or(("default".into(), req.cluster.clone()));
+    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
     let mut errs = Vec::new();
 
     // The cluster and what every node needs from it.
@@ -514,42 +514,21 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
 
     // What the cloud offers.
     let os = &c.os;
-    let flavors = os
-        .get(Service::Compute, &["flavors", "detail"], &[])
-        .await
-        .map_err(|e| unavailable("flavors", e))?;
-    let images = os
-        .get(Service::Image, &["images"], &[])
-        .await
-        .map_err(|e| unavailable("images", e))?;
-    let networks = os
-        .get(Service::Network, &["networks"], &[])
-        .await
-        .map_err(|e| unavailable("networks", e))?;
-    let subnets = os
-        .get(Service::Network, &["subnets"], &[])
-        .await
-        .map_err(|e| unavailable("subnets", e))?;
-    let ports = os
-        .get(Service::Network, &["ports"], &[])
-        .await
-        .map_err(|e| unavailable("ports", e))?;
-    let fips = os
-        .get(Service::Network, &["floatingips"], &[])
-        .await
-        .map_err(|e| unavailable("floating IPs", e))?;
-    let types = os
-        .get(Service::BlockStorage, &["types"], &[])
-        .await
-        .map_err(|e| unavailable("volume types", e))?;
-    let zones = os
-        .get(Service::Compute, &["os-availability-zone"], &[])
-        .await
-        .map_err(|e| unavailable("availability zones", e))?;
-    let servers = os
-        .get(Service::Compute, &["servers"], &[])
-        .await
-        .map_err(|e| unavailable("servers", e))?;
+    let flavors = read(&c.os, Service::Compute, &["flavors", "detail"], "flavors").await?;
+    let images = read(&c.os, Service::Image, &["images"], "images").await?;
+    let networks = read(&c.os, Service::Network, &["networks"], "networks").await?;
+    let subnets = read(&c.os, Service::Network, &["subnets"], "subnets").await?;
+    let ports = read(&c.os, Service::Network, &["ports"], "ports").await?;
+    let fips = read(&c.os, Service::Network, &["floatingips"], "floating IPs").await?;
+    let types = read(&c.os, Service::BlockStorage, &["types"], "volume types").await?;
+    let zones = read(
+        &c.os,
+        Service::Compute,
+        &["os-availability-zone"],
+        "availability zones",
+    )
+    .await?;
+    let servers = read(&c.os, Service::Compute, &["servers"], "servers").await?;
     let wants_host = specs.iter().any(|s| s.host.is_some());
     let hypervisors = if wants_host {
         Some(

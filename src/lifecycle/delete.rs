@@ -477,94 +477,35 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     Ok(Outcome::next("ok"))
 }
 
-/// Deletes the node's server, ports, volumes (by CAPO's names) and the floating IPs Capstan
-/// allocated for it (by description); returns what it removed.
+/// Deletes the node's server, ports and volumes (by CAPO's names, as recorded when it was
+/// marked), the floating IPs Capstan allocated for it and those a repair releases.
 pub(crate) async fn sweep_named(
     c: &Clients,
     ctx: &StepContext,
     name: &str,
 ) -> Result<Vec<String>, StepError> {
-    let mut removed = Vec::new();
-    for s in
-        c.os.named(Service::Compute, &["servers"], "servers", name)
-            .await
-            .map_err(|e| os_error("listing servers", e))?
-    {
-        let id = s["id"].as_str().unwrap_or_default();
-        c.os.delete(Service::Compute, &["servers", id])
-            .await
-            .map_err(|e| os_error("deleting the server", e))?;
-        removed.push(format!("server {name} ({id})"));
-    }
-    let suffix = format!(" node {name}");
-    let fips =
-        c.os.get(Service::Network, &["floatingips"], &[])
-            .await
-            .map_err(|e| os_error("listing floating IPs", e))?;
+    let list = |key: &str, default: String| -> Vec<String> {
+        ctx.external(key)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_else(|| vec![default])
+    };
     // A repair releases the floating IP the node had (Capstan's or not), so the same address
     // can be taken again.
-    let listed: Vec<String> = ctx.params["release"][name]
+    let released: Vec<String> = ctx.params["release"][name]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    let port_names: Vec<String> = ctx
-        .external("port_names")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_else(|| vec![format!("{name}-0")]);
-    let mut ports: Vec<(String, String)> = Vec::new();
-    for pn in &port_names {
-        for p in
-            c.os.named(Service::Network, &["ports"], "ports", pn)
-                .await
-                .map_err(|e| os_error("listing ports", e))?
-        {
-            ports.push((pn.clone(), p["id"].as_str().unwrap_or_default().to_string()));
-        }
-    }
-    for f in fips["floatingips"].as_array().into_iter().flatten() {
-        let desc = f["description"].as_str().unwrap_or_default();
-        let ours = desc.starts_with("capstan job ") && desc.ends_with(&suffix);
-        let id = f["id"].as_str().unwrap_or_default();
-        if ours || listed.iter().any(|l| l == id) {
-            c.os.delete(Service::Network, &["floatingips", id])
-                .await
-                .map_err(|e| os_error("releasing the floating IP", e))?;
-            removed.push(format!(
-                "floating IP {} ({id})",
-                f["floating_ip_address"].as_str().unwrap_or_default()
-            ));
-        }
-    }
-    for (pn, id) in &ports {
-        c.os.delete(Service::Network, &["ports", id])
-            .await
-            .map_err(|e| os_error("deleting a port", e))?;
-        removed.push(format!("port {pn} ({id})"));
-    }
-    let volume_names: Vec<String> = ctx
-        .external("volume_names")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_else(|| vec![format!("{name}-root")]);
-    for vn in &volume_names {
-        for v in
-            c.os.named(Service::BlockStorage, &["volumes", "detail"], "volumes", vn)
-                .await
-                .map_err(|e| os_error("listing volumes", e))?
-        {
-            let id = v["id"].as_str().unwrap_or_default();
-            match c.os.delete(Service::BlockStorage, &["volumes", id]).await {
-                Ok(()) => removed.push(format!("volume {vn} ({id})")),
-                Err(e) if e.status == 400 => {
-                    return Err(StepError::new(
-                        FailureClass::Transient,
-                        format!("volume {vn} still attached: {e}"),
-                    ));
-                }
-                Err(e) => return Err(os_error("deleting a volume", e)),
-            }
-        }
-    }
-    Ok(removed)
+    super::leftovers::remove(
+        c,
+        &super::leftovers::Leftovers {
+            node: name,
+            ports: &list("port_names", format!("{name}-0")),
+            volumes: &list("volume_names", format!("{name}-root")),
+            floating_ips: &released,
+            capstan_floating_ips: true,
+        },
+    )
+    .await
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub(crate) mod classify;
 mod delete;
+mod leftovers;
 pub mod quota;
 mod repair;
 mod scale_out;

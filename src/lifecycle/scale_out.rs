@@ -739,7 +739,22 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         ));
     }
     // 2. OpenStack: whatever of that attempt is still there.
-    let removed = sweep(c, &spec, ctx.external("floating_ip_id")).await?;
+    let recorded: Vec<String> = ctx
+        .external("floating_ip_id")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .into_iter()
+        .collect();
+    let removed = super::leftovers::remove(
+        c,
+        &super::leftovers::Leftovers {
+            node: &spec.name,
+            ports: &[spec.port_name()],
+            volumes: &spec.volume_names(),
+            floating_ips: &recorded,
+            capstan_floating_ips: false,
+        },
+    )
+    .await?;
     if ctx.external("floating_ip_id").is_some() {
         ctx.record("floating_ip_id", Value::Null, None).await?;
     }
@@ -797,70 +812,4 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             ))
         }
     }
-}
-
-/// Deletes a node's server, ports, volumes and recorded floating IP if they exist; returns
-/// what it removed. Waits (as an error to retry) while Nova still holds the server.
-pub(crate) async fn sweep(
-    c: &Clients,
-    spec: &NodeSpec,
-    floating_ip: Option<Value>,
-) -> Result<Vec<String>, StepError> {
-    let mut removed = Vec::new();
-    if let Some(s) = server_by_name(c, &spec.name).await? {
-        let id = s["id"].as_str().unwrap_or_default();
-        c.os.delete(Service::Compute, &["servers", id])
-            .await
-            .map_err(|e| os_error("deleting the server", e))?;
-        removed.push(format!("server {} ({id})", spec.name));
-    }
-    if let Some(id) = floating_ip.as_ref().and_then(|v| v.as_str()) {
-        let exists =
-            c.os.get(Service::Network, &["floatingips", id], &[])
-                .await
-                .is_ok();
-        if exists {
-            c.os.delete(Service::Network, &["floatingips", id])
-                .await
-                .map_err(|e| os_error("releasing the floating IP", e))?;
-            removed.push(format!("floating IP {id}"));
-        }
-    }
-    for p in
-        c.os.named(Service::Network, &["ports"], "ports", &spec.port_name())
-            .await
-            .map_err(|e| os_error("listing ports", e))?
-    {
-        let id = p["id"].as_str().unwrap_or_default();
-        c.os.delete(Service::Network, &["ports", id])
-            .await
-            .map_err(|e| os_error("deleting a port", e))?;
-        removed.push(format!("port {} ({id})", spec.port_name()));
-    }
-    for name in spec.volume_names() {
-        for v in
-            c.os.named(
-                Service::BlockStorage,
-                &["volumes", "detail"],
-                "volumes",
-                &name,
-            )
-            .await
-            .map_err(|e| os_error("listing volumes", e))?
-        {
-            let id = v["id"].as_str().unwrap_or_default();
-            match c.os.delete(Service::BlockStorage, &["volumes", id]).await {
-                Ok(()) => removed.push(format!("volume {name} ({id})")),
-                // Still attached to a server Nova is deleting: look again.
-                Err(e) if e.status == 400 => {
-                    return Err(StepError::new(
-                        FailureClass::Transient,
-                        format!("volume {name} still attached: {e}"),
-                    ));
-                }
-                Err(e) => return Err(os_error("deleting a volume", e)),
-            }
-        }
-    }
-    Ok(removed)
 }

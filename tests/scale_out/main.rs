@@ -234,6 +234,38 @@ impl World {
         Api::namespaced_with(m.into_client(), "default", &ar)
     }
 
+    /// Sets the demo MachineSet's replicas and waits until that many Machines run; returns
+    /// their names.
+    async fn scale_demo_set(&self, n: usize) -> Vec<String> {
+        self.machine_sets()
+            .await
+            .patch(
+                "demo-md-0",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"replicas": n}})),
+            )
+            .await
+            .unwrap();
+        let machines = self.machines().await;
+        for _ in 0..600 {
+            let list = machines.list(&Default::default()).await.unwrap();
+            let up = list
+                .items
+                .iter()
+                .filter(|m| m.data["status"]["phase"] == "Running")
+                .count();
+            if up == n && list.items.len() == n {
+                return list
+                    .items
+                    .into_iter()
+                    .map(|m| m.metadata.name.unwrap())
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never {n} Machines Running");
+    }
+
     /// Waits until the job is finished (bounded so a broken run fails instead of hanging).
     async fn finished(&self, id: &str) -> Value {
         for _ in 0..1200 {

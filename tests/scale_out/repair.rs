@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{World, by_name, node, request};
@@ -206,32 +205,7 @@ async fn a_node_capstan_did_not_make_is_read_back_and_replaced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
     let w = World::start();
-    let sets = w.machine_sets().await;
-    sets.patch(
-        "demo-md-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": 5}})),
-    )
-    .await
-    .unwrap();
-    let machines = w.machines().await;
-    let names: Vec<String> = loop {
-        let list = machines.list(&Default::default()).await.unwrap();
-        if list
-            .items
-            .iter()
-            .filter(|m| m.data["status"]["phase"] == "Running")
-            .count()
-            == 5
-        {
-            break list
-                .items
-                .iter()
-                .map(|m| m.metadata.name.clone().unwrap())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let names = w.scale_demo_set(5).await;
     for n in &names[..3] {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }
@@ -252,7 +226,9 @@ async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
         "{why}"
     );
     assert!(why.contains("more than max_unhealthy 40%"), "{why}");
-    let mut now: Vec<String> = machines
+    let mut now: Vec<String> = w
+        .machines()
+        .await
         .list(&Default::default())
         .await
         .unwrap()
@@ -327,32 +303,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
 #[tokio::test(flavor = "multi_thread")]
 async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
     let w = World::start();
-    let sets = w.machine_sets().await;
-    sets.patch(
-        "demo-md-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": 5}})),
-    )
-    .await
-    .unwrap();
-    let machines = w.machines().await;
-    let names: Vec<String> = loop {
-        let list = machines.list(&Default::default()).await.unwrap();
-        if list
-            .items
-            .iter()
-            .filter(|m| m.data["status"]["phase"] == "Running")
-            .count()
-            == 5
-        {
-            break list
-                .items
-                .iter()
-                .map(|m| m.metadata.name.clone().unwrap())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let names = w.scale_demo_set(5).await;
     for n in &names[..3] {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }

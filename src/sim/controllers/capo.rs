@@ -646,44 +646,48 @@ async fn delete_server(ctl: &Controllers, s: &Value) -> Result<(), ()> {
     };
     if !leak_volumes {
         for (vol_name, ..) in volumes_of(s) {
-            if let Some(v) = os
-                .find_by_name("block-storage", "/volumes/detail", "volumes", &vol_name)
-                .await
-                .map_err(|_| ())?
-            {
-                let id = v["id"].as_str().unwrap_or_default();
-                os.call(
-                    Method::DELETE,
-                    "block-storage",
-                    &format!("/volumes/{id}"),
-                    None,
-                    &[202, 404],
-                )
-                .await
-                .map_err(|_| ())?;
-            }
+            delete_named(&os, "block-storage", "/volumes", "volumes", &vol_name, 202).await?;
         }
     }
     if !leak_ports {
         for port_name in port_names(s) {
-            if let Some(p) = os
-                .find_by_name("network", "/ports", "ports", &port_name)
-                .await
-                .map_err(|_| ())?
-            {
-                let id = p["id"].as_str().unwrap_or_default();
-                os.call(
-                    Method::DELETE,
-                    "network",
-                    &format!("/ports/{id}"),
-                    None,
-                    &[204, 404],
-                )
-                .await
-                .map_err(|_| ())?;
-            }
+            delete_named(&os, "network", "/ports", "ports", &port_name, 204).await?;
         }
     }
     write_main(ctl, s, |o| remove_finalizer(o, SERVER_FINALIZER));
     Ok(())
+}
+
+/// Deletes the item of `collection` named `name`, if there is one (a 404 counts as done).
+async fn delete_named(
+    os: &Session,
+    service: &str,
+    collection: &str,
+    key: &str,
+    name: &str,
+    deleted: u16,
+) -> Result<(), ()> {
+    let list = if key == "volumes" {
+        format!("{collection}/detail")
+    } else {
+        collection.to_string()
+    };
+    let Some(item) = os
+        .find_by_name(service, &list, key, name)
+        .await
+        .map_err(|_| ())?
+    else {
+        return Ok(());
+    };
+    let id = item["id"].as_str().unwrap_or_default();
+    os.call(
+        Method::DELETE,
+        service,
+        &format!("{collection}/{id}"),
+        None,
+        &[deleted, 404],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|_| ())
 }
