@@ -157,23 +157,33 @@ fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, Vec<FieldEr
     if errs.is_empty() { Ok(body) } else { Err(errs) }
 }
 
-/// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to its
-/// Machine; a name with nothing behind it is refused, nothing touched. A Machine already
-/// gone whose server, port or volume is still in OpenStack is accepted, so a second delete
-/// job finishes what a first one left.
-async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
-    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
-    let kube_unavailable =
-        |e: kube::Error| Refusal::Unavailable(format!("could not read the cluster: {e}"));
-    let machines = capi::machines(&c.kube, &ns);
-    let all = machines
+fn kube_unavailable(e: kube::Error) -> Refusal {
+    Refusal::Unavailable(format!("could not read the cluster: {e}"))
+}
+
+/// The Machines of a cluster (by CAPI's cluster-name label).
+async fn cluster_machines(
+    c: &Clients,
+    ns: &str,
+    cluster: &str,
+) -> Result<Vec<kube::api::DynamicObject>, Refusal> {
+    Ok(capi::machines(&c.kube, ns)
         .list(
             &kube::api::ListParams::default()
                 .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
         )
         .await
         .map_err(kube_unavailable)?
-        .items;
+        .items)
+}
+
+/// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to its
+/// Machine; a name with nothing behind it is refused, nothing touched. A Machine already
+/// gone whose server, port or volume is still in OpenStack is accepted, so a second delete
+/// job finishes what a first one left.
+async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
+    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
+    let all = cluster_machines(c, &ns, &cluster).await?;
     let nodes: Vec<k8s_openapi::api::core::v1::Node> =
         match super::scale_out::workload_client(c, &req.cluster).await {
             Ok(w) => kube::Api::all(w)
@@ -308,17 +318,7 @@ pub(crate) async fn admit_repair(
             }
         },
     };
-    let kube_unavailable =
-        |e: kube::Error| Refusal::Unavailable(format!("could not read the cluster: {e}"));
-    let machines = capi::machines(&c.kube, &ns);
-    let all = machines
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
-        )
-        .await
-        .map_err(kube_unavailable)?
-        .items;
+    let all = cluster_machines(c, &ns, &cluster).await?;
     let servers =
         c.os.get(Service::Compute, &["servers", "detail"], &[])
             .await

@@ -390,38 +390,38 @@ async fn observe(ctl: &Controllers, s: &Value, os: &Session, id: &str) -> Result
     Ok(())
 }
 
+/// The ID of the one item of `key` named `name`, as CAPO resolves a filter by name.
+async fn resolve(
+    os: &Session,
+    service: &str,
+    path: &str,
+    key: &str,
+    name: &str,
+) -> Result<String, CallError> {
+    match os.find_by_name(service, path, key, name).await? {
+        Some(x) => Ok(x["id"].as_str().unwrap_or_default().to_string()),
+        None => Err(CallError {
+            status: 404,
+            message: format!(
+                "no {} found matching name {name:?}",
+                key.trim_end_matches('s')
+            ),
+        }),
+    }
+}
+
 /// Resolves references, then ports, volumes and the server, adopting what already exists.
 async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
     let n = name(s);
     let spec = &s["spec"];
     let image_name = spec["image"]["filter"]["name"].as_str().unwrap_or_default();
-    let image = match os
-        .find_by_name("image", "/images", "images", image_name)
-        .await
-    {
-        Ok(Some(i)) => i["id"].as_str().unwrap_or_default().to_string(),
-        Ok(None) => {
-            let e = CallError {
-                status: 404,
-                message: format!("no image found matching name {image_name:?}"),
-            };
-            return create_failed(ctl, s, "", &e);
-        }
+    let image = match resolve(os, "image", "/images", "images", image_name).await {
+        Ok(id) => id,
         Err(e) => return create_failed(ctl, s, "", &e),
     };
     let flavor_name = spec["flavor"].as_str().unwrap_or_default();
-    let flavor = match os
-        .find_by_name("compute", "/flavors/detail", "flavors", flavor_name)
-        .await
-    {
-        Ok(Some(f)) => f["id"].as_str().unwrap_or_default().to_string(),
-        Ok(None) => {
-            let e = CallError {
-                status: 404,
-                message: format!("no flavor found with name {flavor_name:?}"),
-            };
-            return create_failed(ctl, s, "", &e);
-        }
+    let flavor = match resolve(os, "compute", "/flavors/detail", "flavors", flavor_name).await {
+        Ok(id) => id,
         Err(e) => return create_failed(ctl, s, "", &e),
     };
     let az = spec["availabilityZone"].as_str().map(str::to_string);
@@ -442,33 +442,16 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
             Err(e) => return create_failed(ctl, s, "", &e),
         }
         let net_name = p["network"]["filter"]["name"].as_str().unwrap_or_default();
-        let network = match os
-            .find_by_name("network", "/networks", "networks", net_name)
-            .await
-        {
-            Ok(Some(net)) => net["id"].as_str().unwrap_or_default().to_string(),
-            Ok(None) => {
-                let e = CallError {
-                    status: 404,
-                    message: format!("no network found matching name {net_name:?}"),
-                };
-                return create_failed(ctl, s, "", &e);
-            }
+        let network = match resolve(os, "network", "/networks", "networks", net_name).await {
+            Ok(id) => id,
             Err(e) => return create_failed(ctl, s, "", &e),
         };
         let mut fixed = Vec::new();
         for f in p["fixedIPs"].as_array().into_iter().flatten() {
             let mut entry = json!({});
             if let Some(sub) = f["subnet"]["filter"]["name"].as_str() {
-                match os.find_by_name("network", "/subnets", "subnets", sub).await {
-                    Ok(Some(x)) => entry["subnet_id"] = x["id"].clone(),
-                    Ok(None) => {
-                        let e = CallError {
-                            status: 404,
-                            message: format!("no subnet found matching name {sub:?}"),
-                        };
-                        return create_failed(ctl, s, "", &e);
-                    }
+                match resolve(os, "network", "/subnets", "subnets", sub).await {
+                    Ok(id) => entry["subnet_id"] = json!(id),
                     Err(e) => return create_failed(ctl, s, "", &e),
                 }
             }
