@@ -184,6 +184,10 @@ string_enum! {
     }
 }
 
+/// How a node's wait reason begins while it backs off before a retry: such waits keep
+/// their backoff; other waits may be cut short when what they wait for changes.
+pub const RETRY_WAIT_PREFIX: &str = "retrying ";
+
 #[cfg(test)]
 mod tests {
     use super::*;

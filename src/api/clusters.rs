@@ -66,7 +66,8 @@ pub async fn nodes(
             .filter(|p| {
                 p["name"]
                     .as_str()
-                    .is_some_and(|n| n.starts_with(&format!("{machine}-")))
+                    .and_then(|n| n.strip_prefix(&format!("{machine}-")))
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
             })
             .map(|p| &p["id"])
             .collect();
@@ -101,8 +102,17 @@ pub async fn nodes(
     Ok(Json(json!({ "cluster": cluster, "nodes": out })))
 }
 
-/// `GET /v1/quota`: the project's limits and usage, as preflight reads them.
-pub async fn quota(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/quota`: the project's limits and usage, as preflight reads them; for admins and
+/// tenant admins (members see their own jobs, not the cloud's accounts).
+pub async fn quota(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    if p.role == crate::model::Role::Member {
+        return Err(ApiError::Forbidden(
+            "the project's quota is for admins and tenant admins".into(),
+        ));
+    }
     let c = clients(&st)?;
     let usage = crate::lifecycle::quota::read(&c.os)
         .await

@@ -12,6 +12,8 @@ pub const CAPO_SERVER_VERSION: &str = "v1alpha1";
 
 pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 pub const DELETE_MACHINE_ANNOTATION: &str = "cluster.x-k8s.io/delete-machine";
+/// On control-plane Machines: never workers to delete, repair or count.
+pub const CONTROL_PLANE_LABEL: &str = "cluster.x-k8s.io/control-plane";
 /// Capstan's marks on what it creates: the job and the node spec it came from.
 pub const JOB_LABEL: &str = "capstan.io/job";
 pub const NODE_LABEL: &str = "capstan.io/node";

@@ -29,7 +29,8 @@ impl Service {
     }
 }
 
-/// A refused or failed call: the status (0 when no answer came) and the body as sent.
+/// A refused or failed call: the status (0 when no answer came) and the body the service
+/// answered with (never the request, which may carry credentials).
 #[derive(Debug, Clone)]
 pub struct CallError {
     pub service: Service,

@@ -515,7 +515,8 @@ impl Runner {
                         update.status = NodeStatus::Waiting;
                         update.wake_at = Some(wake);
                         update.wait_reason = Some(format!(
-                            "retrying {} after {class} failure (attempt {failed})",
+                            "{}{} after {class} failure (attempt {failed})",
+                            crate::model::RETRY_WAIT_PREFIX,
                             t.state
                         ));
                         events.push(

@@ -161,17 +161,19 @@ fn kube_unavailable(e: kube::Error) -> Refusal {
     Refusal::Unavailable(format!("could not read the cluster: {e}"))
 }
 
-/// The Machines of a cluster (by CAPI's cluster-name label).
+/// The worker Machines of a cluster (by CAPI's cluster-name label; control-plane Machines
+/// are not workers).
 async fn cluster_machines(
     c: &Clients,
     ns: &str,
     cluster: &str,
 ) -> Result<Vec<kube::api::DynamicObject>, Refusal> {
     Ok(capi::machines(&c.kube, ns)
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
-        )
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "{}={cluster},!{}",
+            capi::CLUSTER_NAME_LABEL,
+            capi::CONTROL_PLANE_LABEL
+        )))
         .await
         .map_err(kube_unavailable)?
         .items)
@@ -193,14 +195,8 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
-    let servers =
-        c.os.get(Service::Compute, &["servers"], &[])
-            .await
-            .map_err(|e| unavailable("servers", e))?;
-    let ports =
-        c.os.get(Service::Network, &["ports"], &[])
-            .await
-            .map_err(|e| unavailable("ports", e))?;
+    let servers = read(&c.os, Service::Compute, &["servers", "detail"], "servers").await?;
+    let ports = read(&c.os, Service::Network, &["ports"], "ports").await?;
     let mut errs = Vec::new();
     let mut resolved = Vec::new();
     let mut seen = HashSet::new();
@@ -230,19 +226,28 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
             .or_else(by_node)
             .or_else(by_server)
             .and_then(|m| m.metadata.name.clone());
+        // What a gone Machine of this cluster left: its port says which cluster CAPO made it
+        // for, and Capstan's servers carry the `capstan` tag. Nothing else is this job's.
+        let cluster_mark = format!("cluster {ns}-{cluster}");
         let leftover = || -> Option<String> {
             let name = server_name.unwrap_or(given.as_str());
-            let has_server = servers["servers"]
+            let port_of_cluster = ports["ports"].as_array().into_iter().flatten().any(|p| {
+                p["name"] == format!("{name}-0").as_str()
+                    && p["description"]
+                        .as_str()
+                        .is_some_and(|d| d.ends_with(&cluster_mark))
+            });
+            let capstan_server = servers["servers"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|s| s["name"] == name);
-            let has_port = ports["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|p| p["name"] == format!("{name}-0").as_str());
-            (has_server || has_port).then(|| name.to_string())
+                .any(|s| {
+                    s["name"] == name
+                        && s["tags"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|x| x == "capstan"))
+                });
+            (port_of_cluster || capstan_server).then(|| name.to_string())
         };
         match machine.or_else(leftover) {
             Some(m) if !seen.insert(m.clone()) => errs.push(FieldError::new(

@@ -116,10 +116,28 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
                 _ => capi::machine_sets(&c.kube, &ns),
             };
             let owner_name = scaled["name"].as_str().unwrap_or_default();
-            if let Some(o) = api
-                .get_opt(owner_name)
+            // Owed only if the set took this Machine in place of another one this job named
+            // (still there, annotated by this job); gone for another reason, nothing is owed.
+            let mark = format!("capstan job {}", ctx.job_id);
+            let named_left = machines
+                .list(&Default::default())
                 .await
-                .map_err(|e| kube_error("reading the Machine's owner", e))?
+                .map_err(|e| kube_error("listing Machines", e))?
+                .items
+                .iter()
+                .any(|x| {
+                    x.metadata.deletion_timestamp.is_none()
+                        && x.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(DELETE_MACHINE_ANNOTATION))
+                            == Some(&mark)
+                });
+            if named_left
+                && let Some(o) = api
+                    .get_opt(owner_name)
+                    .await
+                    .map_err(|e| kube_error("reading the Machine's owner", e))?
             {
                 return lower_once(&ctx, &api, &o, &name).await;
             }
@@ -132,6 +150,17 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         .await?;
         return Ok(Outcome::next("ok"));
     };
+    // Only this cluster's Machines: a same-named Machine of another cluster is not ours.
+    let (_, cluster) = split_cluster(&ctx.cluster);
+    let its_cluster = m.data["spec"]["clusterName"].as_str().unwrap_or_default();
+    if its_cluster != cluster {
+        return Ok(Outcome::fail(
+            FailureClass::InvalidSpec,
+            format!(
+                "Machine {ns}/{name} belongs to cluster {its_cluster}, not {cluster}; left alone"
+            ),
+        ));
+    }
     // What CAPO named this node's ports and volumes, for the check after it is gone.
     if ctx.external("port_names").is_none() {
         let osm = capi::openstack_machines(&c.kube, &ns)
@@ -181,6 +210,31 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
                 .get(&md)
                 .await
                 .map_err(|e| kube_error("reading the MachineDeployment", e))?;
+            // During a rollout the deployment scales its old set down first: lowering it
+            // now would take a node that was not named (rancher/rancher#52041). Wait.
+            let md_uid = o.metadata.uid.clone().unwrap_or_default();
+            let active_sets = sets
+                .list(&Default::default())
+                .await
+                .map_err(|e| kube_error("listing MachineSets", e))?
+                .items
+                .into_iter()
+                .filter(|x| {
+                    x.metadata
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|r| r.iter().any(|r| r.uid == md_uid))
+                        && x.data["spec"]["replicas"].as_i64().unwrap_or(0) > 0
+                })
+                .count();
+            if active_sets > 1 {
+                return Ok(Outcome::recheck_in(
+                    RECHECK,
+                    format!(
+                        "MachineDeployment {md} is rolling out ({active_sets} MachineSets with replicas); waiting until one is left so that only {name} goes"
+                    ),
+                ));
+            }
             (mds, o)
         }
         _ => (sets, set.clone()),

@@ -324,7 +324,11 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
                     "{what} {} already exists and was not made by this job",
                     spec.name
                 );
-                let c = classify::classify(&Failure::new(Source::Kubernetes, Some(409), &text));
+                // The name is someone else's: never adopted, never cleaned up by this job.
+                let c = Classified {
+                    class: FailureClass::Conflict,
+                    ..classify::classify(&Failure::new(Source::Kubernetes, Some(409), &text))
+                };
                 return failed(&mut ctx, &c, &text).await;
             }
             None => {}
@@ -630,13 +634,30 @@ pub(crate) async fn workload_client(c: &Clients, cluster: &str) -> Result<kube::
 }
 
 /// Waits for the Node to join and be healthy, then puts the spec's labels and taints on it.
-async fn join_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
     let (ns, _) = split_cluster(&ctx.cluster);
     let m = capi::machines(&c.kube, &ns)
         .get(&spec.name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
+    // A node that breaks before it joins goes to cleanup like one that never built.
+    if let Some(msg) = m.data["status"]["failureMessage"].as_str() {
+        let text = msg.to_string();
+        let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
+        return failed(&mut ctx, &cl, &text).await;
+    }
+    if let Some(s) = server_by_name(c, &spec.name).await?
+        && s["status"] == "ERROR"
+    {
+        let text = s["fault"]["message"]
+            .as_str()
+            .unwrap_or("server went to ERROR without a fault")
+            .to_string();
+        let code = s["fault"]["code"].as_u64().map(|c| c as u16);
+        let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
+        return failed(&mut ctx, &cl, &text).await;
+    }
     let healthy = m.data["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -658,8 +679,30 @@ async fn join_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
         let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(workload);
         let mut patch = json!({ "metadata": { "labels": labels } });
         if !spec.taints.is_empty() {
-            patch["spec"] =
-                json!({ "taints": serde_json::to_value(&spec.taints).unwrap_or_default() });
+            // A merge patch replaces the whole list: keep the taints others put there (the
+            // CNI's, an operator's), replace only ours by key and effect, and guard the write
+            // with the version read.
+            let current = nodes
+                .get(node)
+                .await
+                .map_err(|e| kube_error("reading the Node", e))?;
+            let ours = serde_json::to_value(&spec.taints).unwrap_or_default();
+            let ours = ours.as_array().cloned().unwrap_or_default();
+            let mut taints: Vec<Value> = current
+                .spec
+                .and_then(|s| s.taints)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| serde_json::to_value(t).unwrap_or_default())
+                .filter(|t| {
+                    !ours
+                        .iter()
+                        .any(|o| o["key"] == t["key"] && o["effect"] == t["effect"])
+                })
+                .collect();
+            taints.extend(ours);
+            patch["spec"] = json!({ "taints": taints });
+            patch["metadata"]["resourceVersion"] = json!(current.metadata.resource_version);
         }
         nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(patch))
@@ -682,9 +725,20 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or(FailureClass::Transient);
-    // Resumed after an operator's amend: start over with the amended spec.
-    if ctx.external("awaiting_input") == Some(json!(true)) {
-        ctx.record("awaiting_input", json!(false), None).await?;
+    // Waiting for input: the spec it waited with is recorded. An amended spec starts over;
+    // the same spec (a resume without an amend, or a crash right after asking) asks again.
+    if let Some(asked_with) = ctx.external("awaiting_input").filter(|v| v.is_object()) {
+        if asked_with == ctx.spec {
+            let text = failure["text"].as_str().unwrap_or_default();
+            return Ok(Outcome::needs_input(
+                Some(class),
+                format!(
+                    "{text} — amend the node (PATCH /v1/jobs/{{id}}/nodes/{}) and resume",
+                    spec.name
+                ),
+            ));
+        }
+        ctx.record("awaiting_input", Value::Null, None).await?;
         ctx.record("failure", Value::Null, None).await?;
         return Ok(Outcome::next_because(
             "retry",
@@ -738,23 +792,29 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             format!("waiting for {} {} to go", waiting.join(" and "), spec.name),
         ));
     }
-    // 2. OpenStack: whatever of that attempt is still there.
+    // 2. OpenStack: whatever of that attempt is still there — only when this job made an
+    //    attempt: a name another Machine holds (conflict) means those are someone else's.
     let recorded: Vec<String> = ctx
         .external("floating_ip_id")
         .and_then(|v| v.as_str().map(str::to_string))
         .into_iter()
         .collect();
-    let removed = super::leftovers::remove(
-        c,
-        &super::leftovers::Leftovers {
-            node: &spec.name,
-            ports: &[spec.port_name()],
-            volumes: &spec.volume_names(),
-            floating_ips: &recorded,
-            capstan_floating_ips: false,
-        },
-    )
-    .await?;
+    let attempted = ctx.external("attempts").is_some_and(|v| !v.is_null());
+    let removed = if class == FailureClass::Conflict || !attempted {
+        Vec::new()
+    } else {
+        super::leftovers::remove(
+            c,
+            &super::leftovers::Leftovers {
+                node: &spec.name,
+                ports: &[spec.port_name()],
+                volumes: &spec.volume_names(),
+                floating_ips: &recorded,
+                capstan_floating_ips: false,
+            },
+        )
+        .await?
+    };
     if ctx.external("floating_ip_id").is_some() {
         ctx.record("floating_ip_id", Value::Null, None).await?;
     }
@@ -782,7 +842,7 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     let text = failure["text"].as_str().unwrap_or_default().to_string();
     match class {
         FailureClass::InvalidSpec | FailureClass::Conflict => {
-            ctx.record("awaiting_input", json!(true), None).await?;
+            ctx.record("awaiting_input", ctx.spec.clone(), None).await?;
             Ok(Outcome::needs_input(
                 Some(class),
                 format!(

@@ -47,7 +47,21 @@ pub fn register(r: &mut Registry, clients: Clients, store: StoreCell) {
 
 /// Node names held by unfinished jobs on clusters of namespace `ns` (other than `except`).
 async fn busy_nodes(store: &Store, ns: &str, except: &str) -> Result<BTreeSet<String>, StepError> {
-    let mut out = BTreeSet::new();
+    Ok(unfinished(store, ns, except)
+        .await?
+        .into_iter()
+        .map(|(_, _, node)| node)
+        .collect())
+}
+
+/// `(kind, cluster, node)` of every node task of unfinished jobs on clusters of namespace
+/// `ns` (other than job `except`).
+async fn unfinished(
+    store: &Store,
+    ns: &str,
+    except: &str,
+) -> Result<Vec<(String, String, String)>, StepError> {
+    let mut out = Vec::new();
     for state in [
         JobState::Queued,
         JobState::Running,
@@ -66,7 +80,7 @@ async fn busy_nodes(store: &Store, ns: &str, except: &str) -> Result<BTreeSet<St
                 continue;
             }
             for t in store.tasks(&j.id).await? {
-                out.insert(t.name);
+                out.push((j.kind.clone(), j.cluster.clone(), t.name));
             }
         }
     }
@@ -88,10 +102,11 @@ async fn repair_sweep(
     let (ns, cluster) = split_cluster(&ctx.cluster);
     let thresholds = super::repair::Thresholds::from_params(&ctx.params);
     let machines = capi::machines(&c.kube, &ns)
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("{}={cluster}", capi::CLUSTER_NAME_LABEL)),
-        )
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "{}={cluster},!{}",
+            capi::CLUSTER_NAME_LABEL,
+            capi::CONTROL_PLANE_LABEL
+        )))
         .await
         .map_err(|e| kube_error("listing Machines", e))?
         .items;
@@ -147,16 +162,23 @@ async fn repair_sweep(
         .as_u64()
         .unwrap_or(1)
         .clamp(1, 100) as usize;
-    let chosen: Vec<String> = free
+    // At most max_parallel of the cluster's nodes in repair at once, counting repairs
+    // earlier sweeps (or operators) started that are not finished.
+    let repairing = unfinished(store, &ns, &ctx.job_id)
+        .await?
         .iter()
-        .take(max_parallel)
-        .map(|(n, _)| n.clone())
-        .collect();
+        .filter(|(kind, cluster, _)| kind == "repair" && *cluster == ctx.cluster)
+        .count();
+    let room = max_parallel.saturating_sub(repairing);
+    let chosen: Vec<String> = free.iter().take(room).map(|(n, _)| n.clone()).collect();
     if chosen.is_empty() {
         return Ok(Outcome::next_because(
             "ok",
             None,
-            "every unhealthy worker is already in a job",
+            format!(
+                "nothing submitted: {repairing} node(s) of {} already in repair (max_parallel {max_parallel}), or every unhealthy worker is in a job",
+                ctx.cluster
+            ),
         ));
     }
     let mut params = ctx.params.as_ref().clone();
@@ -238,14 +260,32 @@ fn older_than(created: &Value, grace: std::time::Duration) -> bool {
         .is_ok_and(|age| age >= grace)
 }
 
-/// `<node>-<suffix>`: which of `nodes` a port or volume name belongs to.
-fn owner_of<'a>(name: &str, nodes: &'a BTreeSet<String>) -> Option<&'a String> {
+/// `<node>-<suffix>`: which of `nodes` a port (`-<digits>`) or volume (`-root`,
+/// `-<device>`) name belongs to — unless a live Machine's longer name claims it.
+fn owner_of<'a>(
+    name: &str,
+    nodes: &'a BTreeSet<String>,
+    live: &BTreeSet<String>,
+    port: bool,
+) -> Option<&'a String> {
+    let suffix_of = |n: &str| {
+        (name.len() > n.len() + 1 && name.starts_with(n) && name.as_bytes()[n.len()] == b'-')
+            .then(|| &name[n.len() + 1..])
+    };
+    let claimed_by_live = live.iter().any(|l| suffix_of(l).is_some());
+    if claimed_by_live {
+        return None;
+    }
     nodes
         .iter()
         .filter(|n| {
-            name.len() > n.len() + 1
-                && name.starts_with(n.as_str())
-                && name.as_bytes()[n.len()] == b'-'
+            suffix_of(n).is_some_and(|sfx| {
+                if port {
+                    sfx.bytes().all(|b| b.is_ascii_digit())
+                } else {
+                    !sfx.contains('-') || sfx == "root"
+                }
+            })
         })
         .max_by_key(|n| n.len())
 }
@@ -260,14 +300,16 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
     };
     let dry_run = ctx.params["dry_run"] == true;
     // What is alive: Machines in the namespace, and nodes unfinished jobs hold.
-    let live: BTreeSet<String> = capi::machines(&c.kube, &ns)
-        .list(&Default::default())
-        .await
-        .map_err(|e| kube_error("listing Machines", e))?
-        .items
-        .into_iter()
-        .filter_map(|m| m.metadata.name)
-        .collect();
+    // Alive anywhere: a Machine of that name in any namespace keeps its resources.
+    let live: BTreeSet<String> =
+        kube::Api::<kube::api::DynamicObject>::all_with(c.kube.clone(), &capi::machine_resource())
+            .list(&Default::default())
+            .await
+            .map_err(|e| kube_error("listing Machines", e))?
+            .items
+            .into_iter()
+            .filter_map(|m| m.metadata.name)
+            .collect();
     let busy = busy_nodes(store, &ns, &ctx.job_id).await?;
     // Capstan's names: every node its lifecycle jobs in this tenant made, and servers tagged
     // `capstan` (the OpenStackMachines Capstan creates carry that tag).
@@ -280,7 +322,8 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         })
         .await?
     {
-        if ["scale_out", "repair"].contains(&j.kind.as_str()) {
+        let here = j.cluster.split('/').next() == Some(ns.as_str());
+        if here && ["scale_out", "repair"].contains(&j.kind.as_str()) {
             for t in store.tasks(&j.id).await? {
                 names.insert(t.name);
             }
@@ -340,10 +383,14 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         c.os.get(Service::Network, &["ports"], &[])
             .await
             .map_err(|e| os_error("listing ports", e))?;
+    // A port or volume attached to a server that is not itself an orphan is in use.
+    let orphan_servers: BTreeSet<String> = found.iter().map(|f| f.3.clone()).collect();
+    let free_or_orphaned = |device: &str| device.is_empty() || orphan_servers.contains(device);
     for p in ports["ports"].as_array().into_iter().flatten() {
         let pn = p["name"].as_str().unwrap_or_default();
-        if let Some(n) = owner_of(pn, &names)
+        if let Some(n) = owner_of(pn, &names, &live, true)
             && orphan_node(n)
+            && free_or_orphaned(p["device_id"].as_str().unwrap_or_default())
             && older_than(&p["created_at"], grace)
         {
             found.push((
@@ -360,8 +407,12 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             .map_err(|e| os_error("listing volumes", e))?;
     for v in volumes["volumes"].as_array().into_iter().flatten() {
         let vn = v["name"].as_str().unwrap_or_default();
-        if let Some(n) = owner_of(vn, &names)
+        let attached_to = v["attachments"][0]["server_id"]
+            .as_str()
+            .unwrap_or_default();
+        if let Some(n) = owner_of(vn, &names, &live, false)
             && orphan_node(n)
+            && free_or_orphaned(attached_to)
             && older_than(&v["created_at"], grace)
         {
             found.push((
