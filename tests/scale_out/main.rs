@@ -633,3 +633,91 @@ async fn ports_and_volumes_leaked_by_capo_on_delete_are_removed_by_cleanup() {
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_exactly_as_specified(&w, &nodes, 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_taken_after_preflight_asks_for_input_and_leaves_the_other_node_alone() {
+    let w = World::start();
+    // The node waits for a floating IP's quota, so someone can take its name after
+    // preflight (and boot a server under it, which needs no floating IP).
+    w.quota(json!({"floatingip": 0})).await;
+    let (status, job) = w.submit(&request(vec![node(3)])).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
+        .await;
+    // Someone else's Machine of that name (with its OpenStackMachine), made outside Capstan.
+    let machines = w.machines().await;
+    let osms: Api<DynamicObject> = Api::namespaced_with(
+        machines.clone().into_client(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "infrastructure.cluster.x-k8s.io",
+            "v1beta1",
+            "OpenStackMachine",
+        )),
+    );
+    let osm = json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackMachine",
+        "metadata": {"name": "demo-w-03", "namespace": "default"},
+        "spec": {"flavor": "k8s.small", "image": {"filter": {"name": "ubuntu-2204-kube-v1.30"}},
+                 "identityRef": {"name": "demo-cloud-config", "cloudName": "openstack"},
+                 "ports": [{"network": {"filter": {"name": "demo-net"}},
+                            "fixedIPs": [{"subnet": {"filter": {"name": "demo-subnet"}}}]}]},
+    });
+    let machine = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+        "metadata": {"name": "demo-w-03", "namespace": "default"},
+        "spec": {"clusterName": "demo", "bootstrap": {"dataSecretName": "demo-bootstrap"},
+                 "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+                                       "kind": "OpenStackMachine", "name": "demo-w-03", "namespace": "default"}},
+    });
+    let pp = kube::api::PostParams::default();
+    osms.create(&pp, &serde_json::from_value(osm).unwrap())
+        .await
+        .unwrap();
+    machines
+        .create(&pp, &serde_json::from_value(machine).unwrap())
+        .await
+        .unwrap();
+    // Its server is up before Capstan's node looks again.
+    for _ in 0..300 {
+        let s = w.state().await;
+        if by_name(&s["servers"], "demo-w-03")
+            .first()
+            .is_some_and(|x| x["status"] == "ACTIVE")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.quota(json!({"floatingip": 50})).await;
+    // Capstan's node asks for input and touches none of the other node's resources.
+    let asked = w
+        .until_event(&id, "needs_input", |e| e["kind"] == "needs_input")
+        .await;
+    assert!(
+        asked["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists and was not made by this job"),
+        "{asked}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = w.state().await;
+    assert_eq!(
+        by_name(&s["servers"], "demo-w-03").len(),
+        1,
+        "the other node's server stays"
+    );
+    assert_eq!(by_name(&s["servers"], "demo-w-03")[0]["status"], "ACTIVE");
+    assert_eq!(by_name(&s["ports"], "demo-w-03-0").len(), 1, "and its port");
+    let m = machines.get("demo-w-03").await.unwrap();
+    assert!(m.metadata.deletion_timestamp.is_none(), "and its Machine");
+    assert!(
+        m.metadata
+            .labels
+            .unwrap_or_default()
+            .get("capstan.io/job")
+            .is_none()
+    );
+}
