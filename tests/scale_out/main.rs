@@ -714,10 +714,10 @@ async fn a_name_taken_after_preflight_asks_for_input_and_leaves_the_other_node_a
     let m = machines.get("demo-w-03").await.unwrap();
     assert!(m.metadata.deletion_timestamp.is_none(), "and its Machine");
     assert!(
-        m.metadata
+        !m.metadata
             .labels
             .unwrap_or_default()
-            .get("capstan.io/job")
-            .is_none()
+            .contains_key("capstan.io/job"),
+        "and it was not adopted"
     );
 }
