@@ -30,6 +30,8 @@ use crate::store::now_ms;
 /// OpenStackMachine and OpenStackServer wake it when they change (`lifecycle::watch`), so
 /// this is only a safety net — for changes only OpenStack sees (a Nova fault).
 const RECHECK: Duration = Duration::from_secs(3);
+/// How often a node waiting for quota reads the quota again (no watch sees quota change).
+const QUOTA_RECHECK: Duration = Duration::from_secs(5);
 /// Backoff between attempts after a cleaned-up failure: base doubling to the cap.
 const BACKOFF_BASE_MS: i64 = 2_000;
 const BACKOFF_CAP_MS: i64 = 60_000;
@@ -152,7 +154,7 @@ async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
         return Ok(Outcome::next("ok"));
     }
     Ok(Outcome::recheck_in(
-        RECHECK * 4,
+        QUOTA_RECHECK,
         format!("waiting_for_quota: {}", short.join(", ")),
     ))
 }
