@@ -433,9 +433,21 @@ impl Runner {
             self.inner.metrics.observe_step(&self.job.kind, step, took);
         }
         let now = now_ms();
-        let outcome = result.unwrap_or_else(|e| Outcome::Retry {
-            class: e.class,
-            message: e.message,
+        // An error is retried under the state's policy — unless retrying cannot help
+        // (DESIGN §4): `auth` fails the node, `invalid_spec` waits for an operator's amend.
+        let outcome = result.unwrap_or_else(|e| match e.class {
+            FailureClass::Auth => Outcome::Fail {
+                class: e.class,
+                message: e.message,
+            },
+            FailureClass::InvalidSpec => Outcome::NeedsInput {
+                class: Some(e.class),
+                reason: e.message,
+            },
+            _ => Outcome::Retry {
+                class: e.class,
+                message: e.message,
+            },
         });
         let mut update = TaskUpdate::from_row(t);
         update.attempts_total += 1;

@@ -108,7 +108,9 @@ impl Outcome {
     }
 }
 
-/// A failed attempt, classified. `?` on it in a step means "retry under the state's policy".
+/// A failed attempt, classified. `?` on it in a step means "retry under the state's policy"
+/// — except `auth`, which fails the node, and `invalid_spec`, which waits for an operator to
+/// amend the node and resume (retrying either cannot help).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{class}: {message}")]
 pub struct StepError {

@@ -178,6 +178,62 @@ async fn cancel_stops_at_a_safe_point_and_says_what_it_leaves() {
 }
 
 #[tokio::test]
+async fn an_auth_error_fails_at_once_and_an_invalid_spec_error_waits_for_an_amend() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerSpec::new(dir.path()));
+    let api = Api::new(&server.url);
+    // Retrying cannot help an authorization refusal: one attempt, the node fails.
+    let auth = api
+        .submit(
+            ADMIN,
+            &job(
+                "retry",
+                json!([{"name": "a-1", "fail_times": 9, "fail_class": "auth"}]),
+            ),
+        )
+        .await;
+    let auth = api.wait_finished(auth["id"].as_str().unwrap()).await;
+    assert_eq!(auth["state"], "failed");
+    assert_eq!(auth["nodes"][0]["failure_class"], "auth");
+    let events = api.events(auth["id"].as_str().unwrap()).await;
+    assert!(!events.iter().any(|e| e["kind"] == "retry"), "{events:#?}");
+    // Nor a wrong spec: the node waits for an operator, who amends it and resumes.
+    let bad = api
+        .submit(
+            ADMIN,
+            &job(
+                "retry",
+                json!([{"name": "s-1", "fail_times": 1, "fail_class": "invalid_spec"}]),
+            ),
+        )
+        .await;
+    let id = bad["id"].as_str().unwrap().to_string();
+    let waiting = api
+        .wait_for(&id, "needs_input", |j| j["state"] == "needs_input")
+        .await;
+    assert_eq!(waiting["nodes"][0]["failure_class"], "invalid_spec");
+    let (s, _) = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/jobs/{id}/nodes/s-1"),
+            Some(ADMIN),
+            Some("{\"fail_class\": \"transient\"}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .post(&format!("/v1/jobs/{id}/resume"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let done = api.wait_finished(&id).await;
+    assert_eq!(done["state"], "succeeded");
+    let events = api.events(&id).await;
+    assert!(!events.iter().any(|e| e["kind"] == "retry"), "{events:#?}");
+}
+
+#[tokio::test]
 async fn a_needs_input_node_is_amended_then_resumed_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&ServerSpec::new(dir.path()));
