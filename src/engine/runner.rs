@@ -561,6 +561,8 @@ impl Runner {
             }
             Outcome::Fail { class, message } => {
                 drop(_span);
+                // The step ran: its run counts like every other.
+                self.tasks[i].attempts_total = update.attempts_total;
                 return self.end_task(i, NodeStatus::Failed, class, message).await;
             }
             Outcome::NeedsInput { class, reason } => {

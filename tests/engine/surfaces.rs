@@ -194,6 +194,7 @@ async fn an_auth_error_fails_at_once_and_an_invalid_spec_error_waits_for_an_amen
         .await;
     let auth = api.wait_finished(auth["id"].as_str().unwrap()).await;
     assert_eq!(auth["state"], "failed");
+    assert_eq!(auth["nodes"][0]["attempts_total"], 1);
     assert_eq!(auth["nodes"][0]["failure_class"], "auth");
     let events = api.events(auth["id"].as_str().unwrap()).await;
     assert!(!events.iter().any(|e| e["kind"] == "retry"), "{events:#?}");
