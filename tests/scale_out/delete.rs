@@ -52,11 +52,9 @@ async fn set_delete(kills: usize) {
     // Two writes to MachineSets answer 409 first: the guarded scale-down must read again.
     w.fault(json!({"kind": "kube_error", "code": 409, "verbs": ["patch"], "resources": ["machinesets"], "count": 2}))
         .await;
-    let (status, job) = w
-        .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": named}))
+    let id = w
+        .submit_ok(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": named}))
         .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..500))).await;
         w.kill_serve();
@@ -107,8 +105,7 @@ async fn set_delete(kills: usize) {
 async fn a_stuck_delete_is_forced_after_force_after_and_leaves_nothing() {
     let w = World::start();
     let nodes = vec![node(1)];
-    let (_, job) = w.submit(&request(nodes)).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes)).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let s = w.state().await;
     assert_eq!(s["floating_ips"].as_array().unwrap().len(), 1);

@@ -118,6 +118,13 @@ impl World {
         (resp.status().as_u16(), resp.json().await.unwrap())
     }
 
+    /// Submits a job that must be accepted (202); returns its ID.
+    async fn submit_ok(&self, body: &Value) -> String {
+        let (status, job) = self.submit(body).await;
+        assert_eq!(status, 202, "{job}");
+        job["id"].as_str().unwrap().to_string()
+    }
+
     /// GET on Capstan's API; `None` while the server is down (between a kill and a restart).
     async fn get(&self, path: &str) -> Option<Value> {
         let resp = self
@@ -422,9 +429,7 @@ async fn story(kills: usize) {
     assert_eq!(before.len(), 3);
     w.quota(json!({"instances": 9})).await;
     let nodes: Vec<Value> = (1..=10).map(node).collect();
-    let (status, job) = w.submit(&request(nodes.clone())).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes.clone())).await;
     let waiting = w
         .until_event(&id, "a quota wait", |e| {
             e["message"]
@@ -506,9 +511,7 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
     // A type that disappears after preflight: the node needs input; amend, resume, Running.
     w.quota(json!({"instances": 3})).await;
     let nodes = vec![node(4)];
-    let (status, job) = w.submit(&request(nodes.clone())).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes.clone())).await;
     w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
         .await;
     let fault = w
@@ -551,9 +554,7 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
 async fn nova_and_neutron_failing_thirty_percent_of_the_time_only_slow_things_down() {
     let w = World::start();
     let nodes: Vec<Value> = (1..=4).map(node).collect();
-    let (status, job) = w.submit(&request(nodes.clone())).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes.clone())).await;
     let outage = w
         .fault(
             json!({"kind": "outage", "services": ["compute", "network"], "rate": 0.3,
@@ -581,9 +582,7 @@ async fn no_valid_host_on_a_pinned_host_is_retried_as_capacity_until_it_has_room
         .fault(json!({"kind": "no_valid_host", "host": "compute-2"}))
         .await;
     let nodes = vec![node(1)];
-    let (status, job) = w.submit(&request(nodes.clone())).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes.clone())).await;
     let failed = w
         .until_event(&id, "a capacity failure", |e| {
             e["message"]
@@ -613,9 +612,7 @@ async fn ports_and_volumes_leaked_by_capo_on_delete_are_removed_by_cleanup() {
         .fault(json!({"kind": "no_valid_host", "host": "compute-3"}))
         .await;
     let nodes = vec![node(2)];
-    let (status, job) = w.submit(&request(nodes.clone())).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(nodes.clone())).await;
     let cleaned = w
         .until_event(&id, "the cleanup of leaked resources", |e| {
             e["kind"] == "cleanup"
@@ -640,9 +637,7 @@ async fn a_name_taken_after_preflight_asks_for_input_and_leaves_the_other_node_a
     // The node waits for a floating IP's quota, so someone can take its name after
     // preflight (and boot a server under it, which needs no floating IP).
     w.quota(json!({"floatingip": 0})).await;
-    let (status, job) = w.submit(&request(vec![node(3)])).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(vec![node(3)])).await;
     w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
         .await;
     // Someone else's Machine of that name (with its OpenStackMachine), made outside Capstan.

@@ -71,8 +71,7 @@ async fn kill_9_of_the_engine_during_a_repair_changes_nothing_of_the_outcome() {
 
 async fn replace_not_ready(kills: usize) {
     let mut w = World::start();
-    let (_, job) = w.submit(&request(vec![node(7)])).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(vec![node(7)])).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let before = node_view(&w, "demo-w-07").await;
     assert!(before.2.is_string(), "it has a floating IP");
@@ -123,11 +122,9 @@ async fn replace_not_ready(kills: usize) {
     );
 
     // A second repair finds it healthy and leaves it alone.
-    let (status, job) = w
-        .submit(&json!({"kind": "repair", "cluster": "default/demo", "nodes": ["demo-w-07"]}))
+    let id = w
+        .submit_ok(&json!({"kind": "repair", "cluster": "default/demo", "nodes": ["demo-w-07"]}))
         .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let events = w.events(&id).await;
     assert!(
@@ -245,8 +242,7 @@ async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_nothing() {
     let w = World::start();
-    let (_, job) = w.submit(&request(vec![node(5)])).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&request(vec![node(5)])).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let before = node_view(&w, "demo-w-05").await;
     let fault = w
@@ -255,9 +251,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
     node_healthy(&w, "demo-w-05", "False").await;
     let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
                        "params": {"unhealthy_after": "1s"}});
-    let (status, job) = w.submit(&sweep).await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&sweep).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let submitted = w
         .until_event(&id, "a repair job", |e| {
@@ -283,8 +277,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
     assert_eq!((after.1, after.2, after.3), (before.1, before.2, before.3));
     node_healthy(&w, "demo-w-05", "True").await;
 
-    let (_, job) = w.submit(&sweep).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&sweep).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let events = w.events(&id).await;
     assert!(
@@ -428,15 +421,13 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
         )
     };
     // Younger than the grace period: nothing happens.
-    let (_, job) = w.submit(&sweep(json!({"grace": "1h"}))).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&sweep(json!({"grace": "1h"}))).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     assert_eq!(orphans_left(&w.state().await), (1, 1));
     // A dry run lists them and keeps them.
-    let (_, job) = w
-        .submit(&sweep(json!({"grace": "0s", "dry_run": true})))
+    let id = w
+        .submit_ok(&sweep(json!({"grace": "0s", "dry_run": true})))
         .await;
-    let id = job["id"].as_str().unwrap().to_string();
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let listed: Vec<String> = w
         .events(&id)
@@ -456,8 +447,7 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
     assert_eq!(orphans_left(&w.state().await), (1, 1));
     // The real sweep removes them, and leaves every live node's resources alone.
     let before = w.state().await;
-    let (_, job) = w.submit(&sweep(json!({"grace": "0s"}))).await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = w.submit_ok(&sweep(json!({"grace": "0s"}))).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let after = w.state().await;
     assert_eq!(orphans_left(&after), (0, 0));
