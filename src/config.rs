@@ -195,6 +195,100 @@ impl Auth {
     }
 }
 
+/// Why a principal may not act for a tenant or a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenancyError {
+    /// 403: the principal acts for another tenant only.
+    Forbidden(String),
+    /// 422: the named field (`tenant` or `cluster`) is wrong for this principal.
+    Field(&'static str, String),
+}
+
+impl Auth {
+    /// Decides which tenant a new job or schedule belongs to, and checks that the principal
+    /// may act for it and that the cluster's namespace `ns` is that tenant's.
+    pub fn tenant_for(
+        &self,
+        p: &Principal,
+        asked: Option<&str>,
+        ns: &str,
+    ) -> Result<String, TenancyError> {
+        let tenant = match (p.role, asked) {
+            (Role::Admin, Some(t)) => {
+                if !self.tenants.is_empty() && !self.tenants.contains_key(t) {
+                    return Err(TenancyError::Field("tenant", format!("unknown tenant `{t}`")));
+                }
+                t.to_string()
+            }
+            (Role::Admin, None) => match self.tenant_of_namespace(ns) {
+                Some(t) => t.to_string(),
+                None if self.tenants.is_empty() => "default".to_string(),
+                None => {
+                    return Err(TenancyError::Field(
+                        "tenant",
+                        format!("is required: no single tenant owns namespace `{ns}`"),
+                    ));
+                }
+            },
+            (_, asked) => {
+                let own = p.tenant.clone().unwrap_or_default();
+                if let Some(t) = asked
+                    && t != own
+                {
+                    return Err(TenancyError::Forbidden(format!(
+                        "{} acts for tenant {own} only",
+                        p.name
+                    )));
+                }
+                own
+            }
+        };
+        // A namespace another tenant lists is theirs, whatever this tenant's own list says.
+        if self
+            .tenants
+            .iter()
+            .any(|(name, t)| *name != tenant && t.namespaces.iter().any(|n| n == ns))
+        {
+            return Err(TenancyError::Field(
+                "cluster",
+                format!("namespace `{ns}` belongs to another tenant"),
+            ));
+        }
+        if let Some(cfg) = self.tenants.get(&tenant)
+            && !cfg.namespaces.is_empty()
+            && !cfg.namespaces.iter().any(|n| n == ns)
+        {
+            return Err(TenancyError::Field(
+                "cluster",
+                format!(
+                    "namespace `{ns}` does not belong to tenant {tenant} (it owns: {})",
+                    cfg.namespaces.join(", ")
+                ),
+            ));
+        }
+        Ok(tenant)
+    }
+
+    /// The principal of this name as configured now, if it still exists.
+    pub fn principal(&self, name: &str) -> Option<&Principal> {
+        self.tokens
+            .iter()
+            .map(|(_, p)| p)
+            .find(|p| p.name == name)
+    }
+
+    /// Whether `p` may see a cluster in namespace `ns`: admins everywhere, others in their
+    /// tenant's namespaces.
+    pub fn may_see_namespace(&self, p: &Principal, ns: &str) -> bool {
+        match p.role {
+            Role::Admin => true,
+            _ => p.tenant.as_deref().is_some_and(|t| {
+                self.tenant_for(p, Some(t), ns).is_ok()
+            }),
+        }
+    }
+}
+
 impl Principal {
     /// Whether this principal may see and act on a job or schedule of `tenant` owned by `owner`.
     pub fn can_access(&self, tenant: &str, owner: &str) -> bool {

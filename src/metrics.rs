@@ -44,6 +44,8 @@ pub struct Metrics {
     pub retries: LabeledCounter,
     pub lease_takeovers: Counter,
     pub schedule_fires: Counter,
+    /// Ticks that made no job, by why (`refused`, `unavailable`, `owner_gone`).
+    pub schedule_refusals: LabeledCounter,
     steps: Mutex<BTreeMap<(String, String), Histogram>>,
 }
 
@@ -110,6 +112,16 @@ impl Metrics {
             "# HELP capstan_schedule_fires_total Jobs enqueued by schedules.\n# TYPE capstan_schedule_fires_total counter\ncapstan_schedule_fires_total {}",
             self.schedule_fires.get()
         );
+        let _ = writeln!(
+            out,
+            "# HELP capstan_schedule_refusals_total Schedule ticks that made no job, by reason.\n# TYPE capstan_schedule_refusals_total counter"
+        );
+        for (reason, n) in self.schedule_refusals.0.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "capstan_schedule_refusals_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out
     }
 }

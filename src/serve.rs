@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub max_jobs: usize,
     /// The cloud the lifecycle kinds work on; without one only `smoke` runs.
     pub cloud: Option<crate::cloud::CloudConfig>,
+    /// A schedule may not fire more often than this.
+    pub schedule_min_interval: Duration,
 }
 
 impl ServeOptions {
@@ -47,6 +49,7 @@ impl ServeOptions {
             poll: defaults.poll,
             max_jobs: defaults.max_jobs,
             cloud: None,
+            schedule_min_interval: Duration::from_secs(60),
         }
     }
 }
@@ -55,12 +58,16 @@ impl ServeOptions {
 pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result<()> {
     // The store opens only once the workflows are known good (a refused start creates no
     // database); steps that need it get it through this cell.
-    let store_cell: Arc<std::sync::OnceLock<Store>> = Arc::default();
+    let intake_cell: crate::lifecycle::IntakeCell = Arc::default();
     let clients = match &opts.cloud {
         Some(c) => {
             let clients = crate::cloud::Clients::connect(c).await?;
-            info!(kubeconfig = %c.kubeconfig.display(), cloud = %c.cloud, "connected to the cloud");
-            crate::lifecycle::register_cloud(&mut registry, clients.clone(), store_cell.clone());
+            info!(
+                kubeconfig = %c.kubeconfig.display(),
+                fallback_clouds_yaml = ?c.fallback.as_ref().map(|f| f.clouds_yaml.display().to_string()),
+                "connected to the management cluster; each cluster's OpenStack credentials come from its identityRef Secret"
+            );
+            crate::lifecycle::register_cloud(&mut registry, clients.clone(), intake_cell.clone());
             Some(clients)
         }
         None => None,
@@ -72,7 +79,6 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     };
     let workflows = workflow::load_all(&sources, &registry)?;
     let store = Store::open(&opts.db).await?;
-    let _ = store_cell.set(store.clone());
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -86,7 +92,7 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         );
         admin_token = Some(token);
     }
-    let auth = Auth::from_config(config, admin_token)?;
+    let auth = Arc::new(Auth::from_config(config, admin_token)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let engine_config = EngineConfig {
@@ -113,18 +119,28 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     // Tests and scripts read the bound address from this line.
     println!("capstan: listening on http://{addr}");
 
+    // The one way in, for the API, the scheduler and the sweeps alike.
+    let admission = clients.clone().map(|clients| {
+        Arc::new(crate::lifecycle::admission::Lifecycle {
+            clients,
+            store: engine.store().clone(),
+        }) as Arc<dyn crate::engine::admission::Admission>
+    });
+    let intake = Arc::new(crate::engine::intake::Intake::new(
+        engine.store().clone(),
+        engine.workflows().clone(),
+        admission,
+        auth.clone(),
+    ));
+    let _ = intake_cell.set(intake.clone());
     let clients_for_watch = clients.clone();
     let app = api::router(AppState {
         engine: engine.clone(),
-        auth: Arc::new(auth),
+        auth,
         metrics,
-        clients: clients.clone(),
-        admission: clients.map(|clients| {
-            Arc::new(crate::lifecycle::admission::Lifecycle {
-                clients,
-                store: engine.store().clone(),
-            }) as Arc<dyn crate::engine::admission::Admission>
-        }),
+        clients,
+        intake: intake.clone(),
+        schedule_min_interval: opts.schedule_min_interval,
     });
     let _watches = match &clients_for_watch {
         Some(c) => crate::lifecycle::watch::spawn(c, engine.clone()),
@@ -136,7 +152,7 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     });
     let scheduler_task = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.run_scheduler().await }
+        async move { engine.run_scheduler(intake).await }
     });
     let mut http_stop = stop_rx.clone();
     let http = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,5 +1,6 @@
 //! Views of the cloud through Capstan's own clients: a cluster's Machines with what made
-//! them, and the tenant's quota. 503 when no cloud is configured or it cannot be read.
+//! them, and its project's quota — both read with the cluster's own OpenStack credentials.
+//! 503 when no cloud is configured or it cannot be read.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -10,12 +11,13 @@ use super::error::ApiError;
 use super::{AppState, resolve_tenant};
 use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL};
 use crate::cloud::os::Service;
+use crate::cloud::{ClusterRef, CredentialError};
 use crate::config::Principal;
 
 fn clients(st: &AppState) -> Result<&crate::cloud::Clients, ApiError> {
     st.clients.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
-            "no cloud is configured (serve --sim, or --kubeconfig and --clouds-yaml)".into(),
+            "no cloud is configured (serve --sim, or serve --kubeconfig)".into(),
         )
     })
 }
@@ -40,18 +42,19 @@ pub async fn nodes(
     let cluster = format!("{ns}/{name}");
     resolve_tenant(&st.auth, &p, None, &cluster)?;
     let c = clients(&st)?;
+    let os = cluster_os(c, &ns, &name).await?;
     let list = capi::machines(&c.kube, &ns)
         .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading Machines: {e}")))?;
-    let fips =
-        c.os.get(Service::Network, &["floatingips"], &[])
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("reading floating IPs: {e}")))?;
-    let ports =
-        c.os.get(Service::Network, &["ports"], &[])
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("reading ports: {e}")))?;
+    let fips = os
+        .get(Service::Network, &["floatingips"], &[])
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading floating IPs: {e}")))?;
+    let ports = os
+        .get(Service::Network, &["ports"], &[])
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading ports: {e}")))?;
     let mut out = Vec::new();
     for m in list.items {
         let m = serde_json::to_value(&m).unwrap_or_default();
@@ -95,29 +98,58 @@ pub async fn nodes(
             "floating_ips": floating,
             "failure_reason": m["status"]["failureReason"],
             "failure_message": m["status"]["failureMessage"],
-            "job": m["metadata"]["labels"][JOB_LABEL],
+            "job": job_seen_by(&st, &p, &m["metadata"]["labels"][JOB_LABEL]).await?,
             "created_at": m["metadata"]["creationTimestamp"],
         }));
     }
     Ok(Json(json!({ "cluster": cluster, "nodes": out })))
 }
 
-/// `GET /v1/quota`: the project's limits and usage, as preflight reads them; for admins and
-/// tenant admins (members see their own jobs, not the cloud's accounts).
+/// The job that made a node, as `p` may see it: a member sees only their own jobs' IDs, a
+/// tenant admin their tenant's.
+async fn job_seen_by(st: &AppState, p: &Principal, job: &Value) -> Result<Value, ApiError> {
+    let Some(id) = job.as_str() else {
+        return Ok(Value::Null);
+    };
+    Ok(match st.engine.store().job(id).await? {
+        Some(j) if p.can_access(&j.tenant, &j.owner) => json!(id),
+        _ => Value::Null,
+    })
+}
+
+/// OpenStack as the cluster sees it; a cluster that does not exist is a 404, credentials
+/// that do not work a 422 naming the Secret.
+async fn cluster_os(
+    c: &crate::cloud::Clients,
+    ns: &str,
+    name: &str,
+) -> Result<crate::cloud::os::OpenStack, ApiError> {
+    let cluster = ClusterRef {
+        ns: ns.to_string(),
+        name: name.to_string(),
+    };
+    c.os(&cluster).await.map_err(|e| match e {
+        CredentialError::NoCluster(_) => ApiError::NotFound(format!("cluster {cluster} not found")),
+        e if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
+        e => ApiError::field("cluster", e.to_string()),
+    })
+}
+
+/// `GET /v1/clusters/{ns}/{name}/quota`: the limits and usage of the cluster's project, read
+/// with the cluster's own credentials, for whoever may see the cluster.
 pub async fn quota(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
+    Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    if p.role == crate::model::Role::Member {
-        return Err(ApiError::Forbidden(
-            "the project's quota is for admins and tenant admins".into(),
-        ));
-    }
+    let cluster = format!("{ns}/{name}");
+    resolve_tenant(&st.auth, &p, None, &cluster)?;
     let c = clients(&st)?;
-    let usage = crate::lifecycle::quota::read(&c.os)
+    let os = cluster_os(c, &ns, &name).await?;
+    let usage = crate::lifecycle::quota::read(&os)
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading quotas: {e}")))?;
     Ok(Json(
-        json!({ "project_id": c.os.project_id, "quota": usage.items }),
+        json!({ "cluster": cluster, "project_id": os.project_id, "quota": usage.items }),
     ))
 }

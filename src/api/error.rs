@@ -34,6 +34,29 @@ impl ApiError {
     }
 }
 
+impl From<crate::config::TenancyError> for ApiError {
+    fn from(e: crate::config::TenancyError) -> ApiError {
+        use crate::config::TenancyError;
+        match e {
+            TenancyError::Forbidden(m) => ApiError::Forbidden(m),
+            TenancyError::Field(f, m) => ApiError::field(f, m),
+        }
+    }
+}
+
+impl From<crate::engine::intake::Refused> for ApiError {
+    fn from(e: crate::engine::intake::Refused) -> ApiError {
+        use crate::engine::intake::Refused;
+        match e {
+            Refused::Invalid(f) => ApiError::Invalid(f),
+            Refused::Conflict(f) => ApiError::ConflictFields(f),
+            Refused::Forbidden(m) => ApiError::Forbidden(m),
+            Refused::Unavailable(m) => ApiError::Unavailable(m),
+            Refused::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::{ApiError, parse_json};
-use super::{AppState, not_found, resolve_tenant, views};
+use super::{AppState, not_found, views};
 use crate::config::Principal;
-use crate::engine::request::{self, FieldError};
+use crate::engine::request::FieldError;
 use crate::model::{JobState, Role};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
@@ -50,51 +50,10 @@ pub async fn submit(
             }
         }
     };
-    let kind = body["kind"].as_str().unwrap_or_default().to_string();
-    let body = match &st.admission {
-        Some(a) => match a.prepare(&kind, body.clone()) {
-            Ok(b) => b,
-            Err(errs) => {
-                problems.extend(errs);
-                body
-            }
-        },
-        None => body,
-    };
-    let req = request::parse(&body, st.engine.workflows());
-    let mut req = match req {
-        Ok(r) if problems.is_empty() => r,
-        Ok(_) => return Err(ApiError::Invalid(problems)),
-        Err(errs) => {
-            problems.extend(errs);
-            return Err(ApiError::Invalid(problems));
-        }
-    };
-    let tenant = resolve_tenant(&st.auth, &p, req.tenant.as_deref(), &req.cluster)?;
-    // A replayed request names the job it made; the cloud is not asked again.
-    let replay = match &key {
-        Some(k) => {
-            st.engine
-                .store()
-                .idempotent_job(&tenant, &p.name, &k.key)
-                .await?
-        }
-        None => None,
-    };
-    if replay.is_none()
-        && let Some(a) = &st.admission
-    {
-        use crate::engine::admission::Refusal;
-        match a.admit(&mut req, &tenant).await {
-            Ok(()) => {}
-            Err(Refusal::Invalid(f)) => return Err(ApiError::Invalid(f)),
-            Err(Refusal::Conflict(f)) => return Err(ApiError::ConflictFields(f)),
-            Err(Refusal::Unavailable(m)) => return Err(ApiError::Unavailable(m)),
-        }
-    }
-    let wf = st.engine.workflows()[&req.kind].clone();
-    let job = req.into_job(&wf, &tenant, &p.name, None);
-    let submitted = st.engine.store().submit(&job, key.as_ref()).await?;
+    let submitted = st
+        .intake
+        .submit(&p, &body, key.as_ref(), problems)
+        .await?;
     st.engine.wake(&submitted.job_id);
     let view = job_view(st.engine.store(), &submitted.job_id).await?;
     let status = if submitted.created {
@@ -381,7 +340,7 @@ pub async fn amend(
         return Err(ApiError::field("(body)", "names no field to change"));
     }
     // The amended spec must be one the job kind accepts, beside the job's other nodes.
-    if let Some(a) = &st.admission
+    if let Some(a) = st.intake.admission()
         && let Some(job) = st.engine.store().job(&id).await?
     {
         let mut amended: Value = serde_json::from_str(&task.spec).unwrap_or_default();

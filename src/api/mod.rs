@@ -25,7 +25,6 @@ pub use error::ApiError;
 use crate::config::{Auth, Principal};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::model::Role;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,8 +32,10 @@ pub struct AppState {
     pub engine: Engine,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
-    /// Kind-specific checks against the cloud; none when no cloud is configured.
-    pub admission: Option<Arc<dyn crate::engine::admission::Admission>>,
+    /// The one way in: every job and schedule template is checked and stored through it.
+    pub intake: Arc<crate::engine::intake::Intake>,
+    /// A schedule may not fire more often than this.
+    pub schedule_min_interval: std::time::Duration,
     /// The cloud's clients, for the views of clusters and quota.
     pub clients: Option<crate::cloud::Clients>,
 }
@@ -48,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/resume", post(jobs::resume))
         .route("/jobs/{id}/nodes/{name}", patch(jobs::amend))
         .route("/clusters/{ns}/{name}/nodes", get(clusters::nodes))
-        .route("/quota", get(clusters::quota))
+        .route("/clusters/{ns}/{name}/quota", get(clusters::quota))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route(
             "/schedules/{id}",
@@ -117,8 +118,8 @@ async fn openapi() -> Response {
 /// The OpenAPI document, kept beside the handlers it describes.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Decides which tenant a new job or schedule belongs to, and checks the principal may act
-/// for it and that the cluster's namespace is that tenant's.
+/// Decides which tenant a new job or schedule belongs to (`Auth::tenant_for`), as an API
+/// error.
 pub(crate) fn resolve_tenant(
     auth: &Auth,
     p: &Principal,
@@ -126,60 +127,7 @@ pub(crate) fn resolve_tenant(
     cluster: &str,
 ) -> Result<String, ApiError> {
     let ns = cluster.split('/').next().unwrap_or_default();
-    let tenant = match (p.role, asked) {
-        (Role::Admin, Some(t)) => {
-            if !auth.tenants.is_empty() && !auth.tenants.contains_key(t) {
-                return Err(ApiError::field("tenant", format!("unknown tenant `{t}`")));
-            }
-            t.to_string()
-        }
-        (Role::Admin, None) => match auth.tenant_of_namespace(ns) {
-            Some(t) => t.to_string(),
-            None if auth.tenants.is_empty() => "default".to_string(),
-            None => {
-                return Err(ApiError::field(
-                    "tenant",
-                    format!("is required: no single tenant owns namespace `{ns}`"),
-                ));
-            }
-        },
-        (_, asked) => {
-            let own = p.tenant.clone().unwrap_or_default();
-            if let Some(t) = asked
-                && t != own
-            {
-                return Err(ApiError::Forbidden(format!(
-                    "{} acts for tenant {own} only",
-                    p.name
-                )));
-            }
-            own
-        }
-    };
-    // A namespace another tenant lists is theirs, whatever this tenant's own list says.
-    if auth
-        .tenants
-        .iter()
-        .any(|(name, t)| *name != tenant && t.namespaces.iter().any(|n| n == ns))
-    {
-        return Err(ApiError::field(
-            "cluster",
-            format!("namespace `{ns}` belongs to another tenant"),
-        ));
-    }
-    if let Some(cfg) = auth.tenants.get(&tenant)
-        && !cfg.namespaces.is_empty()
-        && !cfg.namespaces.iter().any(|n| n == ns)
-    {
-        return Err(ApiError::field(
-            "cluster",
-            format!(
-                "namespace `{ns}` does not belong to tenant {tenant} (it owns: {})",
-                cfg.namespaces.join(", ")
-            ),
-        ));
-    }
-    Ok(tenant)
+    auth.tenant_for(p, asked, ns).map_err(ApiError::from)
 }
 
 /// A 404 that reads the same for "absent" and "not yours".
@@ -201,7 +149,7 @@ mod tests {
             "/v1/jobs/{id}/resume",
             "/v1/jobs/{id}/nodes/{name}",
             "/v1/clusters/{ns}/{name}/nodes",
-            "/v1/quota",
+            "/v1/clusters/{ns}/{name}/quota",
             "/v1/schedules",
             "/v1/schedules/{id}",
             "/healthz",

@@ -9,10 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, parse_json};
-use super::{AppState, not_found, resolve_tenant, views};
+use super::{AppState, not_found, views};
 use crate::config::Principal;
-use crate::engine::request::{self, FieldError, check_dns_label};
-use crate::engine::scheduler::{next_tick, parse_cron};
+use crate::engine::intake::{Moment, Refused};
+use crate::engine::request::{FieldError, check_dns_label};
+use crate::engine::scheduler::{next_tick, parse_cron, shortest_interval};
 use crate::model::Role;
 use crate::store::{ScheduleChange, ScheduleRow, now_ms};
 
@@ -52,21 +53,39 @@ fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     })
 }
 
-/// Checks a job template as `POST /v1/jobs` would, with fields prefixed `job.`.
-fn check_template(st: &AppState, p: &Principal, job: &Value) -> Result<String, ApiError> {
-    let req = request::parse(job, st.engine.workflows()).map_err(|errs| {
-        ApiError::Invalid(
-            errs.into_iter()
-                .map(|e| FieldError::new(format!("job.{}", e.field), e.message))
-                .collect(),
-        )
-    })?;
-    resolve_tenant(&st.auth, p, req.tenant.as_deref(), &req.cluster)
+/// Checks a job template as `POST /v1/jobs` would — through the intake, as `p`, everything
+/// that does not depend on the moment it fires — with fields prefixed `job.`.
+async fn check_template(st: &AppState, p: &Principal, job: &Value) -> Result<String, ApiError> {
+    let prefixed = |errs: Vec<FieldError>| {
+        errs.into_iter()
+            .map(|e| FieldError::new(format!("job.{}", e.field), e.message))
+            .collect()
+    };
+    match st.intake.check(p, job, Moment::Template).await {
+        Ok((_, tenant)) => Ok(tenant),
+        Err(Refused::Invalid(f)) => Err(ApiError::Invalid(prefixed(f))),
+        Err(other) => Err(ApiError::from(other)),
+    }
 }
 
-fn cron_next(expr: &str) -> Result<i64, ApiError> {
+/// The next tick of a cron expression, refusing one that fires more often than the
+/// server's minimum interval.
+fn cron_next(st: &AppState, expr: &str) -> Result<i64, ApiError> {
     let schedule = parse_cron(expr).map_err(|e| ApiError::field("cron", e))?;
-    next_tick(&schedule, now_ms()).ok_or_else(|| ApiError::field("cron", "never fires again"))
+    let now = now_ms();
+    if let Some(gap) = shortest_interval(&schedule, now)
+        && gap < st.schedule_min_interval
+    {
+        return Err(ApiError::field(
+            "cron",
+            format!(
+                "`{expr}` fires every {}s at times; this server's minimum interval is {}s (--schedule-min-interval)",
+                gap.as_secs(),
+                st.schedule_min_interval.as_secs()
+            ),
+        ));
+    }
+    next_tick(&schedule, now).ok_or_else(|| ApiError::field("cron", "never fires again"))
 }
 
 pub async fn create(
@@ -78,8 +97,8 @@ pub async fn create(
     // Every problem at once: name, cron and the job template.
     let checks = (
         check_dns_label(&s.name).map_err(|e| ApiError::field("name", e)),
-        cron_next(&s.cron),
-        check_template(&st, &p, &s.job),
+        cron_next(&st, &s.cron),
+        check_template(&st, &p, &s.job).await,
     );
     let (next_fire_at, tenant) = match checks {
         (Ok(()), Ok(next), Ok(tenant)) => (next, tenant),
@@ -108,6 +127,8 @@ pub async fn create(
         last_job_id: None,
         created_at: now,
         updated_at: now,
+        last_error: None,
+        last_error_at: None,
     };
     st.engine.store().create_schedule(&row).await?;
     Ok((StatusCode::CREATED, Json(views::schedule(&row))).into_response())
@@ -154,26 +175,42 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let current = visible(&st, &p, &id).await?;
     let u: ScheduleUpdate = typed(parse_json(&body)?)?;
-    let mut change = ScheduleChange::default();
+    // Whoever changes what a schedule does (template, cron, or enabling it) fires it from
+    // then on, with their own rights: the template is checked as them, and its jobs are
+    // theirs. Pausing it changes nothing else.
+    let takes_over = u.job.is_some() || u.cron.is_some() || u.enabled == Some(true);
+    let mut change = ScheduleChange {
+        owner: takes_over.then(|| p.name.clone()),
+        ..ScheduleChange::default()
+    };
     if let Some(c) = &u.cron {
-        change.next_fire_at = Some(cron_next(c)?);
+        change.next_fire_at = Some(cron_next(&st, c)?);
         change.cron = Some(c.clone());
     }
-    if let Some(job) = &u.job {
-        let tenant = check_template(&st, &p, job)?;
+    let template: Value = match &u.job {
+        Some(job) => job.clone(),
+        None => serde_json::from_str(&current.template).unwrap_or(Value::Null),
+    };
+    if takes_over {
+        let tenant = check_template(&st, &p, &template).await?;
         if tenant != current.tenant {
             return Err(ApiError::field(
                 "job.tenant",
                 "a schedule cannot move to another tenant",
             ));
         }
-        change.template = Some(job.to_string());
+        if u.job.is_some() {
+            change.template = Some(template.to_string());
+        }
     }
     if let Some(enabled) = u.enabled {
         change.enabled = Some(enabled);
         // Re-enabling starts from the next tick, not from ticks missed while disabled.
         if enabled && !current.enabled && change.next_fire_at.is_none() {
-            change.next_fire_at = Some(cron_next(u.cron.as_deref().unwrap_or(&current.cron))?);
+            change.next_fire_at = Some(cron_next(
+                &st,
+                u.cron.as_deref().unwrap_or(&current.cron),
+            )?);
         }
     }
     st.engine.store().update_schedule(&id, &change).await?;

@@ -87,5 +87,7 @@ pub fn schedule(s: &ScheduleRow) -> Value {
         "last_job_id": s.last_job_id,
         "created_at": rfc3339(s.created_at),
         "updated_at": rfc3339(s.updated_at),
+        "last_error": s.last_error,
+        "last_error_at": s.last_error_at.map(rfc3339),
     })
 }

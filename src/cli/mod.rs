@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
+    /// A schedule may not fire more often than this (a cron with a seconds field is
+    /// refused below it).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub schedule_min_interval: std::time::Duration,
     /// Run the simulated cloud in this process and work on it (the embedded default).
     #[arg(long)]
     pub sim: bool,
@@ -76,14 +80,16 @@ pub struct ServeArgs {
     /// With --sim: simulated seconds per real second.
     #[arg(long, requires = "sim", default_value_t = 1.0)]
     pub time_scale: f64,
-    /// The management cluster's kubeconfig (a real cloud; not with --sim).
-    #[arg(long, conflicts_with = "sim", requires = "clouds_yaml")]
+    /// The management cluster's kubeconfig (a real cloud; not with --sim). Each cluster's
+    /// OpenStack credentials are the Secret its OpenStackCluster names in spec.identityRef.
+    #[arg(long, conflicts_with = "sim")]
     pub kubeconfig: Option<PathBuf>,
-    /// The OpenStack clouds.yaml (a real cloud; not with --sim).
+    /// A fallback clouds.yaml, used only for clusters whose OpenStackCluster names no
+    /// identityRef (off unless given).
     #[arg(long, conflicts_with = "sim", requires = "kubeconfig")]
     pub clouds_yaml: Option<PathBuf>,
-    /// The clouds.yaml entry to use.
-    #[arg(long, default_value = crate::sim::CLOUD_NAME)]
+    /// The entry of the fallback clouds.yaml to use.
+    #[arg(long, default_value = "openstack", requires = "clouds_yaml")]
     pub cloud: String,
 }
 
@@ -332,6 +338,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.workflows = a.workflows;
                 opts.admin_token = a.admin_token;
                 opts.lease = a.lease;
+                opts.schedule_min_interval = a.schedule_min_interval;
                 let mut registry = crate::engine::step::Registry::new();
                 crate::lifecycle::register(&mut registry);
                 // The simulator lives as long as the server; the engine reaches it only
@@ -341,15 +348,16 @@ pub fn main(cli: Cli) -> ExitCode {
                     let sim = start_embedded_sim(a.state_dir, a.scenario, a.time_scale).await?;
                     opts.cloud = Some(crate::cloud::CloudConfig {
                         kubeconfig: sim.kubeconfig.clone(),
-                        clouds_yaml: sim.clouds_yaml.clone(),
-                        cloud: crate::sim::CLOUD_NAME.to_string(),
+                        fallback: None,
                     });
                     _sim = Some(sim);
-                } else if let (Some(k), Some(c)) = (a.kubeconfig, a.clouds_yaml) {
+                } else if let Some(k) = a.kubeconfig {
                     opts.cloud = Some(crate::cloud::CloudConfig {
                         kubeconfig: k,
-                        clouds_yaml: c,
-                        cloud: a.cloud,
+                        fallback: a.clouds_yaml.map(|c| crate::cloud::Fallback {
+                            clouds_yaml: c,
+                            cloud: a.cloud,
+                        }),
                     });
                 }
                 serve(opts, registry).await

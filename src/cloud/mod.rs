@@ -1,28 +1,68 @@
 //! How Capstan reaches a cloud: the management cluster through kube-rs (a kubeconfig) and
-//! OpenStack through an osauth session (a `clouds.yaml` entry). Lifecycle steps get these
-//! clients; nothing here knows whether the cloud is real or simulated.
+//! OpenStack through osauth sessions made with each cluster's own credentials
+//! (`credentials.rs`). Lifecycle steps get these clients; nothing here knows whether the
+//! cloud is real or simulated.
 
 pub mod capi;
+pub mod credentials;
+pub mod marks;
 pub mod os;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
-/// Where the cloud's credentials are.
+pub use credentials::{CredentialError, Fallback};
+
+/// Where the management cluster is, and the optional server-wide OpenStack credentials.
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
     pub kubeconfig: PathBuf,
-    pub clouds_yaml: PathBuf,
-    /// The entry of `clouds.yaml` to use.
-    pub cloud: String,
+    /// Used only for clusters whose OpenStackCluster names no identityRef.
+    pub fallback: Option<Fallback>,
+}
+
+/// A CAPI cluster: its namespace and name, as `ns/name` in requests. Parsed once at the
+/// edge; there is no default namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterRef {
+    pub ns: String,
+    pub name: String,
+}
+
+impl ClusterRef {
+    /// Reads `ns/name`; both parts must be present.
+    pub fn parse(s: &str) -> Result<ClusterRef, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ClusterRef {
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(format!("`{s}` is not `namespace/name`")),
+        }
+    }
+
+    /// The mark Capstan puts on the OpenStack resources it has made for this cluster
+    /// (server metadata, port tags, floating IP descriptions): `<ns>/<name>`.
+    pub fn mark(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for ClusterRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ns, self.name)
+    }
 }
 
 /// The connected clients.
 #[derive(Clone)]
 pub struct Clients {
     pub kube: kube::Client,
-    pub os: os::OpenStack,
+    pub clouds: Arc<credentials::Clouds>,
 }
 
 impl Clients {
@@ -36,9 +76,27 @@ impl Clients {
         .await
         .context("kubeconfig")?;
         let kube = kube::Client::try_from(config).context("Kubernetes client")?;
-        let os = os::OpenStack::connect(&c.clouds_yaml, &c.cloud)
-            .await
-            .with_context(|| format!("OpenStack cloud `{}`", c.cloud))?;
-        Ok(Clients { kube, os })
+        let clouds = Arc::new(credentials::Clouds::new(kube.clone(), c.fallback.clone()));
+        Ok(Clients { kube, clouds })
+    }
+
+    /// OpenStack as `cluster` sees it: its own project, with its own credentials.
+    pub async fn os(&self, cluster: &ClusterRef) -> Result<os::OpenStack, CredentialError> {
+        self.clouds.for_cluster(cluster).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterRef;
+
+    #[test]
+    fn a_cluster_is_namespace_slash_name_with_no_default() {
+        let c = ClusterRef::parse("acme/prod").unwrap();
+        assert_eq!((c.ns.as_str(), c.name.as_str()), ("acme", "prod"));
+        assert_eq!(c.to_string(), "acme/prod");
+        for bad in ["prod", "/prod", "acme/", "a/b/c", ""] {
+            assert!(ClusterRef::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }

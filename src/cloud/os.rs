@@ -2,8 +2,6 @@
 //! calls that keep the HTTP status and the service's own error text, which the failure
 //! classifier needs and the crate's typed calls drop.
 
-use std::path::Path;
-
 use osauth::services::{BLOCK_STORAGE, COMPUTE, IMAGE, NETWORK};
 use osauth::{ApiVersion, Session};
 use reqwest::Method;
@@ -59,37 +57,45 @@ pub struct OpenStack {
 const NOVA: ApiVersion = ApiVersion(2, 60);
 
 impl OpenStack {
-    /// Logs in as the named cloud of a `clouds.yaml` (password auth, project scope).
-    pub async fn connect(clouds_yaml: &Path, cloud: &str) -> anyhow::Result<OpenStack> {
-        let text = std::fs::read_to_string(clouds_yaml)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", clouds_yaml.display()))?;
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
-        let auth = &doc["clouds"][cloud]["auth"];
-        let field = |k: &str| -> anyhow::Result<String> {
-            auth[k].as_str().map(str::to_string).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: clouds.{cloud}.auth.{k} is missing",
-                    clouds_yaml.display()
-                )
-            })
-        };
-        let domain = |k: &str| auth[k].as_str().unwrap_or("Default").to_string();
-        let project_id = field("project_id")?;
-        let password = osauth::identity::Password::new(
-            &field("auth_url")?,
-            field("username")?,
-            field("password")?,
-            domain("user_domain_name"),
-        )?
-        .with_project_scope(
-            osauth::common::IdOrName::Id(project_id.clone()),
-            osauth::common::IdOrName::Name(domain("project_domain_name")),
-        );
-        let session = Session::new(password).await?;
-        Ok(OpenStack {
+    /// A logged-in session scoped to `project_id` (see `credentials`, which makes them).
+    pub fn from_session(session: Session, project_id: String) -> OpenStack {
+        OpenStack {
             session,
             project_id,
-        })
+        }
+    }
+
+    pub fn into_session(self) -> Session {
+        self.session
+    }
+
+    /// The ID of the project the session is scoped to, for credentials that name it by
+    /// name: Keystone's `GET /v3/auth/projects` lists the projects the user may scope to.
+    pub async fn scoped_project_id(
+        &self,
+        auth_url: &str,
+        name: Option<&str>,
+    ) -> Result<String, String> {
+        let base = auth_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v3").unwrap_or(base);
+        let url = reqwest::Url::parse(&format!("{base}/v3/auth/projects"))
+            .map_err(|e| format!("auth_url {auth_url}: {e}"))?;
+        let resp = self
+            .session
+            .client()
+            .request(Method::GET, url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let doc: Value = resp.json().await.map_err(|e| e.to_string())?;
+        doc["projects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| name.is_none() || p["name"].as_str() == name)
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("Keystone lists no project {}", name.unwrap_or("")))
     }
 
     /// One call; a status outside 2xx (or no answer) is a `CallError` with the raw body.

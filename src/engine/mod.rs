@@ -9,6 +9,7 @@
 //! inside a step; every write it makes for a job is fenced by the token it claimed it with.
 
 pub mod admission;
+pub mod intake;
 pub mod request;
 pub mod retry;
 mod runner;
@@ -187,7 +188,8 @@ impl Engine {
     }
 
     /// Fires due schedules until shutdown.
-    pub async fn run_scheduler(&self) {
-        scheduler::run(self.clone()).await
+    /// Fires due schedules through `intake`, each as its owner.
+    pub async fn run_scheduler(&self, intake: Arc<intake::Intake>) {
+        scheduler::run(self.clone(), intake).await
     }
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use super::Engine;
-use super::request;
+use super::intake::{Intake, Refused};
 use crate::store::now_ms;
 
 /// How often due schedules are looked for.
@@ -41,10 +43,10 @@ pub fn next_tick(schedule: &cron::Schedule, after_ms: i64) -> Option<i64> {
     schedule.after(&after).next().map(|t| t.timestamp_millis())
 }
 
-pub(super) async fn run(engine: Engine) {
+pub(super) async fn run(engine: Engine, intake: Arc<Intake>) {
     let mut shutdown = engine.inner.shutdown.clone();
     loop {
-        if let Err(e) = fire_due(&engine).await {
+        if let Err(e) = fire_due(&engine, &intake).await {
             warn!(error = %e, "firing schedules failed; will retry");
         }
         tokio::select! {
@@ -54,49 +56,75 @@ pub(super) async fn run(engine: Engine) {
     }
 }
 
-async fn fire_due(engine: &Engine) -> Result<(), crate::store::StoreError> {
+/// Fires every due schedule as its owner, through the intake: the template is checked
+/// again in full at the moment it fires. A tick that makes no job says why on the schedule.
+async fn fire_due(engine: &Engine, intake: &Intake) -> Result<(), crate::store::StoreError> {
     let store = engine.store();
     let now = now_ms();
+    let metrics = &engine.inner.metrics;
     for s in store.due_schedules(now).await? {
         let Ok(cron) = parse_cron(&s.cron) else {
             warn!(schedule = %s.id, cron = %s.cron, "stored cron expression no longer parses; disabling");
             store
-                .update_schedule(
-                    &s.id,
-                    &crate::store::ScheduleChange {
-                        enabled: Some(false),
-                        ..Default::default()
-                    },
-                )
+                .pause_schedule(&s.id, "its cron expression no longer parses")
                 .await?;
             continue;
         };
         // `None`: this is the expression's last tick (a year field that runs out); it still
         // fires, and the schedule is disabled in the same transaction.
         let next = next_tick(&cron, now);
+        // The owner must still exist and still hold a role in the schedule's tenant.
+        let owner = intake
+            .auth()
+            .principal(&s.owner)
+            .filter(|p| p.can_access(&s.tenant, &s.owner));
+        let Some(owner) = owner else {
+            let why = format!(
+                "paused: its owner {} no longer exists or no longer holds a role in tenant {}; an admin or a tenant admin of {} can take it over by editing it",
+                s.owner, s.tenant, s.tenant
+            );
+            warn!(schedule = %s.id, owner = %s.owner, "schedule owner gone; pausing");
+            store.pause_schedule(&s.id, &why).await?;
+            metrics.schedule_refusals.inc("owner_gone");
+            continue;
+        };
         let template: serde_json::Value = serde_json::from_str(&s.template)?;
-        let req = match request::parse(&template, engine.workflows()) {
-            Ok(r) => r,
-            Err(errs) => {
-                let list: Vec<String> = errs
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect();
-                warn!(schedule = %s.id, problems = %list.join("; "), "template no longer admits; skipping this tick");
-                store.skip_tick(&s, next).await?;
+        let job = match intake.admit_job(owner, &template, Some(s.id.clone())).await {
+            Ok(a) => a.job,
+            Err(Refused::Store(e)) => return Err(e),
+            Err(r) => {
+                let why = r.summary();
+                warn!(schedule = %s.id, problems = %why, "tick made no job");
+                store.skip_tick(&s, next, &why).await?;
+                let reason = if r.is_permanent() { "refused" } else { "unavailable" };
+                metrics.schedule_refusals.inc(reason);
                 continue;
             }
         };
-        let wf = engine.workflows()[&req.kind].clone();
-        let job = req.into_job(&wf, &s.tenant, &s.owner, Some(s.id.clone()));
         if let Some(job_id) = store.fire_schedule(&s, next, &job).await? {
             let missed = next_tick(&cron, s.next_fire_at).is_some_and(|second| second <= now);
             info!(schedule = %s.id, name = %s.name, job_id = %job_id, missed_ticks_collapsed = missed, "schedule fired");
-            engine.inner.metrics.schedule_fires.inc();
+            metrics.schedule_fires.inc();
             engine.wake(&job_id);
         }
     }
     Ok(())
+}
+
+/// The shortest gap between two of an expression's next ticks (over its next 500, or a
+/// week), so a schedule that would fire more often than the configured minimum is refused.
+pub fn shortest_interval(schedule: &cron::Schedule, from_ms: i64) -> Option<Duration> {
+    let from: DateTime<Utc> = DateTime::from_timestamp_millis(from_ms)?;
+    let horizon = from + chrono::TimeDelta::days(7);
+    let ticks: Vec<DateTime<Utc>> = schedule
+        .after(&from)
+        .take_while(|t| *t <= horizon)
+        .take(500)
+        .collect();
+    ticks
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .min()
 }
 
 #[cfg(test)]
@@ -111,6 +139,15 @@ mod tests {
             .timestamp_millis();
         let next = next_tick(&s, base).unwrap();
         assert_eq!(crate::store::rfc3339(next), "2026-01-01T00:05:00.000Z");
+    }
+
+    #[test]
+    fn the_shortest_interval_is_the_closest_pair_of_ticks() {
+        let at = |e: &str| shortest_interval(&parse_cron(e).unwrap(), 0).unwrap();
+        assert_eq!(at("*/3 * * * * *"), Duration::from_secs(3));
+        assert_eq!(at("0,30 * * * * *"), Duration::from_secs(30));
+        assert_eq!(at("*/5 * * * *"), Duration::from_secs(300));
+        assert_eq!(at("0,1 3 * * *"), Duration::from_secs(60));
     }
 
     #[test]

@@ -7,9 +7,10 @@ use serde_json::{Map, Value, json};
 
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec, parse_request_nodes};
-use crate::cloud::Clients;
 use crate::cloud::capi;
-use crate::cloud::os::{CallError, Service};
+use crate::cloud::marks;
+use crate::cloud::os::{CallError, OpenStack, Service};
+use crate::cloud::{Clients, ClusterRef, CredentialError};
 use crate::engine::admission::{Admission, AdmitFuture, Refusal};
 use crate::engine::request::{FieldError, JobRequest};
 use crate::ipv4::Cidr;
@@ -79,6 +80,10 @@ impl Admission for Lifecycle {
                 "scale_out" => preflight(&self.clients, req).await,
                 "delete_nodes" => resolve_for_delete(&self.clients, req).await,
                 "repair" => admit_repair(&self.clients, &self.store, req).await,
+                // The sweeps act on their cluster with its credentials: both must exist.
+                "repair_sweep" | "orphan_sweep" => {
+                    cluster_os(&self.clients, &cluster_ref(req)?).await.map(|_| ())
+                }
                 _ => Ok(()),
             }
         })
@@ -161,6 +166,29 @@ fn kube_unavailable(e: kube::Error) -> Refusal {
     Refusal::Unavailable(format!("could not read the cluster: {e}"))
 }
 
+fn cluster_ref(req: &JobRequest) -> Result<ClusterRef, Refusal> {
+    ClusterRef::parse(&req.cluster)
+        .map_err(|e| Refusal::Invalid(vec![FieldError::new("cluster", e)]))
+}
+
+/// The cluster's OpenStack, with its own credentials. A cluster that does not exist, or
+/// whose credentials are missing or refused, is a 422 naming the Secret and the field; a
+/// cloud that cannot be reached is a 503.
+async fn cluster_os(c: &Clients, cluster: &ClusterRef) -> Result<OpenStack, Refusal> {
+    c.os(cluster).await.map_err(|e| match e {
+        e if e.is_unavailable() => {
+            Refusal::Unavailable(format!("could not log in to {cluster}'s cloud: {e}"))
+        }
+        CredentialError::NoCluster(_) => {
+            Refusal::Invalid(vec![FieldError::new("cluster", e.to_string())])
+        }
+        e => Refusal::Invalid(vec![FieldError::new(
+            "cluster",
+            format!("the OpenStack credentials of {cluster}: {e}"),
+        )]),
+    })
+}
+
 /// The worker Machines of a cluster (by CAPI's cluster-name label; control-plane Machines
 /// are not workers).
 async fn cluster_machines(
@@ -179,13 +207,17 @@ async fn cluster_machines(
         .items)
 }
 
-/// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to its
-/// Machine; a name with nothing behind it is refused, nothing touched. A Machine already
-/// gone whose server, port or volume is still in OpenStack is accepted, so a second delete
-/// job finishes what a first one left.
+/// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to a
+/// Machine of the named cluster, and nowhere else; a name with nothing behind it in this
+/// cluster is refused, nothing touched. A Machine already gone whose server or port is still
+/// in the cluster's project is accepted only with proof it was this cluster's (the server
+/// carries the cluster's mark, or the port CAPO's description for this cluster), so a
+/// second delete job finishes what a first one left.
 async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
-    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
-    let all = cluster_machines(c, &ns, &cluster).await?;
+    let cluster = cluster_ref(req)?;
+    let os = cluster_os(c, &cluster).await?;
+    let (ns, name) = (&cluster.ns, &cluster.name);
+    let all = cluster_machines(c, ns, name).await?;
     let nodes: Vec<k8s_openapi::api::core::v1::Node> =
         match super::scale_out::workload_client(c, &req.cluster).await {
             Ok(w) => kube::Api::all(w)
@@ -195,8 +227,15 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
-    let servers = read(&c.os, Service::Compute, &["servers", "detail"], "servers").await?;
-    let ports = read(&c.os, Service::Network, &["ports"], "ports").await?;
+    let servers = read(&os, Service::Compute, &["servers", "detail"], "servers").await?;
+    let ports = read(&os, Service::Network, &["ports"], "ports").await?;
+    let server_of_machine = |m: &kube::api::DynamicObject| {
+        m.data["spec"]["providerID"]
+            .as_str()
+            .and_then(marks::server_id_of_provider_id)
+            .map(str::to_string)
+    };
+    let port_mark = marks::capo_port_description(&cluster);
     let mut errs = Vec::new();
     let mut resolved = Vec::new();
     let mut seen = HashSet::new();
@@ -209,45 +248,36 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
                 .iter()
                 .find(|n| n.metadata.name.as_deref() == Some(given.as_str()))?;
             let pid = node.spec.as_ref()?.provider_id.as_deref()?;
-            all.iter().find(|m| m.data["spec"]["providerID"] == pid)
-        };
-        let server_name = servers["servers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["id"] == given.as_str())
-            .and_then(|s| s["name"].as_str());
-        let by_server = || {
-            let pid = format!("openstack:///{given}");
+            let id = marks::server_id_of_provider_id(pid)?;
             all.iter()
-                .find(|m| m.data["spec"]["providerID"] == pid.as_str())
+                .find(|m| server_of_machine(m).as_deref() == Some(id))
+        };
+        let by_server = || {
+            all.iter()
+                .find(|m| server_of_machine(m).as_deref() == Some(given.as_str()))
         };
         let machine = by_machine
             .or_else(by_node)
             .or_else(by_server)
             .and_then(|m| m.metadata.name.clone());
-        // What a gone Machine of this cluster left: its port says which cluster CAPO made it
-        // for, and Capstan's servers carry the `capstan` tag. Nothing else is this job's.
-        let cluster_mark = format!("cluster {ns}-{cluster}");
+        // What a gone Machine of this cluster left, with proof it was this cluster's.
         let leftover = || -> Option<String> {
-            let name = server_name.unwrap_or(given.as_str());
-            let port_of_cluster = ports["ports"].as_array().into_iter().flatten().any(|p| {
-                p["name"] == format!("{name}-0").as_str()
-                    && p["description"]
-                        .as_str()
-                        .is_some_and(|d| d.ends_with(&cluster_mark))
-            });
-            let capstan_server = servers["servers"]
+            let marked_server = servers["servers"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|s| {
-                    s["name"] == name
-                        && s["tags"]
-                            .as_array()
-                            .is_some_and(|t| t.iter().any(|x| x == "capstan"))
+                .find(|s| {
+                    (s["name"] == given.as_str() || s["id"] == given.as_str())
+                        && marks::server_is_marked(s, &cluster)
                 });
-            (port_of_cluster || capstan_server).then(|| name.to_string())
+            if let Some(s) = marked_server {
+                return s["name"].as_str().map(str::to_string);
+            }
+            let marked_port = ports["ports"].as_array().into_iter().flatten().any(|p| {
+                p["name"] == marks::port_name(given, 0).as_str()
+                    && p["description"] == port_mark.as_str()
+            });
+            marked_port.then(|| given.clone())
         };
         match machine.or_else(leftover) {
             Some(m) if !seen.insert(m.clone()) => errs.push(FieldError::new(
@@ -257,7 +287,7 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
             Some(m) => resolved.push((m.clone(), json!({ "name": m, "given": given }))),
             None => errs.push(FieldError::new(
                 format!("nodes[{i}]"),
-                format!("no Machine, Node or server {given} in cluster {ns}/{cluster}"),
+                format!("no Machine, Node or server {given} in cluster {cluster}"),
             )),
         }
     }
@@ -300,8 +330,10 @@ pub(crate) async fn admit_repair(
     store: &crate::store::Store,
     req: &mut JobRequest,
 ) -> Result<(), Refusal> {
-    use super::repair::{Thresholds, assess, read_back, release_params};
-    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
+    use super::repair::{Thresholds, assess, pick_server, read_back, release_params};
+    let cref = cluster_ref(req)?;
+    let os = cluster_os(c, &cref).await?;
+    let (ns, cluster) = (cref.ns.clone(), cref.name.clone());
     let mut errs = Vec::new();
     let max_unhealthy = match percent(&req.params["max_unhealthy"]) {
         Ok(p) => p,
@@ -324,26 +356,21 @@ pub(crate) async fn admit_repair(
         },
     };
     let all = cluster_machines(c, &ns, &cluster).await?;
-    let servers =
-        c.os.get(Service::Compute, &["servers", "detail"], &[])
-            .await
-            .map_err(|e| unavailable("servers", e))?;
+    let servers = os
+        .get(Service::Compute, &["servers", "detail"], &[])
+        .await
+        .map_err(|e| unavailable("servers", e))?;
     let thresholds = Thresholds::from_params(&req.params);
     let unhealthy: Vec<String> = all
         .iter()
         .filter(|m| {
-            let name = m.metadata.name.as_deref().unwrap_or_default();
-            let server = servers["servers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["name"] == name);
-            assess(
-                &serde_json::to_value(m).unwrap_or_default(),
-                server,
-                thresholds,
-            )
-            .is_some()
+            let machine = serde_json::to_value(m).unwrap_or_default();
+            let server = pick_server(
+                servers["servers"].as_array().into_iter().flatten(),
+                &cref,
+                &machine,
+            );
+            assess(&machine, server, thresholds).is_some()
         })
         .filter_map(|m| m.metadata.name.clone())
         .collect();
@@ -400,7 +427,7 @@ pub(crate) async fn admit_repair(
                     ));
                     continue;
                 };
-                match read_back(c, m, &osm).await {
+                match read_back(&os, m, &osm).await {
                     Ok(s) => s,
                     Err(e) => {
                         errs.push(FieldError::new(
@@ -414,8 +441,8 @@ pub(crate) async fn admit_repair(
         };
         // The floating IP it has now is released and taken again by address.
         if let FloatingIp::Address(a) = &spec.floating_ip {
-            let fips =
-                c.os.get(
+            let fips = os
+                .get(
                     Service::Network,
                     &["floatingips"],
                     &[("floating_ip_address", &a.to_string())],
@@ -482,7 +509,9 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .map(|(_, v)| serde_json::from_value(v.clone()))
         .collect::<Result<_, _>>()
         .map_err(|e| Refusal::Invalid(vec![FieldError::new("nodes", e.to_string())]))?;
-    let (ns, cluster) = super::scale_out::split_cluster(&req.cluster);
+    let cref = cluster_ref(req)?;
+    let os = &cluster_os(c, &cref).await?;
+    let (ns, cluster) = (cref.ns.clone(), cref.name.clone());
     let mut errs = Vec::new();
 
     // The cluster and what every node needs from it.
@@ -517,23 +546,22 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
     }
     let machines = capi::machines(&c.kube, &ns);
 
-    // What the cloud offers.
-    let os = &c.os;
-    let flavors = read(&c.os, Service::Compute, &["flavors", "detail"], "flavors").await?;
-    let images = read(&c.os, Service::Image, &["images"], "images").await?;
-    let networks = read(&c.os, Service::Network, &["networks"], "networks").await?;
-    let subnets = read(&c.os, Service::Network, &["subnets"], "subnets").await?;
-    let ports = read(&c.os, Service::Network, &["ports"], "ports").await?;
-    let fips = read(&c.os, Service::Network, &["floatingips"], "floating IPs").await?;
-    let types = read(&c.os, Service::BlockStorage, &["types"], "volume types").await?;
+    // What the cloud offers to this cluster's project.
+    let flavors = read(os, Service::Compute, &["flavors", "detail"], "flavors").await?;
+    let images = read(os, Service::Image, &["images"], "images").await?;
+    let networks = read(os, Service::Network, &["networks"], "networks").await?;
+    let subnets = read(os, Service::Network, &["subnets"], "subnets").await?;
+    let ports = read(os, Service::Network, &["ports"], "ports").await?;
+    let fips = read(os, Service::Network, &["floatingips"], "floating IPs").await?;
+    let types = read(os, Service::BlockStorage, &["types"], "volume types").await?;
     let zones = read(
-        &c.os,
+        os,
         Service::Compute,
         &["os-availability-zone"],
         "availability zones",
     )
     .await?;
-    let servers = read(&c.os, Service::Compute, &["servers"], "servers").await?;
+    let servers = read(os, Service::Compute, &["servers"], "servers").await?;
     let wants_host = specs.iter().any(|s| s.host.is_some());
     let hypervisors = if wants_host {
         Some(

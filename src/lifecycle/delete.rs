@@ -16,8 +16,10 @@ use std::time::Duration;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::scale_out::{kube_error, os_error, split_cluster};
+use super::leftovers::Removal;
+use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
+use crate::cloud::marks;
 use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION};
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
@@ -170,10 +172,24 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         let (ports, volumes) = names_from_osm(&name, osm.as_ref());
         ctx.record("port_names", json!(ports), None).await?;
         ctx.record("volume_names", json!(volumes), None).await?;
-        if let Some(pid) = m.data["spec"]["providerID"].as_str() {
-            let id = pid.trim_start_matches("openstack:///");
-            ctx.record("server_id", json!(id), None).await?;
+        // The server this cluster's objects name: the proof that lets a later step delete
+        // it (a same-named server is not proof).
+        let mut server_ids: Vec<String> = m.data["spec"]["providerID"]
+            .as_str()
+            .and_then(marks::server_id_of_provider_id)
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        if let Some(oss) = capi::openstack_servers(&c.kube, &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_error("reading the OpenStackServer", e))?
+            && let Some(id) = oss.data["status"]["instanceID"].as_str()
+            && !server_ids.iter().any(|s| s == id)
+        {
+            server_ids.push(id.to_string());
         }
+        ctx.record("server_ids", json!(server_ids), None).await?;
     }
     let Some((kind, set_name)) = owner(&m) else {
         if m.metadata.deletion_timestamp.is_some() {
@@ -378,10 +394,19 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
-    let server =
-        c.os.named(Service::Compute, &["servers"], "servers", &name)
-            .await
-            .map_err(|e| os_error("listing servers", e))?;
+    let cluster = cluster_of(&ctx)?;
+    let known = server_ids(&ctx);
+    let server: Vec<Value> = os_of(c, &cluster)
+        .await?
+        .named(Service::Compute, &["servers", "detail"], "servers", &name)
+        .await
+        .map_err(|e| os_error("listing servers", e))?
+        .into_iter()
+        .filter(|s| {
+            s["id"].as_str().is_some_and(|i| known.iter().any(|k| k == i))
+                || marks::server_is_marked(s, &cluster)
+        })
+        .collect();
     let mut left = Vec::new();
     if machine.is_some() {
         left.push("Machine");
@@ -427,9 +452,13 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
 async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
     let (ns, _) = split_cluster(&ctx.cluster);
-    let removed = sweep_named(c, &ctx, &name).await?;
-    for r in &removed {
+    let removal = sweep_named(c, &ctx, &name).await?;
+    for r in &removal.removed {
         ctx.event(EventKind::Cleanup, format!("forced: deleted {r}"), None)
+            .await?;
+    }
+    for l in &removal.left_alone {
+        ctx.event(EventKind::Note, format!("left alone: {l}"), None)
             .await?;
     }
     let apis = [
@@ -475,7 +504,12 @@ async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
 /// any port or volume of it OpenStack still has.
 async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
-    let removed = sweep_named(c, &ctx, &name).await?;
+    let removal = sweep_named(c, &ctx, &name).await?;
+    for l in &removal.left_alone {
+        ctx.event(EventKind::Note, format!("left alone: {l}"), None)
+            .await?;
+    }
+    let removed = removal.removed;
     let message = if removed.is_empty() {
         format!(
             "verified through OpenStack: no server, port, volume or floating IP of {name} is left"
@@ -531,32 +565,50 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     Ok(Outcome::next("ok"))
 }
 
+/// The server IDs this cluster's objects named for the node when it was marked.
+fn server_ids(ctx: &StepContext) -> Vec<String> {
+    let mut ids: Vec<String> = ctx
+        .external("server_ids")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    // Recorded by earlier versions, and by scale_out for the nodes a repair recreates.
+    if let Some(id) = ctx.external("server_id").and_then(|v| v.as_str().map(str::to_string)) {
+        ids.push(id);
+    }
+    ids
+}
+
 /// Deletes the node's server, ports and volumes (by CAPO's names, as recorded when it was
-/// marked), the floating IPs Capstan allocated for it and those a repair releases.
+/// marked), the floating IPs Capstan allocated for it and those a repair releases — each
+/// only with proof that it is this cluster's (see `leftovers`).
 pub(crate) async fn sweep_named(
     c: &Clients,
     ctx: &StepContext,
     name: &str,
-) -> Result<Vec<String>, StepError> {
+) -> Result<Removal, StepError> {
     let list = |key: &str, default: String| -> Vec<String> {
         ctx.external(key)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_else(|| vec![default])
     };
     // A repair releases the floating IP the node had (Capstan's or not), so the same address
-    // can be taken again.
+    // can be taken again; admission found it on this node's port, with this cluster's
+    // credentials.
     let released: Vec<String> = ctx.params["release"][name]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
+    let cluster = cluster_of(ctx)?;
     super::leftovers::remove(
-        c,
+        &os_of(c, &cluster).await?,
         &super::leftovers::Leftovers {
+            cluster: &cluster,
             node: name,
-            ports: &list("port_names", format!("{name}-0")),
-            volumes: &list("volume_names", format!("{name}-root")),
+            server_ids: &server_ids(ctx),
+            ports: &list("port_names", marks::port_name(name, 0)),
+            volumes: &list("volume_names", marks::volume_name(name, "root")),
             floating_ips: &released,
             capstan_floating_ips: true,
         },

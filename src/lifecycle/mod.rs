@@ -50,16 +50,16 @@ pub fn register(registry: &mut Registry) {
     smoke::register(registry);
 }
 
+/// The intake (and through it the store), set once the server has built it: the sweeps
+/// create jobs only through it.
+pub type IntakeCell = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::engine::intake::Intake>>>;
+
 /// Registers the cloud kinds' steps, which use the cloud's clients.
-pub fn register_cloud(
-    registry: &mut Registry,
-    clients: crate::cloud::Clients,
-    store: std::sync::Arc<std::sync::OnceLock<crate::store::Store>>,
-) {
+pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients, intake: IntakeCell) {
     scale_out::register(registry, clients.clone());
     delete::register(registry, clients.clone());
     repair::register(registry, clients.clone());
-    sweep::register(registry, clients, store);
+    sweep::register(registry, clients, intake);
 }
 
 /// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.
@@ -69,18 +69,4 @@ pub fn workflow_sources(with_cloud: bool) -> Vec<(String, String)> {
         .filter(|(f, _)| with_cloud || *f == "workflows/smoke.yaml")
         .map(|(f, t)| (f.to_string(), t.to_string()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn repair_sweep_starts_repair_jobs_where_the_workflow_starts() {
-        let repair = super::WORKFLOWS
-            .iter()
-            .find(|(f, _)| *f == "workflows/repair.yaml")
-            .unwrap()
-            .1;
-        let doc: serde_yaml::Value = serde_yaml::from_str(repair).unwrap();
-        assert_eq!(doc["start"].as_str(), Some(super::sweep::REPAIR_START));
-    }
 }

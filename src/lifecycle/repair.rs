@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::scale_out::{kube_error, os_error, split_cluster};
+use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
+use crate::cloud::marks;
+use crate::cloud::os::OpenStack;
+use crate::cloud::ClusterRef;
 use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
 use crate::cloud::Clients;
 use crate::cloud::capi;
@@ -98,20 +101,51 @@ pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String
     }
 }
 
-/// The node's server as Nova lists it (with `status` and `fault`).
-pub async fn server_of(c: &Clients, name: &str) -> Result<Option<Value>, StepError> {
-    Ok(c.os
+/// Of the servers Nova lists (with `status` and `fault`), the Machine's: the one its
+/// providerID names, else the one of its name that carries the cluster's mark. A server
+/// that only shares the name is not this node's.
+pub fn pick_server<'a>(
+    servers: impl IntoIterator<Item = &'a Value>,
+    cluster: &ClusterRef,
+    machine: &Value,
+) -> Option<&'a Value> {
+    let name = machine["metadata"]["name"].as_str().unwrap_or_default();
+    let by_id = machine["spec"]["providerID"]
+        .as_str()
+        .and_then(marks::server_id_of_provider_id);
+    let candidates: Vec<&Value> = servers
+        .into_iter()
+        .filter(|s| s["name"] == name || by_id.is_some_and(|i| s["id"] == i))
+        .collect();
+    candidates
+        .iter()
+        .find(|s| by_id.is_some_and(|i| s["id"] == i))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|s| marks::server_is_marked(s, cluster))
+        })
+        .copied()
+}
+
+/// The Machine's server, read with the cluster's credentials (see `pick_server`).
+pub async fn server_of(
+    os: &OpenStack,
+    cluster: &ClusterRef,
+    machine: &Value,
+) -> Result<Option<Value>, StepError> {
+    let name = machine["metadata"]["name"].as_str().unwrap_or_default();
+    let found = os
         .named(Service::Compute, &["servers", "detail"], "servers", name)
         .await
-        .map_err(|e| os_error("listing servers", e))?
-        .into_iter()
-        .next())
+        .map_err(|e| os_error("listing servers", e))?;
+    Ok(pick_server(&found, cluster, machine).cloned())
 }
 
 /// The spec a node was made with, read back from what CAPI, CAPO and Neutron hold, for a
 /// node Capstan did not create.
 pub async fn read_back(
-    c: &Clients,
+    os: &OpenStack,
     m: &DynamicObject,
     osm: &DynamicObject,
 ) -> Result<NodeSpec, String> {
@@ -180,19 +214,27 @@ pub async fn read_back(
             spec.roles.push(role.to_string());
         }
     }
-    // The address it has and the floating IP on it, from Neutron.
-    let ports =
-        c.os.named(Service::Network, &["ports"], "ports", &format!("{name}-0"))
-            .await
-            .map_err(|e| e.to_string())?;
-    if let Some(p) = ports.first() {
+    // The address it has and the floating IP on it, from Neutron: the port on its server.
+    let server_id = m.data["spec"]["providerID"]
+        .as_str()
+        .and_then(marks::server_id_of_provider_id)
+        .unwrap_or_default()
+        .to_string();
+    let ports = os
+        .named(Service::Network, &["ports"], "ports", &marks::port_name(&name, 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(p) = ports
+        .iter()
+        .find(|p| !server_id.is_empty() && p["device_id"] == server_id.as_str())
+    {
         spec.ip = p["fixed_ips"][0]["ip_address"]
             .as_str()
             .and_then(|a| a.parse().ok());
-        let fips =
-            c.os.get(Service::Network, &["floatingips"], &[])
-                .await
-                .map_err(|e| e.to_string())?;
+        let fips = os
+            .get(Service::Network, &["floatingips"], &[])
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(f) = fips["floatingips"]
             .as_array()
             .into_iter()
@@ -230,9 +272,11 @@ async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
             format!("Machine {name} is gone; recreating it"),
         ));
     };
-    let server = server_of(c, &name).await?;
+    let machine = serde_json::to_value(&m).unwrap_or_default();
+    let cluster = cluster_of(&ctx)?;
+    let server = server_of(&os_of(c, &cluster).await?, &cluster, &machine).await?;
     let why = assess(
-        &serde_json::to_value(&m).unwrap_or_default(),
+        &machine,
         server.as_ref(),
         Thresholds::from_params(&ctx.params),
     );

@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 use super::classify::{self, Classified, Failure, Source};
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec};
-use crate::cloud::Clients;
+use super::leftovers::Removal;
 use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL, MANAGED_LABEL, NODE_LABEL};
-use crate::cloud::os::{CallError, Service};
+use crate::cloud::marks;
+use crate::cloud::os::{CallError, OpenStack, Service};
+use crate::cloud::{Clients, ClusterRef};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
@@ -85,6 +87,26 @@ pub(crate) fn split_cluster(cluster: &str) -> (String, String) {
     }
 }
 
+/// The job's cluster (checked `namespace/name` when the job was admitted).
+pub(crate) fn cluster_of(ctx: &StepContext) -> Result<ClusterRef, StepError> {
+    ClusterRef::parse(&ctx.cluster)
+        .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("cluster: {e}")))
+}
+
+/// OpenStack with the cluster's own credentials (its identityRef Secret). Credentials that
+/// are missing or refused fail the node (`auth`); an unreachable apiserver or Keystone is
+/// transient.
+pub(crate) async fn os_of(c: &Clients, cluster: &ClusterRef) -> Result<OpenStack, StepError> {
+    c.os(cluster).await.map_err(|e| {
+        let class = if e.is_unavailable() {
+            FailureClass::Transient
+        } else {
+            FailureClass::Auth
+        };
+        StepError::new(class, format!("OpenStack credentials of {cluster}: {e}"))
+    })
+}
+
 /// A Kubernetes error as a step error: 5xx, 429 and timeouts are transient.
 pub(crate) fn kube_error(what: &str, e: kube::Error) -> StepError {
     let (status, text) = match &e {
@@ -143,10 +165,11 @@ async fn failed(ctx: &mut StepContext, c: &Classified, text: &str) -> Result<Out
 /// Waits (as `waiting_for_quota`) until the project has room for this node.
 async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let usage = quota::read(&c.os)
+    let os = os_of(c, &cluster_of(&ctx)?).await?;
+    let usage = quota::read(&os)
         .await
         .map_err(|e| os_error("reading quota", e))?;
-    let need = Need::of(&c.os, &spec)
+    let need = Need::of(&os, &spec)
         .await
         .map_err(|e| os_error("reading the flavor", e))?;
     let short = usage.short_for(&need);
@@ -163,6 +186,7 @@ async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
 
 /// What the cluster provides every node: names and references read from its objects.
 struct ClusterInfo {
+    cluster: ClusterRef,
     ns: String,
     name: String,
     identity_ref: Value,
@@ -201,6 +225,8 @@ async fn cluster_info(
         .map(str::to_string)
         .unwrap_or_else(|| format!("{name}-bootstrap"));
     Ok(ClusterInfo {
+        cluster: ClusterRef::parse(cluster)
+            .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("cluster: {e}")))?,
         ns,
         name,
         identity_ref,
@@ -222,6 +248,7 @@ fn node_labels(spec: &NodeSpec, cluster: &str, job: &str) -> BTreeMap<String, St
 fn openstack_machine(
     spec: &NodeSpec,
     info: &ClusterInfo,
+    job: &str,
     labels: &BTreeMap<String, String>,
 ) -> Value {
     let mut fixed = json!({ "subnet": { "filter": { "name": spec.subnet } } });
@@ -234,6 +261,8 @@ fn openstack_machine(
         "identityRef": info.identity_ref,
         "ports": [{ "network": { "filter": { "name": spec.network } }, "fixedIPs": [fixed] }],
         "tags": ["capstan"],
+        // The cluster's mark on the server, the proof later steps need before touching it.
+        "serverMetadata": marks::server_metadata(&info.cluster, job),
     });
     if let Some(root) = &spec.root_volume {
         let mut r = json!({ "sizeGiB": root.size_gib });
@@ -310,7 +339,7 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
     for (api, obj, what) in [
         (
             &osms,
-            openstack_machine(&spec, &info, &labels),
+            openstack_machine(&spec, &info, &ctx.job_id, &labels),
             "OpenStackMachine",
         ),
         (&machines, machine(&spec, &info, &labels), "Machine"),
@@ -366,13 +395,20 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
 
 // ---- provision ---------------------------------------------------------------------------
 
-/// The Nova server of a node by name, if any.
-async fn server_by_name(c: &Clients, name: &str) -> Result<Option<Value>, StepError> {
-    let found =
-        c.os.named(Service::Compute, &["servers", "detail"], "servers", name)
-            .await
-            .map_err(|e| os_error("listing servers", e))?;
-    Ok(found.into_iter().next())
+/// The node's Nova server, if any: of that name and carrying this cluster's mark (a
+/// same-named server without it is not this node's).
+async fn server_by_name(
+    os: &OpenStack,
+    cluster: &ClusterRef,
+    name: &str,
+) -> Result<Option<Value>, StepError> {
+    let found = os
+        .named(Service::Compute, &["servers", "detail"], "servers", name)
+        .await
+        .map_err(|e| os_error("listing servers", e))?;
+    Ok(found
+        .into_iter()
+        .find(|s| marks::server_is_marked(s, cluster)))
 }
 
 /// Waits until the server is ACTIVE and CAPO says the machine is ready, reading failures
@@ -417,7 +453,9 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             return failed(&mut ctx, &cl, &text).await;
         }
     }
-    let server = server_by_name(c, &spec.name).await?;
+    let cluster = cluster_of(&ctx)?;
+    let os = os_of(c, &cluster).await?;
+    let server = server_by_name(&os, &cluster, &spec.name).await?;
     if let Some(s) = &server {
         if s["status"] == "ERROR" {
             let fault = &s["fault"];
@@ -458,10 +496,6 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
 
 // ---- floating IP -------------------------------------------------------------------------
 
-fn fip_description(job: &str, node: &str) -> String {
-    format!("capstan job {job} node {node}")
-}
-
 /// The cluster's external network ID (from the OpenStackCluster's status).
 async fn external_network(c: &Clients, cluster: &str) -> Result<String, StepError> {
     let (ns, name) = split_cluster(cluster);
@@ -487,28 +521,35 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
     if spec.floating_ip.is_none() {
         return Ok(Outcome::next("ok"));
     }
-    let port =
-        c.os.named(Service::Network, &["ports"], "ports", &spec.port_name())
-            .await
-            .map_err(|e| os_error("finding the node's port", e))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                StepError::new(
-                    FailureClass::Transient,
-                    format!("port {} not found yet", spec.port_name()),
-                )
-            })?;
+    let cluster = cluster_of(&ctx)?;
+    let os = os_of(c, &cluster).await?;
+    // The node's port: on its server (recorded when provisioning saw it).
+    let server_id = ctx
+        .external("server_id")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let port = os
+        .named(Service::Network, &["ports"], "ports", &spec.port_name())
+        .await
+        .map_err(|e| os_error("finding the node's port", e))?
+        .into_iter()
+        .find(|p| !server_id.is_empty() && p["device_id"] == server_id.as_str())
+        .ok_or_else(|| {
+            StepError::new(
+                FailureClass::Transient,
+                format!("port {} of server {server_id} not found yet", spec.port_name()),
+            )
+        })?;
     let port_id = port["id"].as_str().unwrap_or_default().to_string();
-    let description = fip_description(&ctx.job_id, &spec.name);
+    let description = marks::floating_ip_description(&cluster, &ctx.job_id, &spec.name);
     let mut fip_id = ctx
         .external("floating_ip_id")
         .and_then(|v| v.as_str().map(str::to_string));
     if fip_id.is_none() {
-        let all =
-            c.os.get(Service::Network, &["floatingips"], &[])
-                .await
-                .map_err(|e| os_error("listing floating IPs", e))?;
+        let all = os
+            .get(Service::Network, &["floatingips"], &[])
+            .await
+            .map_err(|e| os_error("listing floating IPs", e))?;
         fip_id = all["floatingips"]
             .as_array()
             .into_iter()
@@ -526,8 +567,7 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
             if let FloatingIp::Address(a) = &spec.floating_ip {
                 body["floatingip"]["floating_ip_address"] = json!(a.to_string());
             }
-            match c
-                .os
+            match os
                 .call(
                     Service::Network,
                     Method::POST,
@@ -565,16 +605,16 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         )
         .await?;
     }
-    let current =
-        c.os.get(Service::Network, &["floatingips", &fip_id], &[])
-            .await
-            .map_err(|e| os_error("reading the floating IP", e))?;
+    let current = os
+        .get(Service::Network, &["floatingips", &fip_id], &[])
+        .await
+        .map_err(|e| os_error("reading the floating IP", e))?;
     let address = current["floatingip"]["floating_ip_address"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     if current["floatingip"]["port_id"] != port_id.as_str() {
-        c.os.call(
+        os.call(
             Service::Network,
             Method::PUT,
             &["floatingips", &fip_id],
@@ -649,7 +689,8 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
-    if let Some(s) = server_by_name(c, &spec.name).await?
+    let cluster = cluster_of(&ctx)?;
+    if let Some(s) = server_by_name(&os_of(c, &cluster).await?, &cluster, &spec.name).await?
         && s["status"] == "ERROR"
     {
         let text = s["fault"]["message"]
@@ -802,13 +843,21 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         .into_iter()
         .collect();
     let attempted = ctx.external("attempts").is_some_and(|v| !v.is_null());
-    let removed = if class == FailureClass::Conflict || !attempted {
-        Vec::new()
+    let removal = if class == FailureClass::Conflict || !attempted {
+        Removal::default()
     } else {
+        let cluster = cluster_of(&ctx)?;
+        let server_ids: Vec<String> = ctx
+            .external("server_id")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .into_iter()
+            .collect();
         super::leftovers::remove(
-            c,
+            &os_of(c, &cluster).await?,
             &super::leftovers::Leftovers {
+                cluster: &cluster,
                 node: &spec.name,
+                server_ids: &server_ids,
                 ports: &[spec.port_name()],
                 volumes: &spec.volume_names(),
                 floating_ips: &recorded,
@@ -817,6 +866,11 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         )
         .await?
     };
+    for l in &removal.left_alone {
+        ctx.event(EventKind::Note, format!("left alone: {l}"), None)
+            .await?;
+    }
+    let removed = removal.removed;
     if ctx.external("floating_ip_id").is_some() {
         ctx.record("floating_ip_id", Value::Null, None).await?;
     }

@@ -3,64 +3,51 @@
 //! - `repair_sweep` (per cluster): finds unhealthy workers and submits one repair job for up
 //!   to `max_parallel` of them, skipping nodes an unfinished job already holds; when more
 //!   than `max_unhealthy` of the workers are unhealthy it stops and says why.
-//! - `orphan_sweep` (per tenant's cluster namespace): OpenStack servers, ports, volumes and
-//!   floating IPs that carry Capstan's names or marks but belong to no live Machine and no
-//!   unfinished job are deleted once older than `grace` — or only listed (`dry_run`).
+//! - `orphan_sweep` (per cluster, with the cluster's own credentials): OpenStack servers,
+//!   ports, volumes and floating IPs that carry this cluster's marks (Capstan's or CAPO's,
+//!   see `cloud::marks`) but belong to no live Machine and no unfinished job of any tenant
+//!   are deleted once older than `grace` — or only listed (`dry_run`).
+//!
+//! Both create jobs, if at all, only through the intake.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::scale_out::{kube_error, os_error, split_cluster};
+use std::sync::Arc;
+
+use super::IntakeCell;
+use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
 use crate::cloud::capi;
+use crate::cloud::marks;
 use crate::cloud::os::Service;
-use crate::engine::request::JobRequest;
+use crate::engine::intake::{Intake, Refused};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::{EventKind, FailureClass, JobState};
-use crate::store::{IdempotencyKey, JobFilter, NewJob, Store, now_ms};
+use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
-/// The state `workflows/repair.yaml` starts in (checked by a test against the file).
-pub const REPAIR_START: &str = "check";
-
-/// Capstan's own store, set once `serve` has opened it.
-type StoreCell = std::sync::Arc<std::sync::OnceLock<Store>>;
-
-fn store_of(cell: &StoreCell) -> Result<Store, StepError> {
+fn intake_of(cell: &IntakeCell) -> Result<Arc<Intake>, StepError> {
     cell.get()
         .cloned()
-        .ok_or_else(|| StepError::new(FailureClass::Transient, "the store is not open yet"))
+        .ok_or_else(|| StepError::new(FailureClass::Transient, "the intake is not ready yet"))
 }
 
-pub fn register(r: &mut Registry, clients: Clients, store: StoreCell) {
-    let (c, s) = (clients.clone(), store.clone());
+pub fn register(r: &mut Registry, clients: Clients, intake: IntakeCell) {
+    let (c, i) = (clients.clone(), intake.clone());
     r.step("sweep.repair", &["ok"], move |ctx| {
-        let (c, s) = (c.clone(), s.clone());
-        async move { repair_sweep(&c, &store_of(&s)?, ctx).await }
+        let (c, i) = (c.clone(), i.clone());
+        async move { repair_sweep(&c, &*intake_of(&i)?, ctx).await }
     });
     r.step("sweep.orphans", &["ok"], move |ctx| {
-        let (c, s) = (clients.clone(), store.clone());
-        async move { orphan_sweep(&c, &store_of(&s)?, ctx).await }
+        let (c, i) = (clients.clone(), intake.clone());
+        async move { orphan_sweep(&c, intake_of(&i)?.store(), ctx).await }
     });
 }
 
-/// Node names held by unfinished jobs on clusters of namespace `ns` (other than `except`).
-async fn busy_nodes(store: &Store, ns: &str, except: &str) -> Result<BTreeSet<String>, StepError> {
-    Ok(unfinished(store, ns, except)
-        .await?
-        .into_iter()
-        .map(|(_, _, node)| node)
-        .collect())
-}
-
-/// `(kind, cluster, node)` of every node task of unfinished jobs on clusters of namespace
-/// `ns` (other than job `except`).
-async fn unfinished(
-    store: &Store,
-    ns: &str,
-    except: &str,
-) -> Result<Vec<(String, String, String)>, StepError> {
+/// Every unfinished job (all of them: paged, no cap), other than `except`.
+async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, StepError> {
     let mut out = Vec::new();
     for state in [
         JobState::Queued,
@@ -68,20 +55,36 @@ async fn unfinished(
         JobState::NeedsInput,
         JobState::Cancelling,
     ] {
-        let jobs = store
-            .list_jobs(&JobFilter {
-                state: Some(state),
-                limit: 1000,
-                ..JobFilter::default()
-            })
-            .await?;
-        for j in jobs.iter().filter(|j| j.id != except) {
-            if j.cluster.split('/').next() != Some(ns) {
-                continue;
+        let mut before = None;
+        loop {
+            let page = store
+                .list_jobs(&JobFilter {
+                    state: Some(state),
+                    before: before.clone(),
+                    limit: PAGE,
+                    ..JobFilter::default()
+                })
+                .await?;
+            before = page.last().map(|j| j.id.clone());
+            let full = page.len() as i64 == PAGE;
+            out.extend(page.into_iter().filter(|j| j.id != except));
+            if !full {
+                break;
             }
-            for t in store.tasks(&j.id).await? {
-                out.push((j.kind.clone(), j.cluster.clone(), t.name));
-            }
+        }
+    }
+    Ok(out)
+}
+
+const PAGE: i64 = 500;
+
+/// Node names held by unfinished jobs anywhere (other than `except`): a name in any
+/// tenant's job is not an orphan.
+async fn busy_nodes(store: &Store, except: &str) -> Result<BTreeSet<String>, StepError> {
+    let mut out = BTreeSet::new();
+    for j in unfinished_jobs(store, except).await? {
+        for t in store.tasks(&j.id).await? {
+            out.insert(t.name);
         }
     }
     Ok(out)
@@ -89,9 +92,10 @@ async fn unfinished(
 
 async fn repair_sweep(
     c: &Clients,
-    store: &Store,
+    intake: &Intake,
     mut ctx: StepContext,
 ) -> Result<Outcome, StepError> {
+    let store = intake.store();
     if let Some(j) = ctx.external("repair_job") {
         return Ok(Outcome::next_because(
             "ok",
@@ -110,23 +114,22 @@ async fn repair_sweep(
         .await
         .map_err(|e| kube_error("listing Machines", e))?
         .items;
-    let servers =
-        c.os.get(Service::Compute, &["servers", "detail"], &[])
-            .await
-            .map_err(|e| os_error("listing servers", e))?;
+    let cref = cluster_of(&ctx)?;
+    let servers = os_of(c, &cref)
+        .await?
+        .get(Service::Compute, &["servers", "detail"], &[])
+        .await
+        .map_err(|e| os_error("listing servers", e))?;
     let mut unhealthy = Vec::new();
     for m in &machines {
         let name = m.metadata.name.clone().unwrap_or_default();
-        let server = servers["servers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["name"] == name.as_str());
-        if let Some(why) = super::repair::assess(
-            &serde_json::to_value(m).unwrap_or_default(),
-            server,
-            thresholds,
-        ) {
+        let machine = serde_json::to_value(m).unwrap_or_default();
+        let server = super::repair::pick_server(
+            servers["servers"].as_array().into_iter().flatten(),
+            &cref,
+            &machine,
+        );
+        if let Some(why) = super::repair::assess(&machine, server, thresholds) {
             unhealthy.push((name, why));
         }
     }
@@ -140,7 +143,8 @@ async fn repair_sweep(
             ),
         ));
     }
-    let busy = busy_nodes(store, &ns, &ctx.job_id).await?;
+    let unfinished = unfinished_jobs(store, &ctx.job_id).await?;
+    let busy = busy_nodes(store, &ctx.job_id).await?;
     let free: Vec<&(String, String)> = unhealthy
         .iter()
         .filter(|(n, _)| !busy.contains(n))
@@ -164,11 +168,13 @@ async fn repair_sweep(
         .clamp(1, 100) as usize;
     // At most max_parallel of the cluster's nodes in repair at once, counting repairs
     // earlier sweeps (or operators) started that are not finished.
-    let repairing = unfinished(store, &ns, &ctx.job_id)
-        .await?
+    let mut repairing = 0;
+    for j in unfinished
         .iter()
-        .filter(|(kind, cluster, _)| kind == "repair" && *cluster == ctx.cluster)
-        .count();
+        .filter(|j| j.kind == "repair" && j.cluster == ctx.cluster)
+    {
+        repairing += store.tasks(&j.id).await?.len();
+    }
     let room = max_parallel.saturating_sub(repairing);
     let chosen: Vec<String> = free.iter().take(room).map(|(n, _)| n.clone()).collect();
     if chosen.is_empty() {
@@ -181,60 +187,48 @@ async fn repair_sweep(
             ),
         ));
     }
-    let mut params = ctx.params.as_ref().clone();
-    if !params.is_object() {
-        params = json!({});
-    }
-    let mut req = JobRequest {
-        kind: "repair".into(),
-        cluster: ctx.cluster.clone(),
-        tenant: Some(ctx.tenant.clone()),
-        nodes: chosen
-            .iter()
-            .map(|n| (n.clone(), json!({ "name": n })))
-            .collect(),
-        deadline: None,
-        concurrency: None,
-        params,
+    // The repair job comes in the one way every job does, as the sweep's owner: its
+    // admission (max_unhealthy, specs) is the same as for a repair submitted by hand.
+    let owner = store
+        .job(&ctx.job_id)
+        .await?
+        .map(|j| j.owner)
+        .unwrap_or_default();
+    let Some(principal) = intake.auth().principal(&owner).cloned() else {
+        return Ok(Outcome::fail(
+            FailureClass::Auth,
+            format!("the sweep's owner {owner} no longer exists; no repair submitted"),
+        ));
     };
-    match super::admission::admit_repair(c, store, &mut req).await {
-        Ok(()) => {}
-        Err(
-            crate::engine::admission::Refusal::Conflict(f)
-            | crate::engine::admission::Refusal::Invalid(f),
-        ) => {
-            let why: Vec<String> = f
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect();
-            return Ok(Outcome::fail(
-                FailureClass::Conflict,
-                format!("stopped: {}", why.join("; ")),
-            ));
-        }
-        Err(crate::engine::admission::Refusal::Unavailable(m)) => {
-            return Err(StepError::new(FailureClass::Transient, m));
+    let mut params = serde_json::Map::new();
+    for k in ["max_parallel", "max_unhealthy", "unhealthy_after", "startup_timeout"] {
+        if !ctx.params[k].is_null() {
+            params.insert(k.to_string(), ctx.params[k].clone());
         }
     }
-    let job = NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        kind: "repair".into(),
-        tenant: ctx.tenant.clone(),
-        owner: "repair_sweep".into(),
-        cluster: ctx.cluster.clone(),
-        params: req.params,
-        deadline_at: Some(now_ms() + 6 * 3600 * 1000),
-        concurrency: req.concurrency.unwrap_or(1) as i64,
-        schedule_id: None,
-        nodes: req.nodes,
-        start_state: REPAIR_START.into(),
-    };
+    let body = json!({
+        "kind": "repair",
+        "cluster": ctx.cluster,
+        "tenant": ctx.tenant,
+        "nodes": chosen,
+        "params": params,
+    });
     // One repair job per sweep job, also when this step runs again after a crash.
     let key = IdempotencyKey {
         key: format!("repair-sweep-{}", ctx.job_id),
         request: json!({ "sweep": ctx.job_id }).to_string(),
     };
-    let submitted = store.submit(&job, Some(&key)).await?;
+    let submitted = match intake.submit(&principal, &body, Some(&key), Vec::new()).await {
+        Ok(s) => s,
+        Err(Refused::Unavailable(m)) => return Err(StepError::new(FailureClass::Transient, m)),
+        Err(Refused::Store(e)) => return Err(e.into()),
+        Err(r) => {
+            return Ok(Outcome::fail(
+                FailureClass::Conflict,
+                format!("stopped: {}", r.summary()),
+            ));
+        }
+    };
     ctx.record(
         "repair_job",
         json!(submitted.job_id),
@@ -290,8 +284,14 @@ fn owner_of<'a>(
         .max_by_key(|n| n.len())
 }
 
+/// Finds what Capstan (or CAPO, for Capstan's nodes) made for this cluster and nothing owns
+/// any more. Only resources with proof they are this cluster's are candidates: servers
+/// carrying its mark, floating IPs Capstan described for it, ports with CAPO's description
+/// for it, and volumes attached to an orphan server or described by CAPO for one of the
+/// cluster's nodes — read with the cluster's own credentials.
 async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Outcome, StepError> {
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
+    let os = os_of(c, &cluster).await?;
     let grace = match ctx.params["grace"].as_str() {
         Some("0s") | Some("0") => std::time::Duration::ZERO,
         Some(g) => crate::duration::parse(g)
@@ -299,73 +299,84 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         None => std::time::Duration::from_secs(3600),
     };
     let dry_run = ctx.params["dry_run"] == true;
-    // What is alive: Machines in the namespace, and nodes unfinished jobs hold.
-    // Alive anywhere: a Machine of that name in any namespace keeps its resources.
-    let live: BTreeSet<String> =
+    // What is alive: every Machine's name anywhere, and the servers Machines name; and the
+    // nodes any unfinished job holds, in any tenant.
+    let machines =
         kube::Api::<kube::api::DynamicObject>::all_with(c.kube.clone(), &capi::machine_resource())
             .list(&Default::default())
             .await
             .map_err(|e| kube_error("listing Machines", e))?
-            .items
-            .into_iter()
-            .filter_map(|m| m.metadata.name)
-            .collect();
-    let busy = busy_nodes(store, &ns, &ctx.job_id).await?;
-    // Capstan's names: every node its lifecycle jobs in this tenant made, and servers tagged
-    // `capstan` (the OpenStackMachines Capstan creates carry that tag).
+            .items;
+    let live: BTreeSet<String> = machines
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    let live_servers: BTreeSet<String> = machines
+        .iter()
+        .filter_map(|m| m.data["spec"]["providerID"].as_str())
+        .filter_map(marks::server_id_of_provider_id)
+        .map(str::to_string)
+        .collect();
+    let busy = busy_nodes(store, &ctx.job_id).await?;
+    // The nodes Capstan made in this cluster (its scale_out and repair jobs' nodes).
     let mut names = BTreeSet::new();
-    for j in store
-        .list_jobs(&JobFilter {
-            tenant: Some(ctx.tenant.clone()),
-            limit: 10_000,
-            ..JobFilter::default()
-        })
-        .await?
-    {
-        let here = j.cluster.split('/').next() == Some(ns.as_str());
-        if here && ["scale_out", "repair"].contains(&j.kind.as_str()) {
+    let mut before = None;
+    loop {
+        let page = store
+            .list_jobs(&JobFilter {
+                cluster: Some(ctx.cluster.clone()),
+                before: before.clone(),
+                limit: PAGE,
+                ..JobFilter::default()
+            })
+            .await?;
+        before = page.last().map(|j| j.id.clone());
+        let full = page.len() as i64 == PAGE;
+        for j in page
+            .iter()
+            .filter(|j| ["scale_out", "repair"].contains(&j.kind.as_str()))
+        {
             for t in store.tasks(&j.id).await? {
                 names.insert(t.name);
             }
         }
+        if !full {
+            break;
+        }
     }
-    let servers =
-        c.os.get(Service::Compute, &["servers", "detail"], &[])
-            .await
-            .map_err(|e| os_error("listing servers", e))?;
+    let servers = os
+        .get(Service::Compute, &["servers", "detail"], &[])
+        .await
+        .map_err(|e| os_error("listing servers", e))?;
     for s in servers["servers"].as_array().into_iter().flatten() {
-        if s["tags"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|x| x == "capstan"))
+        if marks::server_is_marked(s, &cluster)
+            && let Some(n) = s["name"].as_str()
         {
-            if let Some(n) = s["name"].as_str() {
-                names.insert(n.to_string());
-            }
+            names.insert(n.to_string());
         }
     }
     let orphan_node = |n: &str| !live.contains(n) && !busy.contains(n);
     let mut found: Vec<(Service, &'static str, String, String)> = Vec::new();
     for s in servers["servers"].as_array().into_iter().flatten() {
         let n = s["name"].as_str().unwrap_or_default();
-        if names.contains(n) && orphan_node(n) && older_than(&s["created"], grace) {
-            found.push((
-                Service::Compute,
-                "server",
-                n.to_string(),
-                s["id"].as_str().unwrap_or_default().to_string(),
-            ));
+        let sid = s["id"].as_str().unwrap_or_default();
+        if marks::server_is_marked(s, &cluster)
+            && orphan_node(n)
+            && !live_servers.contains(sid)
+            && older_than(&s["created"], grace)
+        {
+            found.push((Service::Compute, "server", n.to_string(), sid.to_string()));
         }
     }
-    let fips =
-        c.os.get(Service::Network, &["floatingips"], &[])
-            .await
-            .map_err(|e| os_error("listing floating IPs", e))?;
+    let fips = os
+        .get(Service::Network, &["floatingips"], &[])
+        .await
+        .map_err(|e| os_error("listing floating IPs", e))?;
     for f in fips["floatingips"].as_array().into_iter().flatten() {
         let desc = f["description"].as_str().unwrap_or_default();
-        if let Some(n) = desc
-            .strip_prefix("capstan job ")
-            .and_then(|d| d.split(" node ").nth(1))
-            && orphan_node(n)
+        if let Some((owner, _, n)) = marks::read_floating_ip_description(desc)
+            && owner == cluster
+            && orphan_node(&n)
             && older_than(&f["created_at"], grace)
         {
             found.push((
@@ -379,16 +390,18 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             ));
         }
     }
-    let ports =
-        c.os.get(Service::Network, &["ports"], &[])
-            .await
-            .map_err(|e| os_error("listing ports", e))?;
+    let ports = os
+        .get(Service::Network, &["ports"], &[])
+        .await
+        .map_err(|e| os_error("listing ports", e))?;
     // A port or volume attached to a server that is not itself an orphan is in use.
     let orphan_servers: BTreeSet<String> = found.iter().map(|f| f.3.clone()).collect();
     let free_or_orphaned = |device: &str| device.is_empty() || orphan_servers.contains(device);
+    let port_mark = marks::capo_port_description(&cluster);
     for p in ports["ports"].as_array().into_iter().flatten() {
         let pn = p["name"].as_str().unwrap_or_default();
-        if let Some(n) = owner_of(pn, &names, &live, true)
+        if p["description"] == port_mark.as_str()
+            && let Some(n) = owner_of(pn, &names, &live, true)
             && orphan_node(n)
             && free_or_orphaned(p["device_id"].as_str().unwrap_or_default())
             && older_than(&p["created_at"], grace)
@@ -401,20 +414,21 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             ));
         }
     }
-    let volumes =
-        c.os.get(Service::BlockStorage, &["volumes", "detail"], &[])
-            .await
-            .map_err(|e| os_error("listing volumes", e))?;
+    let volumes = os
+        .get(Service::BlockStorage, &["volumes", "detail"], &[])
+        .await
+        .map_err(|e| os_error("listing volumes", e))?;
     for v in volumes["volumes"].as_array().into_iter().flatten() {
         let vn = v["name"].as_str().unwrap_or_default();
         let attached_to = v["attachments"][0]["server_id"]
             .as_str()
             .unwrap_or_default();
-        if let Some(n) = owner_of(vn, &names, &live, false)
-            && orphan_node(n)
-            && free_or_orphaned(attached_to)
-            && older_than(&v["created_at"], grace)
-        {
+        let Some(n) = owner_of(vn, &names, &live, false) else {
+            continue;
+        };
+        let proven = orphan_servers.contains(attached_to)
+            || (attached_to.is_empty() && marks::capo_volume_described_for(v, n));
+        if proven && orphan_node(n) && older_than(&v["created_at"], grace) {
             found.push((
                 Service::BlockStorage,
                 "volume",
@@ -446,7 +460,7 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             Service::Network => vec!["floatingips", id],
             _ => vec!["volumes", id],
         };
-        match c.os.delete(*service, &path).await {
+        match os.delete(*service, &path).await {
             Ok(()) => {
                 ctx.event(
                     EventKind::Cleanup,

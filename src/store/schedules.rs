@@ -24,10 +24,13 @@ pub struct ScheduleRow {
     pub last_job_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why the last tick made no job, if it made none.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, tenant, owner, name, cron, template, enabled, next_fire_at, \
-     last_fired_at, last_job_id, created_at, updated_at";
+     last_fired_at, last_job_id, created_at, updated_at, last_error, last_error_at";
 
 /// The changeable parts of a schedule; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +39,8 @@ pub struct ScheduleChange {
     pub template: Option<String>,
     pub enabled: Option<bool>,
     pub next_fire_at: Option<i64>,
+    /// The principal whose authority the schedule now fires with (whoever last changed it).
+    pub owner: Option<String>,
 }
 
 impl Store {
@@ -54,7 +59,7 @@ impl Store {
             )));
         }
         sqlx::query(&format!(
-            "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&s.id)
         .bind(&s.tenant)
@@ -68,6 +73,8 @@ impl Store {
         .bind(&s.last_job_id)
         .bind(s.created_at)
         .bind(s.updated_at)
+        .bind(&s.last_error)
+        .bind(s.last_error_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -96,12 +103,13 @@ impl Store {
         sqlx::query(
             "UPDATE schedules SET cron = COALESCE(?, cron), template = COALESCE(?, template), \
                enabled = COALESCE(?, enabled), next_fire_at = COALESCE(?, next_fire_at), \
-               updated_at = ? WHERE id = ?",
+               owner = COALESCE(?, owner), updated_at = ? WHERE id = ?",
         )
         .bind(&c.cron)
         .bind(&c.template)
         .bind(c.enabled)
         .bind(c.next_fire_at)
+        .bind(&c.owner)
         .bind(now_ms())
         .bind(id)
         .execute(&self.write)
@@ -141,7 +149,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, \
-               last_fired_at = ?, last_job_id = ?, updated_at = ? \
+               last_fired_at = ?, last_job_id = ?, last_error = NULL, last_error_at = NULL, \
+               updated_at = ? \
              WHERE id = ? AND next_fire_at = ? AND enabled = 1",
         )
         .bind(next)
@@ -173,18 +182,39 @@ impl Store {
 
     /// Moves a schedule past ticks that cannot fire (its template no longer admits), so a
     /// broken template does not spin.
-    pub async fn skip_tick(&self, s: &ScheduleRow, next: Option<i64>) -> Result<()> {
+    pub async fn skip_tick(&self, s: &ScheduleRow, next: Option<i64>, why: &str) -> Result<()> {
+        let now = now_ms();
         sqlx::query(
-            "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, updated_at = ? \
+            "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, \
+               last_error = ?, last_error_at = ?, updated_at = ? \
              WHERE id = ? AND next_fire_at = ?",
         )
             .bind(next)
             .bind(next.is_some())
-            .bind(now_ms())
+            .bind(why)
+            .bind(now)
+            .bind(now)
             .bind(&s.id)
             .bind(s.next_fire_at)
             .execute(&self.write)
             .await?;
+        Ok(())
+    }
+
+    /// Pauses a schedule that must not fire any more as it stands (its owner is gone or no
+    /// longer holds the role), saying why.
+    pub async fn pause_schedule(&self, id: &str, why: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE schedules SET enabled = 0, last_error = ?, last_error_at = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(why)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 }

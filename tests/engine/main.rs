@@ -34,6 +34,8 @@ fn child_server_entry() {
         opts.config = std::env::var("CAPSTAN_TEST_CONFIG").ok().map(Into::into);
         opts.lease = capstan::duration::parse(&env("CAPSTAN_TEST_LEASE")).unwrap();
         opts.poll = Duration::from_millis(100);
+        // The engine tests fire schedules every second.
+        opts.schedule_min_interval = Duration::from_secs(1);
         if let Err(e) = serve(opts, support::test_registry()).await {
             eprintln!("capstan: {e:#}");
             std::process::exit(1);

@@ -16,6 +16,24 @@ mod repair;
 
 const TOKEN: &str = "scale-out-test-token";
 
+/// Two tenants as examples/config.yaml has them: `demo` owns namespace `default`, `acme`
+/// owns `acme` (the simulator's second project and cluster `acme/prod`).
+const TENANTS: &str = "tenants:
+  demo: {namespaces: [default]}
+  acme: {namespaces: [acme]}
+tokens:
+  - {name: alice, role: member, tenant: demo, token: alice-token-0001}
+  - {name: bob, role: member, tenant: demo, token: bob-token-00001}
+  - {name: dana, role: tenant_admin, tenant: demo, token: dana-token-0001}
+  - {name: eve, role: member, tenant: acme, token: eve-token-00001}
+  - {name: ada, role: tenant_admin, tenant: acme, token: ada-token-00001}
+";
+const ALICE: &str = "alice-token-0001";
+const BOB: &str = "bob-token-00001";
+const DANA: &str = "dana-token-0001";
+const EVE: &str = "eve-token-00001";
+const ADA: &str = "ada-token-00001";
+
 struct World {
     sim: Child,
     sim_url: String,
@@ -75,6 +93,7 @@ impl World {
             api: String::new(),
             http: reqwest::Client::new(),
         };
+        std::fs::write(w.path("capstan.yaml"), TENANTS).unwrap();
         w.start_serve();
         w
     }
@@ -90,8 +109,8 @@ impl World {
             .arg(self.path("capstan.db"))
             .arg("--kubeconfig")
             .arg(self.path("kubeconfig"))
-            .arg("--clouds-yaml")
-            .arg(self.path("clouds.yaml"))
+            .arg("--config")
+            .arg(self.path("capstan.yaml"))
             .env("CAPSTAN_ADMIN_TOKEN", TOKEN);
         let (child, url) = spawn_reading(cmd, "capstan: listening on ");
         self.serve = Some(child);

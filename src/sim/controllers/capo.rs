@@ -265,6 +265,16 @@ async fn session_for(ctl: &Controllers, s: &Value) -> Option<Session> {
 }
 
 /// The volumes CAPO makes for a server: `(name, size GiB, type, from image)`.
+fn server_metadata(list: &Value) -> Value {
+    let mut map = serde_json::Map::new();
+    for kv in list.as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (kv["key"].as_str(), kv["value"].as_str()) {
+            map.insert(k.to_string(), json!(v));
+        }
+    }
+    Value::Object(map)
+}
+
 fn volumes_of(s: &Value) -> Vec<(String, i64, Option<String>, bool)> {
     let n = name(s);
     let mut out = Vec::new();
@@ -485,7 +495,13 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
         {
             Ok(Some(v)) => v["id"].as_str().unwrap_or_default().to_string(),
             Ok(None) => {
-                let mut body = json!({"volume": {"name": vol_name, "size": size}});
+                // CAPO's descriptions (getBlockDevices): the volume's only link to its node.
+                let description = if from_image {
+                    format!("Root volume for {n}")
+                } else {
+                    format!("Additional block device for {n}")
+                };
+                let mut body = json!({"volume": {"name": vol_name, "size": size, "description": description}});
                 if let Some(t) = &vol_type {
                     body["volume"]["volume_type"] = json!(t);
                 }
@@ -537,7 +553,8 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
                 "name": n, "flavorRef": flavor,
                 "imageRef": if has_root { String::new() } else { image.clone() },
                 "networks": port_ids.iter().map(|p| json!({"port": p})).collect::<Vec<_>>(),
-                "metadata": spec["serverMetadata"].as_object().cloned().unwrap_or_default(),
+                // v1beta1's serverMetadata is a list of {key, value}; Nova takes a map.
+                "metadata": server_metadata(&spec["serverMetadata"]),
                 "tags": spec["tags"].as_array().cloned().unwrap_or_default(),
             });
             if !bdm.is_empty() {

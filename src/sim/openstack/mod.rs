@@ -158,6 +158,7 @@ pub struct Volume {
     pub volume_type: String,
     pub availability_zone: String,
     pub image_id: Option<String>,
+    pub description: Option<String>,
     /// The servers it is attached to (Nova's boot-from-volume and data volumes).
     pub attachments: Vec<VolumeAttachment>,
     pub created: String,

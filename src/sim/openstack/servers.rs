@@ -996,6 +996,7 @@ impl Cloud {
                         volume_type: type_name,
                         availability_zone: az.to_string(),
                         image_id: image_id.clone(),
+                        description: None,
                         attachments: vec![attachment],
                         created: now.clone(),
                     };

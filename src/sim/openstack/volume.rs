@@ -77,7 +77,7 @@ pub(super) fn volume_json(v: &Volume) -> Value {
         "id": v.id, "name": v.name, "size": v.size_gib, "status": status, "volume_type": v.volume_type,
         "availability_zone": v.availability_zone, "bootable": if v.image_id.is_some() { "true" } else { "false" },
         "encrypted": false, "multiattach": false, "metadata": {}, "attachments": attachments, "links": [],
-        "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": null,
+        "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": v.description,
         "snapshot_id": null, "source_volid": null, "replication_status": null, "migration_status": null,
         "volume_image_metadata": v.image_id.as_ref().map(|i| json!({ "image_id": i })),
         "created_at": v.created, "updated_at": v.created,
@@ -184,6 +184,7 @@ async fn create(
         volume_type: type_name,
         availability_zone: az,
         image_id: req["imageRef"].as_str().map(str::to_string),
+        description: req["description"].as_str().map(str::to_string),
         attachments: Vec::new(),
         created: now_rfc3339(),
     };
