@@ -8,7 +8,7 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{AppState, resolve_tenant};
+use super::AppState;
 use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL};
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
@@ -40,7 +40,7 @@ pub async fn nodes(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let cluster = format!("{ns}/{name}");
-    resolve_tenant(&st.auth, &p, None, &cluster)?;
+    visible(&st, &p, &ns, &cluster)?;
     let c = clients(&st)?;
     let os = cluster_os(c, &ns, &name).await?;
     let list = capi::machines(&c.kube, &ns)
@@ -105,6 +105,15 @@ pub async fn nodes(
     Ok(Json(json!({ "cluster": cluster, "nodes": out })))
 }
 
+/// A cluster of another tenant answers 404, exactly like one that does not exist.
+fn visible(st: &AppState, p: &Principal, ns: &str, cluster: &str) -> Result<(), ApiError> {
+    if st.auth.may_see_namespace(p, ns) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("cluster {cluster} not found")))
+    }
+}
+
 /// The job that made a node, as `p` may see it: a member sees only their own jobs' IDs, a
 /// tenant admin their tenant's.
 async fn job_seen_by(st: &AppState, p: &Principal, job: &Value) -> Result<Value, ApiError> {
@@ -143,7 +152,7 @@ pub async fn quota(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let cluster = format!("{ns}/{name}");
-    resolve_tenant(&st.auth, &p, None, &cluster)?;
+    visible(&st, &p, &ns, &cluster)?;
     let c = clients(&st)?;
     let os = cluster_os(c, &ns, &name).await?;
     let usage = crate::lifecycle::quota::read(&os)

@@ -339,6 +339,14 @@ pub async fn amend(
     if patch.is_empty() {
         return Err(ApiError::field("(body)", "names no field to change"));
     }
+    // Only a node waiting for input can be amended (the store checks again when it writes);
+    // asked first, so that a node in flight is not checked against the cloud for nothing.
+    if task.status != crate::model::NodeStatus::NeedsInput {
+        return Err(ApiError::Conflict(format!(
+            "node `{name}` is {}; only a needs_input node can be amended",
+            task.status
+        )));
+    }
     // The amended spec must be one the job kind accepts, beside the job's other nodes.
     if let Some(a) = st.intake.admission()
         && let Some(job) = st.engine.store().job(&id).await?
@@ -350,8 +358,13 @@ pub async fn amend(
             .filter(|t| t.name != name)
             .filter_map(|t| serde_json::from_str(&t.spec).ok())
             .collect();
-        a.check_amend(&job.kind, &amended, &others)
-            .map_err(ApiError::Invalid)?;
+        use crate::engine::admission::Refusal;
+        match a.check_amend(&job.kind, &job.cluster, &amended, &others).await {
+            Ok(()) => {}
+            Err(Refusal::Invalid(f)) => return Err(ApiError::Invalid(f)),
+            Err(Refusal::Conflict(f)) => return Err(ApiError::ConflictFields(f)),
+            Err(Refusal::Unavailable(m)) => return Err(ApiError::Unavailable(m)),
+        }
     }
     st.engine
         .store()

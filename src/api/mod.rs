@@ -22,7 +22,7 @@ use axum::{Json, Router};
 
 pub use error::ApiError;
 
-use crate::config::{Auth, Principal};
+use crate::config::Auth;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 
@@ -117,18 +117,6 @@ async fn openapi() -> Response {
 
 /// The OpenAPI document, kept beside the handlers it describes.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Decides which tenant a new job or schedule belongs to (`Auth::tenant_for`), as an API
-/// error.
-pub(crate) fn resolve_tenant(
-    auth: &Auth,
-    p: &Principal,
-    asked: Option<&str>,
-    cluster: &str,
-) -> Result<String, ApiError> {
-    let ns = cluster.split('/').next().unwrap_or_default();
-    auth.tenant_for(p, asked, ns).map_err(ApiError::from)
-}
 
 /// A 404 that reads the same for "absent" and "not yours".
 pub(crate) fn not_found(what: &str, id: &str) -> ApiError {

@@ -222,7 +222,12 @@ async fn login_with_secret(key: &SecretKey, secret: &Secret) -> Result<OpenStack
         (None, Some(s)) => s.clone(),
         (None, None) => return Err(bad("clouds.yaml", "the Secret has no key `clouds.yaml`")),
     };
-    let cacert = data.get("cacert").map(|b| b.0.clone());
+    // clusterctl's templates write `cacert` even when there is none (an empty or blank
+    // value): that means "no extra CA", as CAPO reads it.
+    let cacert = data
+        .get("cacert")
+        .map(|b| b.0.clone())
+        .filter(|c| !c.iter().all(u8::is_ascii_whitespace));
     login(key, &text, cacert).await
 }
 

@@ -28,13 +28,15 @@ pub trait Admission: Send + Sync {
     /// Checks a parsed request against the cloud (preflight); may fill in params.
     fn admit<'a>(&'a self, req: &'a mut JobRequest, tenant: &'a str) -> AdmitFuture<'a>;
     /// Checks a node's spec as an amend would leave it (`amended`), beside the job's other
-    /// nodes' specs; errors name their fields.
-    fn check_amend(
-        &self,
-        _kind: &str,
-        _amended: &Value,
-        _others: &[Value],
-    ) -> Result<(), Vec<FieldError>> {
-        Ok(())
+    /// nodes' specs, with the same node checks the kind's admission makes (preflight
+    /// against the cluster's cloud); errors name their fields.
+    fn check_amend<'a>(
+        &'a self,
+        _kind: &'a str,
+        _cluster: &'a str,
+        _amended: &'a Value,
+        _others: &'a [Value],
+    ) -> AdmitFuture<'a> {
+        Box::pin(async { Ok(()) })
     }
 }

@@ -54,24 +54,53 @@ impl Admission for Lifecycle {
         }
     }
 
-    fn check_amend(
-        &self,
-        kind: &str,
-        amended: &Value,
-        others: &[Value],
-    ) -> Result<(), Vec<FieldError>> {
-        // Both kinds' nodes are scale_out node specs (a repair recreates with one).
-        if kind != "scale_out" && kind != "repair" {
-            return Ok(());
-        }
-        let spec = super::spec::parse_node(&json!({}), amended, "")?;
-        let mut all: Vec<NodeSpec> = others
-            .iter()
-            .filter_map(|o| serde_json::from_value(o.clone()).ok())
-            .collect();
-        all.push(spec);
-        let errs = super::spec::check_unique(&all);
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    fn check_amend<'a>(
+        &'a self,
+        kind: &'a str,
+        cluster: &'a str,
+        amended: &'a Value,
+        others: &'a [Value],
+    ) -> AdmitFuture<'a> {
+        Box::pin(async move {
+            // Both kinds' nodes are scale_out node specs (a repair recreates with one).
+            if kind != "scale_out" && kind != "repair" {
+                return Ok(());
+            }
+            let spec = super::spec::parse_node(&json!({}), amended, "")
+                .map_err(Refusal::Invalid)?;
+            let mut all: Vec<NodeSpec> = others
+                .iter()
+                .filter_map(|o| serde_json::from_value(o.clone()).ok())
+                .collect();
+            all.push(spec.clone());
+            let errs = super::spec::check_unique(&all);
+            if !errs.is_empty() {
+                return Err(Refusal::Invalid(errs));
+            }
+            // The node checks preflight makes, against the cluster's cloud, for this node;
+            // quota is waited for, not refused.
+            let mut req = JobRequest {
+                kind: "scale_out".into(),
+                cluster: cluster.to_string(),
+                tenant: None,
+                nodes: vec![(
+                    spec.name.clone(),
+                    serde_json::to_value(&spec).expect("a node spec serializes"),
+                )],
+                deadline: None,
+                concurrency: None,
+                params: json!({}),
+            };
+            match preflight(&self.clients, &mut req).await {
+                Err(Refusal::Invalid(f)) => Err(Refusal::Invalid(
+                    f.into_iter()
+                        .map(|e| FieldError::new(e.field.replacen("nodes[0].", "", 1), e.message))
+                        .collect(),
+                )),
+                Err(Refusal::Unavailable(m)) => Err(Refusal::Unavailable(m)),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn admit<'a>(&'a self, req: &'a mut JobRequest, _tenant: &'a str) -> AdmitFuture<'a> {
