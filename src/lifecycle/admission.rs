@@ -625,6 +625,21 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .filter_map(|f| f["floating_ip_address"].as_str())
         .collect();
 
+    // Where floating IPs come from: the subnets of the external networks.
+    let external_ids: HashSet<&str> = networks["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["router:external"] == true)
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let external_cidrs: Vec<(&str, &str)> = subnets["subnets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["network_id"].as_str().is_some_and(|n| external_ids.contains(n)))
+        .filter_map(|s| Some((s["name"].as_str()?, s["cidr"].as_str()?)))
+        .collect();
     let mut total = Need::default();
     for (i, s) in specs.iter().enumerate() {
         if machines
@@ -749,13 +764,29 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                 ));
             }
         }
-        if let FloatingIp::Address(a) = &s.floating_ip
-            && fip_taken.contains(a.to_string().as_str())
-        {
-            errs.push(FieldError::new(
-                field(i, "floating_ip"),
-                format!("floating IP {a} is already allocated"),
-            ));
+        if let FloatingIp::Address(a) = &s.floating_ip {
+            let address = a.to_string();
+            if fip_taken.contains(address.as_str()) {
+                errs.push(FieldError::new(
+                    field(i, "floating_ip"),
+                    format!("floating IP {a} is already allocated"),
+                ));
+            } else if !external_cidrs
+                .iter()
+                .any(|(_, c)| Cidr::parse(c).is_ok_and(|c| c.contains_str(&address)))
+            {
+                let known: Vec<String> = external_cidrs
+                    .iter()
+                    .map(|(n, c)| format!("{n} {c}"))
+                    .collect();
+                errs.push(FieldError::new(
+                    field(i, "floating_ip"),
+                    format!(
+                        "{a} is in no subnet of an external network ({})",
+                        known.join(", ")
+                    ),
+                ));
+            }
         }
         let flavor = flavors["flavors"]
             .as_array()

@@ -169,6 +169,26 @@ impl World {
             .unwrap()
     }
 
+    /// Any call as the holder of `token`: the status and the JSON body (`null` if none).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     async fn patch(&self, path: &str, body: &Value) -> u16 {
         self.http
             .patch(format!("{}{path}", self.api))
@@ -554,6 +574,28 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
         "cleaned up before asking"
     );
     assert!(by_name(&s["ports"], "demo-w-04-0").is_empty());
+    // An amend goes through the node checks preflight makes: nothing it would refuse is
+    // stored.
+    let (code, body) = w
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/jobs/{id}/nodes/demo-w-04"),
+            TOKEN,
+            Some(&json!({"subnet": "😀", "availability_zone": "10.7.0.5", "floating_ip": "10.6.0.255"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let mut fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["availability_zone", "floating_ip", "subnet"], "{body}");
+    let job = w.get(&format!("/v1/jobs/{id}")).await.unwrap();
+    let stored = &job["nodes"][0]["spec"];
+    assert_eq!(stored["subnet"], "demo-subnet", "{job}");
     let code = w
         .patch(
             &format!("/v1/jobs/{id}/nodes/demo-w-04"),
