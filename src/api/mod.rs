@@ -88,8 +88,9 @@ async fn require_token(
     Ok(next.run(req).await)
 }
 
+/// Ready when the database answers and, after a write failed, can be written again.
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.engine.store().ping().await {
+    match st.engine.store().ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,185 @@
+//! The store as an operator meets it: a full disk (503s and `/readyz`, then recovery without a
+//! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, and
+//! who may read `/metrics`. These run the real `capstan` binary and its built-in `smoke` kind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN, Api};
+
+fn smoke(node: &str) -> Value {
+    json!({"kind": "smoke", "cluster": "default/demo", "nodes": [node]})
+}
+
+/// A `capstan serve` process of the real binary; killed when dropped.
+struct Capstan {
+    child: Child,
+    url: String,
+}
+
+impl Capstan {
+    /// Starts `capstan serve --db <db> <args>`; `admin` sets `CAPSTAN_ADMIN_TOKEN`.
+    fn start(db: &Path, args: &[&str], admin: Option<&str>, log: &Path) -> Capstan {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(args)
+            .env_remove("CAPSTAN_ADMIN_TOKEN")
+            .env_remove("CAPSTAN_METRICS_TOKEN")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            );
+        if let Some(token) = admin {
+            cmd.env("CAPSTAN_ADMIN_TOKEN", token);
+        }
+        let mut child = cmd.spawn().expect("spawn capstan serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, u)) = line.split_once("capstan: listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!(
+                        "capstan serve exited before listening ({status}): {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Capstan { child, url }
+    }
+}
+
+impl Drop for Capstan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get_open(api: &Api, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    api.call(Method::GET, path, None, None, headers)
+        .await
+        .expect("GET")
+}
+
+/// Unmounts the small tmpfs however the test ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Writes zeros to `path` until the file system refuses another byte.
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut written = 0u64;
+    for chunk in [64 * 1024, 4096, 512, 1] {
+        let buf = vec![0u8; chunk];
+        loop {
+            match f.write(&buf) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
+    written
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "skipped: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("skipped: cannot mount a tmpfs here: {e}");
+            return;
+        }
+    }
+    // Declared before the server, so the server stops before the tmpfs is unmounted.
+    let _unmount = Unmount(mnt.clone());
+    let log = dir.path().join("serve.log");
+    let server = Capstan::start(&mnt.join("capstan.db"), &[], Some(ADMIN), &log);
+    let api = Api::new(&server.url);
+
+    let before = api.submit(ADMIN, &smoke("n-1")).await;
+    let before = api.wait_finished(before["id"].as_str().unwrap()).await;
+    assert_eq!(before["state"], "succeeded", "{before}");
+
+    let filler = mnt.join("filler");
+    assert!(fill(&filler) > 0);
+    // Twice: the second write must fail for the same reason as the first, not because
+    // the first left the write connection inside a transaction.
+    for attempt in 1..=2 {
+        let (status, body) = api.post("/v1/jobs", ADMIN, &smoke("n-2")).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attempt {attempt}: {body}"
+        );
+        assert_eq!(
+            body["error"], "the database cannot be written: database or disk is full",
+            "attempt {attempt}"
+        );
+    }
+    let (status, body) = get_open(&api, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("the database cannot be written"),
+        "{body}"
+    );
+    assert_eq!(get_open(&api, "/healthz", &[]).await.0, StatusCode::OK);
+
+    std::fs::remove_file(&filler).unwrap();
+    let after = api.submit(ADMIN, &smoke("n-2")).await;
+    let after = api.wait_finished(after["id"].as_str().unwrap()).await;
+    assert_eq!(after["state"], "succeeded", "{after}");
+    let (status, body) = get_open(&api, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("non-zero transaction depth"),
+        "the store never got stuck in a transaction: {logged}"
+    );
+    drop(server);
+}
