@@ -157,6 +157,9 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
 /// readable only by its owner), so the first run needs no setup and prints no secret.
 fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> {
     let path = db.with_extension("admin-token");
+    if path.exists() {
+        check_private(&path)?;
+    }
     if let Ok(existing) = std::fs::read_to_string(&path)
         && !existing.trim().is_empty()
     {
@@ -176,6 +179,30 @@ fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> 
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
     Ok((path, Secret::new(token)))
+}
+
+/// Refuses a token file that users other than its owner may read: a token another local
+/// user could have copied is not the server's secret any more.
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading the mode of {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} holds the admin token but its mode is {mode:04o} (group or others may read or change it); \
+                 run `chmod 600 {}` if no one else has read it, or delete the file to have a new \
+                 token made",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

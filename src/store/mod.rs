@@ -150,6 +150,8 @@ impl Store {
             check_is_ours(path, &display).await?;
         }
 
+        create_private(path)?;
+
         let options = connect_options(path);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -290,6 +292,23 @@ async fn release_clean(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Creates the database file, if absent, readable and writable by its owner only; SQLite
+/// gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unwritable(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// The connection settings every Capstan connection uses (and `bench` measures against).

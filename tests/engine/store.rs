@@ -3,6 +3,7 @@
 //! who may read `/metrics`. These run the real `capstan` binary and its built-in `smoke` kind.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -70,6 +71,20 @@ impl Drop for Capstan {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `capstan serve` expecting it to refuse to start; returns its stderr.
+fn refused(db: &Path, admin: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env_remove("CAPSTAN_ADMIN_TOKEN");
+    if let Some(token) = admin {
+        cmd.env("CAPSTAN_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "serve should have refused to start");
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 async fn get_open(api: &Api, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -182,4 +197,62 @@ async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_
         "the store never got stuck in a transaction: {logged}"
     );
     drop(server);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn the_database_and_token_files_are_private_and_a_readable_token_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("capstan.db");
+    let token_file = dir.path().join("capstan.admin-token");
+    let log = dir.path().join("serve.log");
+    {
+        let server = Capstan::start(&db, &[], None, &log);
+        let token = std::fs::read_to_string(&token_file).unwrap();
+        let api = Api::new(&server.url);
+        api.submit(token.trim(), &smoke("n-1")).await;
+        for file in [
+            &db,
+            &dir.path().join("capstan.db-wal"),
+            &dir.path().join("capstan.db-shm"),
+            &token_file,
+        ] {
+            assert_eq!(
+                mode(file),
+                0o600,
+                "{} is {:04o}",
+                file.display(),
+                mode(file)
+            );
+        }
+    }
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(&db, None);
+    assert!(
+        err.contains(&format!(
+            "{} holds the admin token but its mode is 0644",
+            token_file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod 600 {}", token_file.display())),
+        "{err}"
+    );
+    assert_eq!(
+        mode(&token_file),
+        0o644,
+        "the file is left for the operator to judge"
+    );
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(Capstan::start(&db, &[], None, &log));
 }
