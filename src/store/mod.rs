@@ -357,31 +357,48 @@ async fn check_is_ours(path: &Path, display: &str) -> Result<()> {
         pool.close().await;
         return Ok(()); // an empty SQLite file: ours to initialise
     }
-    if !tables.iter().any(|t| t == "capstan_meta") {
-        pool.close().await;
-        return Err(not_ours(format!(
-            "it has tables ({}) but no capstan_meta",
-            tables.join(", ")
-        )));
-    }
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let found: Option<i64> = if tables.iter().any(|t| t == "_sqlx_migrations") {
-        sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
-            .fetch_one(&pool)
-            .await?
-            .get("v")
-    } else {
-        None
-    };
+    let identity = identify(&pool, &tables).await;
     pool.close().await;
-    match found {
-        Some(found) if found > known => Err(StoreError::TooNew {
+    let found = identity.map_err(not_ours)?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if found > known {
+        return Err(StoreError::TooNew {
             path: display.to_string(),
             found,
             known,
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
+}
+
+/// Reads, without writing, what makes a non-empty file Capstan's: a `capstan_meta` table
+/// whose `schema` row says `capstan`, and the migration record that wrote it (every
+/// Capstan file has both, from its first migration on). Returns the newest migration
+/// applied, or why the file is not Capstan's.
+async fn identify(pool: &SqlitePool, tables: &[String]) -> std::result::Result<i64, String> {
+    if !tables.iter().any(|t| t == "capstan_meta") {
+        return Err(format!(
+            "it has tables ({}) but no capstan_meta",
+            tables.join(", ")
+        ));
+    }
+    let schema: Option<String> =
+        sqlx::query_scalar("SELECT value FROM capstan_meta WHERE key = 'schema'")
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| format!("its capstan_meta table is not Capstan's ({e})"))?;
+    if schema.as_deref() != Some("capstan") {
+        return Err("its capstan_meta table does not name the capstan schema".into());
+    }
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err("it has a capstan_meta table but no record of Capstan's migrations".into());
+    }
+    let found: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get("v"))
+        .map_err(|e| format!("its migration record is unreadable ({e})"))?;
+    found.ok_or_else(|| "its migration record is empty".to_string())
 }
 
 /// Milliseconds since the Unix epoch: the store's one time unit.

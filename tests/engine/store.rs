@@ -256,3 +256,83 @@ async fn the_database_and_token_files_are_private_and_a_readable_token_file_is_r
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     drop(Capstan::start(&db, &[], None, &log));
 }
+
+/// The tables of an SQLite file, read without writing.
+async fn tables(path: &Path) -> Vec<String> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let names =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    names
+}
+
+async fn foreign_file(path: &Path, statements: &[&str]) {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "meta-only.db",
+            &[
+                "CREATE TABLE capstan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+            ],
+            "does not name the capstan schema",
+        ),
+        (
+            "claims-capstan.db",
+            &[
+                "CREATE TABLE capstan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                "INSERT INTO capstan_meta VALUES ('schema', 'capstan')",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+            ],
+            "has a capstan_meta table but no record of Capstan's migrations",
+        ),
+        (
+            "other-shape.db",
+            &["CREATE TABLE capstan_meta (id INTEGER PRIMARY KEY, data BLOB)"],
+            "its capstan_meta table is not Capstan's",
+        ),
+    ];
+    for (name, statements, why) in cases {
+        let path = dir.path().join(name);
+        foreign_file(&path, statements).await;
+        let tables_before = tables(&path).await;
+        let bytes_before = std::fs::read(&path).unwrap();
+        let err = refused(&path, Some(ADMIN));
+        assert!(
+            err.contains(&format!("{} is not a Capstan database", path.display())),
+            "{name}: {err}"
+        );
+        assert!(err.contains(why), "{name}: {err}");
+        assert_eq!(
+            tables(&path).await,
+            tables_before,
+            "{name}: its tables are unchanged"
+        );
+        assert!(
+            bytes_before == std::fs::read(&path).unwrap(),
+            "{name}: its bytes are unchanged"
+        );
+        assert!(
+            !dir.path().join(format!("{name}-wal")).exists(),
+            "{name}: no WAL was started in it"
+        );
+    }
+}
