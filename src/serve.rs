@@ -27,6 +27,8 @@ pub struct ServeOptions {
     /// Load workflows from this directory instead of the built-in ones.
     pub workflows: Option<PathBuf>,
     pub admin_token: Option<Secret>,
+    /// The bearer token `/metrics` requires; `None` leaves it open (it names no tenant).
+    pub metrics_token: Option<Secret>,
     pub lease: Duration,
     pub poll: Duration,
     pub max_jobs: usize,
@@ -43,6 +45,7 @@ impl ServeOptions {
             config: None,
             workflows: None,
             admin_token: None,
+            metrics_token: None,
             lease: defaults.lease,
             poll: defaults.poll,
             max_jobs: defaults.max_jobs,
@@ -70,6 +73,15 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
             .with_context(|| format!("reading workflows from {}", dir.display()))?,
         None => crate::lifecycle::workflow_sources(clients.is_some()),
     };
+    if opts
+        .metrics_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        anyhow::bail!(
+            "--metrics-token (CAPSTAN_METRICS_TOKEN) is empty; set a token or leave it unset"
+        );
+    }
     let workflows = workflow::load_all(&sources, &registry)?;
     let store = Store::open(&opts.db).await?;
     let _ = store_cell.set(store.clone());
@@ -88,7 +100,7 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     }
     let auth = Auth::from_config(config, admin_token)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_scrape_token(opts.metrics_token.clone()));
     let engine_config = EngineConfig {
         lease: opts.lease,
         poll: opts.poll,

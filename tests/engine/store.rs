@@ -336,3 +336,57 @@ async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_need_the_metrics_token_when_one_is_set_and_never_name_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let secret = "metrics-token-5f1c9e";
+
+    let guarded = Capstan::start(
+        &dir.path().join("guarded.db"),
+        &["--metrics-token", secret],
+        Some(ADMIN),
+        &log,
+    );
+    let api = Api::new(&guarded.url);
+    let (admin, right) = (format!("Bearer {ADMIN}"), format!("Bearer {secret}"));
+    for (headers, want) in [
+        (vec![], StatusCode::UNAUTHORIZED),
+        (
+            vec![("authorization", "Bearer wrong")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            vec![("authorization", admin.as_str())],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (vec![("authorization", right.as_str())], StatusCode::OK),
+    ] {
+        let (status, body) = get_open(&api, "/metrics", &headers).await;
+        assert_eq!(status, want, "{headers:?}: {body}");
+    }
+    drop(guarded);
+
+    let open = Capstan::start(&dir.path().join("open.db"), &[], Some(ADMIN), &log);
+    let api = Api::new(&open.url);
+    for tenant in ["acme-corp", "globex"] {
+        let mut job = smoke("n-1");
+        job["tenant"] = json!(tenant);
+        api.submit(ADMIN, &job).await;
+    }
+    let (status, body) = get_open(&api, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = body.as_str().unwrap().to_string();
+    assert!(body.contains("capstan_jobs{kind=\"smoke\""), "{body}");
+    for leak in ["tenant=", "acme-corp", "globex"] {
+        assert!(!body.contains(leak), "/metrics shows `{leak}`: {body}");
+    }
+    drop(open);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(secret),
+        "the metrics token is never logged"
+    );
+}
