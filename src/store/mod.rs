@@ -241,11 +241,6 @@ impl Store {
         self.commit(tx).await
     }
 
-    /// The reason writes fail, if the last one did.
-    pub fn write_failure(&self) -> Option<String> {
-        self.health.failing()
-    }
-
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         // IMMEDIATE takes the write lock up front: a read-then-write transaction can then
         // never fail to upgrade because another process committed in between.
