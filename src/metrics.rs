@@ -1,11 +1,17 @@
 //! Prometheus metrics: jobs by kind and state (read from the store at scrape time), step
 //! durations, retries by failure class, lease takeovers and schedule fires.
+//!
+//! Invariant: no series carries a tenant's name (nor a cluster's or a node's): counts are
+//! summed over tenants, so an open `/metrics` tells a scraper nothing about who uses the
+//! server. With a scrape token set (`--metrics-token`), `/metrics` answers only to it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::config::Secret;
 
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -47,9 +53,29 @@ pub struct Metrics {
     /// Ticks that made no job, by why (`refused`, `unavailable`, `owner_gone`).
     pub schedule_refusals: LabeledCounter,
     steps: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// The bearer token a scrape must present; `None`: open.
+    scrape_token: Option<Secret>,
 }
 
 impl Metrics {
+    /// Metrics whose scrapes must present `token` as `Authorization: Bearer <token>`.
+    pub fn with_scrape_token(token: Option<Secret>) -> Metrics {
+        Metrics {
+            scrape_token: token,
+            ..Metrics::default()
+        }
+    }
+
+    /// Whether a scrape with this `Authorization` header value may read the metrics.
+    pub fn may_scrape(&self, authorization: Option<&str>) -> bool {
+        match &self.scrape_token {
+            None => true,
+            Some(token) => authorization
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .is_some_and(|presented| token.matches(presented.trim())),
+        }
+    }
+
     pub fn observe_step(&self, kind: &str, step: &str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut steps = self.steps.lock().unwrap();

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     /// Load workflows from this directory instead of the built-in ones.
     pub workflows: Option<PathBuf>,
     pub admin_token: Option<Secret>,
+    /// The bearer token `/metrics` requires; `None` leaves it open (it names no tenant).
+    pub metrics_token: Option<Secret>,
     pub lease: Duration,
     pub poll: Duration,
     pub max_jobs: usize,
@@ -45,6 +47,7 @@ impl ServeOptions {
             config: None,
             workflows: None,
             admin_token: None,
+            metrics_token: None,
             lease: defaults.lease,
             poll: defaults.poll,
             max_jobs: defaults.max_jobs,
@@ -77,6 +80,15 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
             .with_context(|| format!("reading workflows from {}", dir.display()))?,
         None => crate::lifecycle::workflow_sources(clients.is_some()),
     };
+    if opts
+        .metrics_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        anyhow::bail!(
+            "--metrics-token (CAPSTAN_METRICS_TOKEN) is empty; set a token or leave it unset"
+        );
+    }
     let workflows = workflow::load_all(&sources, &registry)?;
     let store = Store::open(&opts.db).await?;
     let config = match &opts.config {
@@ -94,7 +106,7 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     }
     let auth = Arc::new(Auth::from_config(config, admin_token)?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_scrape_token(opts.metrics_token.clone()));
     let engine_config = EngineConfig {
         lease: opts.lease,
         poll: opts.poll,
@@ -173,6 +185,9 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
 /// readable only by its owner), so the first run needs no setup and prints no secret.
 fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> {
     let path = db.with_extension("admin-token");
+    if path.exists() {
+        check_private(&path)?;
+    }
     if let Ok(existing) = std::fs::read_to_string(&path)
         && !existing.trim().is_empty()
     {
@@ -192,6 +207,30 @@ fn local_admin_token(db: &std::path::Path) -> anyhow::Result<(PathBuf, Secret)> 
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
     Ok((path, Secret::new(token)))
+}
+
+/// Refuses a token file that users other than its owner may read: a token another local
+/// user could have copied is not the server's secret any more.
+fn check_private(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading the mode of {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} holds the admin token but its mode is {mode:04o} (group or others may read or change it); \
+                 run `chmod 600 {}` if no one else has read it, or delete the file to have a new \
+                 token made",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

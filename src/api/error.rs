@@ -61,6 +61,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            // Nothing was written; the client may retry once the operator has made room.
+            e @ StoreError::Unwritable(_) => {
+                tracing::error!(error = %e, "store write failed while serving a request");
+                ApiError::Unavailable(e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "store error while serving a request");
                 ApiError::Internal(

@@ -89,8 +89,9 @@ async fn require_token(
     Ok(next.run(req).await)
 }
 
+/// Ready when the database answers and, after a write failed, can be written again.
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.engine.store().ping().await {
+    match st.engine.store().ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -100,7 +101,15 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+/// Open, or behind `--metrics-token` when one is set; it never names a tenant either way.
+async fn metrics(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    if !st.metrics.may_scrape(presented) {
+        return Err(ApiError::Unauthorized);
+    }
     let counts = st.engine.store().job_counts().await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// An admin bearer token, without a config file.
     #[arg(long, env = "CAPSTAN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<crate::config::Secret>,
+    /// A bearer token `/metrics` then requires (`Authorization: Bearer <token>`); without
+    /// one `/metrics` is open and names no tenant.
+    #[arg(long, env = "CAPSTAN_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<crate::config::Secret>,
     /// How long a job's claim lasts without a heartbeat (a crashed worker's jobs resume after it).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease: std::time::Duration,
@@ -337,6 +341,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.config = a.config;
                 opts.workflows = a.workflows;
                 opts.admin_token = a.admin_token;
+                opts.metrics_token = a.metrics_token;
                 opts.lease = a.lease;
                 opts.schedule_min_interval = a.schedule_min_interval;
                 let mut registry = crate::engine::step::Registry::new();

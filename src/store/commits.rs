@@ -7,11 +7,13 @@
 //! is shared is the cost of BEGIN/COMMIT and of writing the same pages again. Under light
 //! load a batch is one outcome and nothing waits.
 
+use std::sync::Arc;
+
 use sqlx::SqlitePool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::jobs::{JobRow, NewEvent, TaskUpdate, apply_task_update};
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, WriteHealth};
 use crate::model::JobState;
 
 /// Outcomes written in one transaction at most.
@@ -29,9 +31,10 @@ pub(crate) struct Request {
 pub(super) fn spawn_writer(
     pool: SqlitePool,
     appended: broadcast::Sender<String>,
+    health: Arc<WriteHealth>,
 ) -> mpsc::Sender<Request> {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(writer(pool, rx, appended));
+    tokio::spawn(writer(pool, rx, appended, health));
     tx
 }
 
@@ -60,6 +63,7 @@ async fn writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Request>,
     appended: broadcast::Sender<String>,
+    health: Arc<WriteHealth>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -72,6 +76,9 @@ async fn writer(
         }
         match write_batch(&pool, &batch).await {
             Ok(results) => {
+                if results.iter().any(Result::is_ok) {
+                    health.clear();
+                }
                 for (r, result) in batch.drain(..).zip(results) {
                     if result
                         .as_ref()
@@ -80,6 +87,14 @@ async fn writer(
                         let _ = appended.send(r.job_id.clone());
                     }
                     let _ = r.reply.send(result);
+                }
+            }
+            Err(StoreError::Unwritable(why)) => {
+                // Nothing of the batch was written, and the connection it used is replaced
+                // on release (see `release_clean`), so the next batch starts clean.
+                health.set(why.clone());
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(StoreError::Unwritable(why.clone())));
                 }
             }
             Err(e) => {

@@ -266,7 +266,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
+        self.wrote();
         self.notify_appended(&job.id);
         Ok(Submitted {
             job_id: job.id.clone(),
@@ -305,7 +306,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(jobs.into_iter().map(|(j,)| j).collect())
     }
 
@@ -449,7 +450,7 @@ impl Store {
                 taken_over_from,
             });
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         for c in claims.iter().filter(|c| c.taken_over_from.is_some()) {
             self.notify_appended(&c.job.id);
         }
@@ -472,7 +473,8 @@ impl Store {
         .bind(job_id)
         .bind(fence)
         .fetch_optional(&self.write)
-        .await?;
+        .await
+        .map_err(|e| self.failed(e.into()))?;
         Ok(row.map(|(cancel_requested, operator_seq)| Heartbeat {
             cancel_requested,
             operator_seq,
@@ -531,7 +533,7 @@ impl Store {
         if let Some(e) = event {
             insert_event(&mut tx, job_id, now_ms(), e).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         if event.is_some() {
             self.notify_appended(job_id);
         }
@@ -546,7 +548,7 @@ impl Store {
         for e in events {
             insert_event(&mut tx, job_id, now, e).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(job_id);
         Ok(())
     }
@@ -570,7 +572,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if holder != job.id {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Some(holder));
         }
         let started = sqlx::query(
@@ -587,7 +589,7 @@ impl Store {
                 .message("job running");
             insert_event(&mut tx, &job.id, now, &e).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         if started > 0 {
             self.notify_appended(&job.id);
         }
@@ -618,7 +620,7 @@ impl Store {
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(job_id);
         Ok(())
     }
@@ -663,7 +665,7 @@ impl Store {
             insert_event(&mut tx, &job.id, now, &e).await?;
         }
         let state = derive_job_state(&mut tx, &job.id, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(&job.id);
         Ok(state)
     }
@@ -695,7 +697,7 @@ impl Store {
             "cancel requested by {who}; in-flight steps finish, nothing new starts"
         ));
         insert_event(&mut tx, job_id, now, &e).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(job_id);
         Ok(JobState::Cancelling)
     }
@@ -733,7 +735,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         derive_job_state(&mut tx, job_id, now).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(job_id);
         Ok(names.into_iter().map(|(n, _)| n).collect())
     }
@@ -786,7 +788,7 @@ impl Store {
             .message(format!("spec amended by {who}: {}", changed.join(", ")))
             .data(serde_json::json!({ "changed": changed }));
         insert_event(&mut tx, job_id, now, &e).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(job_id);
         Ok(changed)
     }

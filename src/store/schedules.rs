@@ -77,7 +77,7 @@ impl Store {
         .bind(s.last_error_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -175,7 +175,7 @@ impl Store {
             ))
             .data(serde_json::json!({ "schedule_id": s.id, "tick": rfc3339(s.next_fire_at) }));
         insert_event(&mut tx, &job.id, now, &e).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.notify_appended(&job.id);
         Ok(Some(job.id.clone()))
     }

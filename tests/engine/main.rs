@@ -2,6 +2,7 @@
 //! tests register), its HTTP API, and the side effects its steps leave in a side database.
 
 mod crash;
+mod store;
 mod support;
 mod surfaces;
 

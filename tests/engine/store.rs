@@ -1,0 +1,392 @@
+//! The store as an operator meets it: a full disk (503s and `/readyz`, then recovery without a
+//! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, and
+//! who may read `/metrics`. These run the real `capstan` binary and its built-in `smoke` kind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN, Api};
+
+fn smoke(node: &str) -> Value {
+    json!({"kind": "smoke", "cluster": "default/demo", "nodes": [node]})
+}
+
+/// A `capstan serve` process of the real binary; killed when dropped.
+struct Capstan {
+    child: Child,
+    url: String,
+}
+
+impl Capstan {
+    /// Starts `capstan serve --db <db> <args>`; `admin` sets `CAPSTAN_ADMIN_TOKEN`.
+    fn start(db: &Path, args: &[&str], admin: Option<&str>, log: &Path) -> Capstan {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(args)
+            .env_remove("CAPSTAN_ADMIN_TOKEN")
+            .env_remove("CAPSTAN_METRICS_TOKEN")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            );
+        if let Some(token) = admin {
+            cmd.env("CAPSTAN_ADMIN_TOKEN", token);
+        }
+        let mut child = cmd.spawn().expect("spawn capstan serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, u)) = line.split_once("capstan: listening on ") {
+                        break u.trim().to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!(
+                        "capstan serve exited before listening ({status}): {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Capstan { child, url }
+    }
+}
+
+impl Drop for Capstan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `capstan serve` expecting it to refuse to start; returns its stderr.
+fn refused(db: &Path, admin: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env_remove("CAPSTAN_ADMIN_TOKEN");
+    if let Some(token) = admin {
+        cmd.env("CAPSTAN_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "serve should have refused to start");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+async fn get_open(api: &Api, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    api.call(Method::GET, path, None, None, headers)
+        .await
+        .expect("GET")
+}
+
+/// Unmounts the small tmpfs however the test ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Writes zeros to `path` until the file system refuses another byte.
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut written = 0u64;
+    for chunk in [64 * 1024, 4096, 512, 1] {
+        let buf = vec![0u8; chunk];
+        loop {
+            match f.write(&buf) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
+    written
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "skipped: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("skipped: cannot mount a tmpfs here: {e}");
+            return;
+        }
+    }
+    // Declared before the server, so the server stops before the tmpfs is unmounted.
+    let _unmount = Unmount(mnt.clone());
+    let log = dir.path().join("serve.log");
+    let server = Capstan::start(&mnt.join("capstan.db"), &[], Some(ADMIN), &log);
+    let api = Api::new(&server.url);
+
+    let before = api.submit(ADMIN, &smoke("n-1")).await;
+    let before = api.wait_finished(before["id"].as_str().unwrap()).await;
+    assert_eq!(before["state"], "succeeded", "{before}");
+
+    let filler = mnt.join("filler");
+    assert!(fill(&filler) > 0);
+    // Twice: the second write must fail for the same reason as the first, not because
+    // the first left the write connection inside a transaction.
+    for attempt in 1..=2 {
+        let (status, body) = api.post("/v1/jobs", ADMIN, &smoke("n-2")).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attempt {attempt}: {body}"
+        );
+        assert_eq!(
+            body["error"], "the database cannot be written: database or disk is full",
+            "attempt {attempt}"
+        );
+    }
+    let (status, body) = get_open(&api, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("the database cannot be written"),
+        "{body}"
+    );
+    assert_eq!(get_open(&api, "/healthz", &[]).await.0, StatusCode::OK);
+
+    std::fs::remove_file(&filler).unwrap();
+    let after = api.submit(ADMIN, &smoke("n-2")).await;
+    let after = api.wait_finished(after["id"].as_str().unwrap()).await;
+    assert_eq!(after["state"], "succeeded", "{after}");
+    let (status, body) = get_open(&api, "/readyz", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("non-zero transaction depth"),
+        "the store never got stuck in a transaction: {logged}"
+    );
+    drop(server);
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn the_database_and_token_files_are_private_and_a_readable_token_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("capstan.db");
+    let token_file = dir.path().join("capstan.admin-token");
+    let log = dir.path().join("serve.log");
+    {
+        let server = Capstan::start(&db, &[], None, &log);
+        let token = std::fs::read_to_string(&token_file).unwrap();
+        let api = Api::new(&server.url);
+        api.submit(token.trim(), &smoke("n-1")).await;
+        for file in [
+            &db,
+            &dir.path().join("capstan.db-wal"),
+            &dir.path().join("capstan.db-shm"),
+            &token_file,
+        ] {
+            assert_eq!(
+                mode(file),
+                0o600,
+                "{} is {:04o}",
+                file.display(),
+                mode(file)
+            );
+        }
+    }
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(&db, None);
+    assert!(
+        err.contains(&format!(
+            "{} holds the admin token but its mode is 0644",
+            token_file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod 600 {}", token_file.display())),
+        "{err}"
+    );
+    assert_eq!(
+        mode(&token_file),
+        0o644,
+        "the file is left for the operator to judge"
+    );
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(Capstan::start(&db, &[], None, &log));
+}
+
+/// The tables of an SQLite file, read without writing.
+async fn tables(path: &Path) -> Vec<String> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let names =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    names
+}
+
+async fn foreign_file(path: &Path, statements: &[&str]) {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "meta-only.db",
+            &[
+                "CREATE TABLE capstan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+            ],
+            "does not name the capstan schema",
+        ),
+        (
+            "claims-capstan.db",
+            &[
+                "CREATE TABLE capstan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                "INSERT INTO capstan_meta VALUES ('schema', 'capstan')",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+            ],
+            "has a capstan_meta table but no record of Capstan's migrations",
+        ),
+        (
+            "other-shape.db",
+            &["CREATE TABLE capstan_meta (id INTEGER PRIMARY KEY, data BLOB)"],
+            "its capstan_meta table is not Capstan's",
+        ),
+    ];
+    for (name, statements, why) in cases {
+        let path = dir.path().join(name);
+        foreign_file(&path, statements).await;
+        let tables_before = tables(&path).await;
+        let bytes_before = std::fs::read(&path).unwrap();
+        let err = refused(&path, Some(ADMIN));
+        assert!(
+            err.contains(&format!("{} is not a Capstan database", path.display())),
+            "{name}: {err}"
+        );
+        assert!(err.contains(why), "{name}: {err}");
+        assert_eq!(
+            tables(&path).await,
+            tables_before,
+            "{name}: its tables are unchanged"
+        );
+        assert!(
+            bytes_before == std::fs::read(&path).unwrap(),
+            "{name}: its bytes are unchanged"
+        );
+        assert!(
+            !dir.path().join(format!("{name}-wal")).exists(),
+            "{name}: no WAL was started in it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_need_the_metrics_token_when_one_is_set_and_never_name_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let secret = "metrics-token-5f1c9e";
+
+    let guarded = Capstan::start(
+        &dir.path().join("guarded.db"),
+        &["--metrics-token", secret],
+        Some(ADMIN),
+        &log,
+    );
+    let api = Api::new(&guarded.url);
+    let (admin, right) = (format!("Bearer {ADMIN}"), format!("Bearer {secret}"));
+    for (headers, want) in [
+        (vec![], StatusCode::UNAUTHORIZED),
+        (
+            vec![("authorization", "Bearer wrong")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            vec![("authorization", admin.as_str())],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (vec![("authorization", right.as_str())], StatusCode::OK),
+    ] {
+        let (status, body) = get_open(&api, "/metrics", &headers).await;
+        assert_eq!(status, want, "{headers:?}: {body}");
+    }
+    drop(guarded);
+
+    let open = Capstan::start(&dir.path().join("open.db"), &[], Some(ADMIN), &log);
+    let api = Api::new(&open.url);
+    for tenant in ["acme-corp", "globex"] {
+        let mut job = smoke("n-1");
+        job["tenant"] = json!(tenant);
+        api.submit(ADMIN, &job).await;
+    }
+    let (status, body) = get_open(&api, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = body.as_str().unwrap().to_string();
+    assert!(body.contains("capstan_jobs{kind=\"smoke\""), "{body}");
+    for leak in ["tenant=", "acme-corp", "globex"] {
+        assert!(!body.contains(leak), "/metrics shows `{leak}`: {body}");
+    }
+    drop(open);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(secret),
+        "the metrics token is never logged"
+    );
+}
