@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 mod delete;
 mod repair;
+mod tenancy;
 
 const TOKEN: &str = "scale-out-test-token";
 
@@ -111,6 +112,7 @@ impl World {
             .arg(self.path("kubeconfig"))
             .arg("--config")
             .arg(self.path("capstan.yaml"))
+            .args(["--schedule-min-interval", "2s"])
             .env("CAPSTAN_ADMIN_TOKEN", TOKEN);
         let (child, url) = spawn_reading(cmd, "capstan: listening on ");
         self.serve = Some(child);
@@ -268,6 +270,10 @@ impl World {
             "Machine",
         ));
         Api::namespaced_with(client, "default", &ar)
+    }
+
+    async fn secrets(&self, ns: &str) -> Api<k8s_openapi::api::core::v1::Secret> {
+        Api::namespaced(self.machines().await.into_client(), ns)
     }
 
     async fn machine_sets(&self) -> Api<DynamicObject> {
