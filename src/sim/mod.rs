@@ -5,10 +5,12 @@
 //! it (and `capstan bench sim`, which measures it); the engine and the lifecycle steps meet
 //! it only over loopback HTTP, through the `clouds.yaml` it writes.
 //!
-//! Served so far: Keystone auth and catalog; Nova flavors, AZs, hypervisors, limits, quota
-//! sets and servers (with fault hooks); Neutron networks, subnets, ports, floating IPs and
-//! quotas; Cinder volume types, volumes and quota sets; Glance images. Scripted faults and the
-//! Kubernetes API come next (issue 3).
+//! Served so far: Keystone auth, catalog, token validation and a user's projects; Nova
+//! flavors, AZs, hypervisors, limits, quota sets and servers (with fault hooks); Neutron
+//! networks, subnets, ports, floating IPs and quotas; Cinder volume types, volumes and quota
+//! sets; Glance images. A member's token sees only its project's resources (and external
+//! networks), as the services' default policies scope it; an admin's reaches further where
+//! upstream lets it. Scripted faults and the Kubernetes API come next (issue 3).
 
 mod control;
 pub mod controllers;

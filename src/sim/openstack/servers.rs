@@ -1033,7 +1033,9 @@ impl Cloud {
         out
     }
 
-    /// The server `id` as the caller may see it (its project's, or any for an admin).
+    /// The server `id` as the caller may see it: its project's, or any for an admin (Nova's
+    /// `os_compute_api:servers:show`/`delete` default to admin or project member); another
+    /// project's server is `itemNotFound` to a member, as Nova answers.
     fn server_index(&self, caller: &Token, id: &str) -> Option<usize> {
         let admin = caller.roles.iter().any(|r| r == "admin");
         self.servers
