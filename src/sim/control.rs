@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -49,9 +49,14 @@ pub fn router(console: Console) -> Router {
         .with_state(console)
 }
 
-/// Every server, port, volume and floating IP, and every cluster's Machines and Nodes.
-async fn state(State(c): State<Console>) -> Json<Value> {
-    let mut doc = super::openstack::control::state(&c.cloud);
+/// Every server, port, volume and floating IP (only one project's with `?project=<name or
+/// ID>`), and every cluster's Machines and Nodes.
+async fn state(
+    State(c): State<Console>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let project = q.get("project").map(String::as_str);
+    let mut doc = super::openstack::control::state(&c.cloud, project);
     let clusters = c.kube.clusters.lock().unwrap();
     let machines: Vec<Value> = clusters[MANAGEMENT]
         .list(ix::MACHINE, None)

@@ -5,10 +5,12 @@
 //! it (and `capstan bench sim`, which measures it); the engine and the lifecycle steps meet
 //! it only over loopback HTTP, through the `clouds.yaml` it writes.
 //!
-//! Served so far: Keystone auth and catalog; Nova flavors, AZs, hypervisors, limits, quota
-//! sets and servers (with fault hooks); Neutron networks, subnets, ports, floating IPs and
-//! quotas; Cinder volume types, volumes and quota sets; Glance images. Scripted faults and the
-//! Kubernetes API come next (issue 3).
+//! Served so far: Keystone auth, catalog, token validation and a user's projects; Nova
+//! flavors, AZs, hypervisors, limits, quota sets and servers (with fault hooks); Neutron
+//! networks, subnets, ports, floating IPs and quotas; Cinder volume types, volumes and quota
+//! sets; Glance images. A member's token sees only its project's resources (and external
+//! networks), as the services' default policies scope it; an admin's reaches further where
+//! upstream lets it. Scripted faults and the Kubernetes API come next (issue 3).
 
 mod control;
 pub mod controllers;
@@ -116,6 +118,11 @@ impl Sim {
             let ids = |what: &str| -> String {
                 let (kind, name) = what.split_once(':').unwrap_or(("", what));
                 match kind {
+                    "project" => c
+                        .projects
+                        .iter()
+                        .find(|p| p.name == name)
+                        .map(|p| p.id.clone()),
                     "network" => c
                         .networks
                         .iter()
@@ -166,18 +173,25 @@ impl Sim {
     }
 }
 
-/// One cloud entry per project user; the first project's first user is `capstan-sim`.
+/// The `clouds.yaml` entry for a project's `j`th user: the first project's first user is
+/// `capstan-sim`, another project's first user `capstan-sim-<project>`, any further user
+/// `capstan-sim-<project>-<user>`.
+fn cloud_name(project_index: usize, project: &str, user_index: usize, user: &str) -> String {
+    match (project_index, user_index) {
+        (0, 0) => CLOUD_NAME.to_string(),
+        (_, 0) => format!("{CLOUD_NAME}-{project}"),
+        _ => format!("{CLOUD_NAME}-{project}-{user}"),
+    }
+}
+
+/// One cloud entry per project user, named by [`cloud_name`].
 fn clouds_yaml_text(s: &Scenario, project_ids: &[String], base: &str) -> String {
     let mut out = String::from(
         "# Written by `capstan sim`: the simulated cloud, as any OpenStack client reads it.\nclouds:\n",
     );
     for (i, p) in s.projects.iter().enumerate() {
         for (j, u) in p.users.iter().enumerate() {
-            let name = if i == 0 && j == 0 {
-                CLOUD_NAME.to_string()
-            } else {
-                format!("{CLOUD_NAME}-{}-{}", p.name, u.name)
-            };
+            let name = cloud_name(i, &p.name, j, &u.name);
             out.push_str(&format!(
                 "  {name}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {user}\n      password: {password:?}\n      project_name: {project}\n      project_id: {project_id}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    interface: public\n    identity_api_version: 3\n",
                 user = u.name,

@@ -195,6 +195,37 @@ impl Scenario {
                     c.project
                 );
             }
+            // A project reaches its own networks and external ones, as Neutron scopes them.
+            let Some(net) = s.networks.iter().find(|n| n.name == c.network) else {
+                anyhow::bail!("cluster {}: network `{}` is not listed", c.name, c.network);
+            };
+            if !net.external && net.project.as_deref() != Some(c.project.as_str()) {
+                anyhow::bail!(
+                    "cluster {}: network `{}` is not project `{}`'s",
+                    c.name,
+                    c.network,
+                    c.project
+                );
+            }
+            if !net.subnets.iter().any(|x| x.name == c.subnet) {
+                anyhow::bail!(
+                    "cluster {}: subnet `{}` is not in network `{}`",
+                    c.name,
+                    c.subnet,
+                    c.network
+                );
+            }
+            if !s
+                .networks
+                .iter()
+                .any(|n| n.name == c.external_network && n.external)
+            {
+                anyhow::bail!(
+                    "cluster {}: `{}` is not an external network",
+                    c.name,
+                    c.external_network
+                );
+            }
             for ms in &c.machine_sets {
                 if !["Random", "Newest", "Oldest"].contains(&ms.delete_policy.as_str()) {
                     anyhow::bail!(
@@ -229,6 +260,34 @@ mod tests {
         assert_eq!(s.volume_types, vec!["ssd", "hdd"]);
         assert_eq!(s.networks[0].subnets[0].cidr, "10.6.0.0/24");
         assert!(s.networks[1].external);
+        // The second tenant: a member only, a smaller quota, its own network and cluster.
+        let acme = &s.projects[1];
+        assert_eq!(acme.name, "acme");
+        assert_eq!(acme.users[0].roles, vec!["member"]);
+        assert_eq!(acme.quotas.instances, 10);
+        assert_eq!(s.networks[2].project.as_deref(), Some("acme"));
+        assert_eq!(s.networks[2].subnets[0].cidr, "10.7.0.0/24");
+        let clusters: Vec<(&str, &str, &str)> = s
+            .clusters
+            .iter()
+            .map(|c| (c.namespace.as_str(), c.name.as_str(), c.project.as_str()))
+            .collect();
+        assert_eq!(
+            clusters,
+            vec![("default", "demo", "demo"), ("acme", "prod", "acme")]
+        );
+        assert_eq!(s.clusters[0].machine_sets[0].replicas, 3);
+        assert_eq!(s.clusters[1].machine_sets[0].replicas, 2);
+    }
+
+    #[test]
+    fn a_cluster_on_another_projects_network_is_refused() {
+        let bad = DEMO.replace("network: acme-net", "network: demo-net");
+        let e = Scenario::parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("network `demo-net` is not project `acme`'s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{SimProcess, raw_token, start_sim};
 
-async fn client_from(path: &std::path::Path) -> Client {
+pub(super) async fn client_from(path: &std::path::Path) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
     let mut config =
         Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
@@ -23,7 +23,7 @@ async fn client_from(path: &std::path::Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
-fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
+pub(super) fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
@@ -31,6 +31,15 @@ fn capi(client: &Client, kind: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),
         "default",
+        &resource("cluster.x-k8s.io", "v1beta1", kind),
+    )
+}
+
+/// A CAPI kind in another namespace than the demo cluster's.
+pub(super) fn capi_in(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
         &resource("cluster.x-k8s.io", "v1beta1", kind),
     )
 }
@@ -43,12 +52,12 @@ fn capo(client: &Client, version: &str, kind: &str) -> Api<DynamicObject> {
     )
 }
 
-fn json_of(o: &DynamicObject) -> Value {
+pub(super) fn json_of(o: &DynamicObject) -> Value {
     serde_json::to_value(o).unwrap()
 }
 
 /// Polls `check` until it yields a value; the bound only keeps a broken run from hanging.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(super) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -17,6 +17,7 @@ use openstack::{ErrorKind, IdOrName};
 use serde_json::{Value, json};
 
 mod k8s;
+mod tenants;
 
 struct SimProcess {
     child: Child,
@@ -146,7 +147,8 @@ async fn the_openstack_crate_reads_the_demo_cloud_through_its_clouds_yaml() {
         .filter_map(|n| n.name().clone())
         .collect();
     networks.sort();
-    assert_eq!(networks, vec!["demo-net", "public"]);
+    // demo's user is an admin: Neutron lists every project's networks to an admin.
+    assert_eq!(networks, vec!["acme-net", "demo-net", "public"]);
     assert_eq!(
         cloud.get_network("no-such-net").await.unwrap_err().kind(),
         ErrorKind::ResourceNotFound

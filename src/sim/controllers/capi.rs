@@ -860,9 +860,11 @@ mod tests {
     /// MachineSet follows its replicas and delete policy.
     #[test]
     fn a_deployment_keeps_one_owned_set_at_its_replicas() {
-        let text = DEMO.replace(
+        // The first cluster's (default/demo) pool list only.
+        let text = DEMO.replacen(
             "delete_policy: Oldest}",
             "delete_policy: Oldest}\n      - {name: demo-md-1, deployment: true, replicas: 2, flavor: k8s.small, image: ubuntu-2204-kube-v1.30, delete_policy: Newest}",
+            1,
         );
         let scenario = Scenario::parse(&text).unwrap();
         let kube = KubeWorld::new();

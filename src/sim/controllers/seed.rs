@@ -71,13 +71,24 @@ fn cluster_objects(
     let ns = &c.namespace;
     let name = &c.name;
     let labels = json!({ CLUSTER_NAME_LABEL: name });
+    // The cluster's own project's credentials: CAPO acts in that project and sees only it.
     let clouds_yaml = format!(
-        "clouds:\n  {CAPO_CLOUD}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {}\n      password: {:?}\n      project_name: {}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {}\n    interface: public\n    identity_api_version: 3\n",
+        "clouds:\n  {CAPO_CLOUD}:\n    auth:\n      auth_url: {base}/identity/v3\n      username: {}\n      password: {:?}\n      project_name: {}\n      project_id: {}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {}\n    interface: public\n    identity_api_version: 3\n",
         user.name,
         user.password.expose(),
         project.name,
+        ids(&format!("project:{}", project.name)),
         s.region
     );
+    // The (absent) control plane's endpoint: the tenth address of the cluster's subnet.
+    let endpoint = s
+        .networks
+        .iter()
+        .flat_map(|n| &n.subnets)
+        .find(|x| x.name == c.subnet)
+        .and_then(|x| crate::ipv4::Cidr::parse(&x.cidr).ok())
+        .map(|cidr| std::net::Ipv4Addr::from(u32::from(cidr.network) + 10).to_string())
+        .unwrap_or_else(|| "10.6.0.10".into());
     let workload_server = format!("{base}/workload/{ns}/{name}");
     let identity_ref = json!({ "name": format!("{name}-cloud-config"), "cloudName": CAPO_CLOUD });
     let mut out = vec![
@@ -103,7 +114,7 @@ fn cluster_objects(
             "metadata": {"name": name, "labels": labels},
             "spec": {
                 "clusterNetwork": {"pods": {"cidrBlocks": ["192.168.0.0/16"]}, "serviceDomain": "cluster.local"},
-                "controlPlaneEndpoint": {"host": "10.6.0.10", "port": 6443},
+                "controlPlaneEndpoint": {"host": endpoint, "port": 6443},
                 "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackCluster", "name": name, "namespace": ns},
             },
             "status": {
@@ -123,7 +134,7 @@ fn cluster_objects(
                 "managedSecurityGroups": {"allowAllInClusterTraffic": true},
                 "apiServerLoadBalancer": {"enabled": false},
                 "disableAPIServerFloatingIP": true,
-                "controlPlaneEndpoint": {"host": "10.6.0.10", "port": 6443},
+                "controlPlaneEndpoint": {"host": endpoint, "port": 6443},
             },
             "status": {
                 "ready": true,

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Flavor, Pairs, Shared, Token, error, not_found, page, version_doc};
+use super::{Flavor, Pairs, Shared, Token, error, not_found, page, param, version_doc};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -136,14 +136,26 @@ async fn hypervisors(
     Json(json!({ "hypervisors": page(items, &q) })).into_response()
 }
 
-async fn limits(State(cloud): State<Shared>, Extension(t): Extension<Token>) -> Response {
+/// The token's project's limits and usage; another project's (`?tenant_id=`) needs
+/// `os_compute_api:limits:other_project`, admin-only by Nova's default policy.
+async fn limits(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    query: Pairs,
+) -> Response {
+    let project = param(&query, "tenant_id")
+        .unwrap_or(&t.project_id)
+        .to_string();
+    if project != t.project_id && !t.is_admin() {
+        return policy_refused("os_compute_api:limits:other_project");
+    }
     let mut c = cloud.lock().unwrap();
     c.advance();
-    let Some(p) = c.projects.iter().find(|p| p.id == t.project_id) else {
-        return not_found("Project", &t.project_id);
+    let Some(p) = c.projects.iter().find(|p| p.id == project) else {
+        return not_found("Project", &project);
     };
     let q = p.quotas;
-    let (instances, cores, ram) = c.compute_usage(&t.project_id);
+    let (instances, cores, ram) = c.compute_usage(&project);
     Json(json!({ "limits": { "rate": [], "absolute": {
         "maxTotalInstances": q.instances, "maxTotalCores": q.cores, "maxTotalRAMSize": q.ram_mib,
         "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,

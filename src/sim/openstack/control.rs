@@ -15,8 +15,9 @@ pub fn router() -> Router<Shared> {
     Router::new().route("/quotas/{project}", put(set_quotas))
 }
 
-/// Everything the cloud holds now, across projects.
-pub fn state(cloud: &Shared) -> Value {
+/// Everything the cloud holds now, across projects, or only what `project` (a name or an
+/// ID) owns.
+pub fn state(cloud: &Shared, project: Option<&str>) -> Value {
     let mut c = cloud.lock().unwrap();
     c.advance();
     let projects: Vec<Value> = c
@@ -24,12 +25,20 @@ pub fn state(cloud: &Shared) -> Value {
         .iter()
         .map(|p| json!({ "id": p.id, "name": p.name, "quotas": p.quotas }))
         .collect();
+    let only = project.map(|want| {
+        c.projects
+            .iter()
+            .find(|p| p.name == want || p.id == want)
+            .map(|p| p.id.clone())
+            .unwrap_or_default()
+    });
+    let mine = |owner: &str| only.as_ref().is_none_or(|id| id == owner);
     json!({
         "projects": projects,
-        "ports": c.ports.iter().map(ports::port_json).collect::<Vec<_>>(),
-        "floating_ips": c.floating_ips.iter().map(ports::fip_json).collect::<Vec<_>>(),
-        "volumes": c.volumes.iter().map(volume::volume_json).collect::<Vec<_>>(),
-        "servers": c.servers.iter().map(servers::state_json).collect::<Vec<_>>(),
+        "ports": c.ports.iter().filter(|x| mine(&x.project_id)).map(ports::port_json).collect::<Vec<_>>(),
+        "floating_ips": c.floating_ips.iter().filter(|x| mine(&x.project_id)).map(ports::fip_json).collect::<Vec<_>>(),
+        "volumes": c.volumes.iter().filter(|x| mine(&x.project_id)).map(volume::volume_json).collect::<Vec<_>>(),
+        "servers": c.servers.iter().filter(|x| mine(&x.project_id)).map(servers::state_json).collect::<Vec<_>>(),
     })
 }
 

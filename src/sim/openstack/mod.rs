@@ -86,7 +86,16 @@ pub struct Token {
     pub project_id: String,
     pub user_id: String,
     pub roles: Vec<String>,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Token {
+    /// Whether the token carries the `admin` role (in its project: the sim has no system
+    /// scope, so this is the `role:admin` of the services' default policies).
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
 }
 
 pub struct Hypervisor {
@@ -333,11 +342,24 @@ macro_rules! owned {
 }
 owned!(Port, FloatingIp, Volume, Server);
 
-/// Where the caller's resource `id` sits in `items`; another project's counts as absent.
+/// Where the caller's resource `id` sits in `items`: another project's counts as absent
+/// (the services answer 404, not 403, so IDs do not leak across projects), except to an
+/// admin, whom the services' default policies (`admin_or_owner` and its successors: Nova's
+/// `servers:show`, Neutron's `get_port`/`get_floatingip`, Cinder's `volume:get`) let reach
+/// any project's resource by ID.
 pub(super) fn position_owned<T: Owned>(items: &[T], id: &str, t: &Token) -> Option<usize> {
     items
         .iter()
-        .position(|x| x.id() == id && x.project_id() == t.project_id)
+        .position(|x| x.id() == id && (t.is_admin() || x.project_id() == t.project_id))
+}
+
+/// Whether a Neutron list shows a resource of `project` to the caller. Neutron scopes a
+/// list to the caller's project by its policy engine, not by a query filter: a member sees
+/// its own project's items only, and an admin sees every project's (`GET /v2.0/ports` as
+/// admin lists all ports) unless it filters with `project_id` or `tenant_id`, as upstream.
+pub(super) fn neutron_listed(t: &Token, project: &str, q: &[(String, String)]) -> bool {
+    let wanted = param(q, "project_id").or(param(q, "tenant_id"));
+    (t.is_admin() || project == t.project_id) && wanted.is_none_or(|w| w == project)
 }
 
 /// A well-formed UUID (v4 layout) drawn from `rng`.
@@ -450,21 +472,23 @@ pub fn router(cloud: Shared) -> Router {
         .with_state(cloud)
 }
 
+/// The live token a header names, if any.
+pub(super) fn token_from(
+    cloud: &Shared,
+    headers: &axum::http::HeaderMap,
+    header: &str,
+) -> Option<Token> {
+    let id = headers.get(header)?.to_str().ok()?;
+    let c = cloud.lock().unwrap();
+    c.tokens
+        .get(id)
+        .filter(|tok| tok.expires_at > chrono::Utc::now())
+        .cloned()
+}
+
 /// Resolves `X-Auth-Token` to its token, or answers 401 as Keystone-backed services do.
 async fn require_token(State(cloud): State<Shared>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get("x-auth-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let found = token.and_then(|t| {
-        let c = cloud.lock().unwrap();
-        c.tokens
-            .get(&t)
-            .filter(|tok| tok.expires_at > chrono::Utc::now())
-            .cloned()
-    });
-    match found {
+    match token_from(&cloud, req.headers(), "x-auth-token") {
         Some(t) => {
             req.extensions_mut().insert(t);
             next.run(req).await

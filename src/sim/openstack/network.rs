@@ -51,9 +51,11 @@ async fn extension(Path(alias): Path<String>) -> Response {
     }
 }
 
-/// Networks a project sees: its own, and shared or external ones.
+/// Networks a project sees: its own, and shared or external ones; an admin sees every
+/// project's, as Neutron's policy (`get_network`: admin, owner, shared or external) has it.
+/// Lists narrow with `project_id`/`tenant_id` like any other field filter.
 fn visible(n: &Network, t: &Token) -> bool {
-    n.external || n.project_id.as_deref() == Some(t.project_id.as_str())
+    n.external || t.is_admin() || n.project_id.as_deref() == Some(t.project_id.as_str())
 }
 
 fn network_json(c: &Cloud, n: &Network) -> Value {
@@ -113,7 +115,18 @@ async fn networks(
         .filter(|n| visible(n, &t))
         .map(|n| network_json(&c, n))
         .collect();
-    let items = filtered(items, &q, &["name", "id", "router:external", "status"]);
+    let items = filtered(
+        items,
+        &q,
+        &[
+            "name",
+            "id",
+            "router:external",
+            "status",
+            "project_id",
+            "tenant_id",
+        ],
+    );
     Json(json!({ "networks": page(items, &q) }))
 }
 
@@ -147,7 +160,18 @@ async fn subnets(
         .filter(|s| subnet_visible(&c, s, &t))
         .map(|s| subnet_json(&c, s))
         .collect();
-    let items = filtered(items, &q, &["name", "id", "network_id", "cidr"]);
+    let items = filtered(
+        items,
+        &q,
+        &[
+            "name",
+            "id",
+            "network_id",
+            "cidr",
+            "project_id",
+            "tenant_id",
+        ],
+    );
     Json(json!({ "subnets": page(items, &q) }))
 }
 

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{
-    Cloud, FloatingIp, Pairs, Port, Shared, Token, neutron_error, now_rfc3339, page, param,
-    position_owned,
+    Cloud, FloatingIp, Pairs, Port, Shared, Token, neutron_error, neutron_listed, now_rfc3339,
+    page, param, position_owned,
 };
 
 pub fn routes() -> Router<Shared> {
@@ -263,7 +263,7 @@ async fn list_ports(
     let items: Vec<Value> = c
         .ports
         .iter()
-        .filter(|p| p.project_id == t.project_id)
+        .filter(|p| neutron_listed(&t, &p.project_id, &q))
         .filter(|p| param(&q, "name").is_none_or(|n| n == p.name))
         .filter(|p| param(&q, "network_id").is_none_or(|n| n == p.network_id))
         .filter(|p| param(&q, "device_id").is_none_or(|d| d == p.device_id))
@@ -447,7 +447,7 @@ async fn list_fips(
     let items: Vec<Value> = c
         .floating_ips
         .iter()
-        .filter(|f| f.project_id == t.project_id)
+        .filter(|f| neutron_listed(&t, &f.project_id, &q))
         .filter(|f| param(&q, "floating_ip_address").is_none_or(|a| a == f.address.to_string()))
         .filter(|f| param(&q, "port_id").is_none_or(|p| Some(p) == f.port_id.as_deref()))
         .filter(|f| param(&q, "floating_network_id").is_none_or(|n| n == f.floating_network_id))
@@ -494,15 +494,20 @@ fn usage(c: &Cloud, project: &str) -> Option<[(&'static str, i64, i64); 2]> {
     Some([("port", q.ports, ports), ("floatingip", q.floatingip, fips)])
 }
 
-/// A project reads its own quota; an admin reads any.
-fn may_read(t: &Token, project: &str) -> bool {
-    t.project_id == project || t.roles.iter().any(|r| r == "admin")
-}
-
-/// Neutron's quota view: plain limits, or with `details` limit, used and reserved.
+/// Neutron's quota view: plain limits, or with `details` limit, used and reserved. Another
+/// project's quota needs the `get_quota` policy (admin-only by default): Neutron's
+/// `QuotaSetsController.show` (and the details controller) enforce it only when `id` is not
+/// the caller's project, and oslo.policy's refusal is a 403.
 fn quota_view(cloud: &Shared, t: &Token, project: &str, details: bool) -> Response {
+    if t.project_id != project && !t.is_admin() {
+        return neutron_error(
+            StatusCode::FORBIDDEN,
+            "PolicyNotAuthorized",
+            "get_quota is disallowed by policy",
+        );
+    }
     let c = cloud.lock().unwrap();
-    let Some(u) = usage(&c, project).filter(|_| may_read(t, project)) else {
+    let Some(u) = usage(&c, project) else {
         return neutron_not_found("ProjectNotFound", "Project", project);
     };
     let quota: serde_json::Map<String, Value> = u

@@ -389,7 +389,12 @@ impl Cloud {
             Value::Number(n) => n.to_string(),
             _ => return Err(schema_error(req, "'flavorRef' is a required property")),
         };
-        for (field, since) in [("tags", (2, 52)), ("trusted_image_certificates", (2, 63))] {
+        for (field, since) in [
+            ("tags", (2, 52)),
+            ("trusted_image_certificates", (2, 63)),
+            ("host", (2, 74)),
+            ("hypervisor_hostname", (2, 74)),
+        ] {
             if req.get(field).is_some() && microversion < since {
                 return Err(schema_error(
                     req,
@@ -434,6 +439,20 @@ impl Cloud {
                 )
             }
         };
+        // 2.74's requested destination (`host`, `hypervisor_hostname`: one name per compute
+        // host here) is admin-only by Nova's default policy, checked before anything else.
+        let requested = ["host", "hypervisor_hostname"]
+            .iter()
+            .filter_map(|f| req[*f].as_str())
+            .find(|h| !h.is_empty())
+            .map(str::to_string);
+        if requested.is_some() && !admin {
+            return Err(ApiError::nova(
+                StatusCode::FORBIDDEN,
+                "Policy doesn't allow os_compute_api:servers:create:requested_destination to be performed.",
+            ));
+        }
+        let forced_host = forced_host.or(requested);
         if let Some(z) = &zone
             && !self.availability_zones.contains(z)
         {
@@ -1015,7 +1034,9 @@ impl Cloud {
         out
     }
 
-    /// The server `id` as the caller may see it (its project's, or any for an admin).
+    /// The server `id` as the caller may see it: its project's, or any for an admin (Nova's
+    /// `os_compute_api:servers:show`/`delete` default to admin or project member); another
+    /// project's server is `itemNotFound` to a member, as Nova answers.
     fn server_index(&self, caller: &Token, id: &str) -> Option<usize> {
         let admin = caller.roles.iter().any(|r| r == "admin");
         self.servers
@@ -1285,23 +1306,54 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// The caller's servers (all projects' for an admin with `all_tenants`), newest first as
-/// Nova sorts them, filtered by `name` and `status`.
-fn listed<'a>(c: &'a Cloud, t: &Token, q: &[(String, String)]) -> Vec<&'a Server> {
-    let all = is_admin(t) && param(q, "all_tenants").is_some_and(|v| v != "0" && v != "false");
-    c.servers
+/// The caller's servers (all projects' for an admin with `all_tenants`, narrowed by
+/// `project_id`/`tenant_id`), newest first as Nova sorts them, filtered by `name` and
+/// `status`.
+///
+/// Nova (`servers.py` `_get_servers`) checks `os_compute_api:servers:index:get_all_tenants`
+/// (`detail:get_all_tenants` for `/detail`), admin-only by default, whenever a true
+/// `all_tenants` is given: a member gets 403, not its own servers. Without `all_tenants` the
+/// list is the token's project's and `tenant_id` is ignored.
+fn listed<'a>(
+    c: &'a Cloud,
+    t: &Token,
+    q: &[(String, String)],
+    detail: bool,
+) -> Result<Vec<&'a Server>, ApiError> {
+    let all = param(q, "all_tenants").is_some_and(|v| !matches!(v, "0" | "false" | "False"));
+    if all && !is_admin(t) {
+        let rule = if detail { "detail" } else { "index" };
+        return Err(ApiError::nova(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Policy doesn't allow os_compute_api:servers:{rule}:get_all_tenants to be performed."
+            ),
+        ));
+    }
+    let project = param(q, "project_id").or(param(q, "tenant_id"));
+    Ok(c.servers
         .iter()
         .rev()
-        .filter(|s| all || s.project_id == t.project_id)
+        .filter(|s| {
+            if all {
+                project.is_none_or(|p| p == s.project_id)
+            } else {
+                s.project_id == t.project_id
+            }
+        })
         .filter(|s| param(q, "name").is_none_or(|n| name_matches(n, &s.name)))
         .filter(|s| param(q, "status").is_none_or(|st| st.eq_ignore_ascii_case(s.status.as_str())))
-        .collect()
+        .collect())
 }
 
 async fn list(State(cloud): State<Shared>, Extension(t): Extension<Token>, q: Pairs) -> Response {
     let mut c = cloud.lock().unwrap();
     c.advance();
-    let items: Vec<Value> = listed(&c, &t, &q)
+    let servers = match listed(&c, &t, &q, false) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let items: Vec<Value> = servers
         .into_iter()
         .map(|s| json!({ "id": s.id, "name": s.name, "links": c.server_links(&s.id) }))
         .collect();
@@ -1317,7 +1369,11 @@ async fn list_detail(
     let mut c = cloud.lock().unwrap();
     c.advance();
     let mv = microversion(&headers);
-    let items: Vec<Value> = listed(&c, &t, &q)
+    let servers = match listed(&c, &t, &q, true) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let items: Vec<Value> = servers
         .into_iter()
         .map(|s| c.server_json(s, is_admin(&t), mv))
         .collect();
@@ -1415,6 +1471,7 @@ mod tests {
             project_id: p.id.clone(),
             user_id: u.id.clone(),
             roles: u.roles.clone(),
+            issued_at: chrono::Utc::now(),
             expires_at: chrono::Utc::now(),
         };
         (c, t)

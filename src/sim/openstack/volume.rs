@@ -202,7 +202,18 @@ async fn volumes(
     let items: Vec<Value> = c
         .volumes
         .iter()
-        .filter(|v| v.project_id == t.project_id)
+        // Cinder lists the caller's project's volumes; `all_tenants` widens it for an admin
+        // only and is dropped for anyone else (`volume/api.py` `get_all`).
+        .filter(|v| {
+            let all = t.is_admin()
+                && param(&q, "all_tenants").is_some_and(|a| !matches!(a, "0" | "false" | "False"));
+            let wanted = param(&q, "project_id");
+            if all {
+                wanted.is_none_or(|w| w == v.project_id)
+            } else {
+                v.project_id == t.project_id
+            }
+        })
         .filter(|v| param(&q, "name").is_none_or(|n| n == v.name))
         .map(volume_json)
         .collect();
