@@ -611,12 +611,19 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .flatten()
         .filter_map(|z| z["zoneName"].as_str())
         .collect();
-    let taken: HashSet<String> = ports["ports"]
+    // Addresses in use, per subnet: credentials with the admin role list every project's
+    // ports, and two projects may well use the same range.
+    let taken: HashSet<(String, String)> = ports["ports"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|p| p["fixed_ips"].as_array().cloned().unwrap_or_default())
-        .filter_map(|ip| ip["ip_address"].as_str().map(str::to_string))
+        .filter_map(|ip| {
+            Some((
+                ip["subnet_id"].as_str()?.to_string(),
+                ip["ip_address"].as_str()?.to_string(),
+            ))
+        })
         .collect();
     let fip_taken: HashSet<&str> = fips["floatingips"]
         .as_array()
@@ -709,7 +716,8 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                         )),
                         _ => {}
                     }
-                    if taken.contains(&ip.to_string()) {
+                    let subnet_id = sub["id"].as_str().unwrap_or_default().to_string();
+                    if taken.contains(&(subnet_id, ip.to_string())) {
                         errs.push(FieldError::new(
                             field(i, "ip"),
                             format!("{ip} is already allocated in subnet {}", s.subnet),

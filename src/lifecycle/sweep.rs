@@ -368,8 +368,10 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             found.push((Service::Compute, "server", n.to_string(), sid.to_string()));
         }
     }
+    // Neutron shows credentials with the admin role every project's: ask for this one's.
+    let project = [("project_id", os.project_id.as_str())];
     let fips = os
-        .get(Service::Network, &["floatingips"], &[])
+        .get(Service::Network, &["floatingips"], &project)
         .await
         .map_err(|e| os_error("listing floating IPs", e))?;
     for f in fips["floatingips"].as_array().into_iter().flatten() {
@@ -391,7 +393,7 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         }
     }
     let ports = os
-        .get(Service::Network, &["ports"], &[])
+        .get(Service::Network, &["ports"], &project)
         .await
         .map_err(|e| os_error("listing ports", e))?;
     // A port or volume attached to a server that is not itself an orphan is in use.

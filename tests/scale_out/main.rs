@@ -209,9 +209,19 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The simulator's ground truth for project demo (the cluster most tests work on).
     async fn state(&self) -> Value {
+        self.state_of("?project=demo").await
+    }
+
+    /// The ground truth of every project.
+    async fn state_all(&self) -> Value {
+        self.state_of("").await
+    }
+
+    async fn state_of(&self, query: &str) -> Value {
         self.http
-            .get(format!("{}/sim/v1/state", self.sim_url))
+            .get(format!("{}/sim/v1/state{query}", self.sim_url))
             .send()
             .await
             .unwrap()

@@ -344,7 +344,7 @@ async fn each_tenant_works_in_its_own_project_and_sees_only_its_own_quota() {
     assert_eq!(s, 202, "{job}");
     let done = w.finished(job["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
-    let state = w.state().await;
+    let state = w.state_all().await;
     let (demo, acme) = (project_id(&state, "demo"), project_id(&state, "acme"));
     let server = by_name(&state["servers"], "eve-w-1")[0];
     assert_eq!(server["project_id"], acme.as_str(), "made with acme's credentials");
@@ -482,7 +482,7 @@ async fn one_tenants_orphan_sweep_never_touches_another_tenants_resources() {
     assert_eq!(s, 202, "{job}");
     let done = w.finished(job["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
-    let ids: Vec<String> = w.state().await["servers"]
+    let ids: Vec<String> = w.state_all().await["servers"]
         .as_array()
         .unwrap()
         .iter()
