@@ -216,7 +216,10 @@ impl Auth {
         let tenant = match (p.role, asked) {
             (Role::Admin, Some(t)) => {
                 if !self.tenants.is_empty() && !self.tenants.contains_key(t) {
-                    return Err(TenancyError::Field("tenant", format!("unknown tenant `{t}`")));
+                    return Err(TenancyError::Field(
+                        "tenant",
+                        format!("unknown tenant `{t}`"),
+                    ));
                 }
                 t.to_string()
             }
@@ -271,10 +274,7 @@ impl Auth {
 
     /// The principal of this name as configured now, if it still exists.
     pub fn principal(&self, name: &str) -> Option<&Principal> {
-        self.tokens
-            .iter()
-            .map(|(_, p)| p)
-            .find(|p| p.name == name)
+        self.tokens.iter().map(|(_, p)| p).find(|p| p.name == name)
     }
 
     /// Whether `p` may see a cluster in namespace `ns`: admins everywhere, others in their
@@ -282,9 +282,10 @@ impl Auth {
     pub fn may_see_namespace(&self, p: &Principal, ns: &str) -> bool {
         match p.role {
             Role::Admin => true,
-            _ => p.tenant.as_deref().is_some_and(|t| {
-                self.tenant_for(p, Some(t), ns).is_ok()
-            }),
+            _ => p
+                .tenant
+                .as_deref()
+                .is_some_and(|t| self.tenant_for(p, Some(t), ns).is_ok()),
         }
     }
 }

@@ -7,8 +7,8 @@ use axum::extract::{Extension, Path, State};
 use kube::api::ListParams;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL};
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
@@ -16,9 +16,7 @@ use crate::config::Principal;
 
 fn clients(st: &AppState) -> Result<&crate::cloud::Clients, ApiError> {
     st.clients.as_ref().ok_or_else(|| {
-        ApiError::Unavailable(
-            "no cloud is configured (serve --sim, or serve --kubeconfig)".into(),
-        )
+        ApiError::Unavailable("no cloud is configured (serve --sim, or serve --kubeconfig)".into())
     })
 }
 

@@ -50,10 +50,7 @@ pub async fn submit(
             }
         }
     };
-    let submitted = st
-        .intake
-        .submit(&p, &body, key.as_ref(), problems)
-        .await?;
+    let submitted = st.intake.submit(&p, &body, key.as_ref(), problems).await?;
     st.engine.wake(&submitted.job_id);
     let view = job_view(st.engine.store(), &submitted.job_id).await?;
     let status = if submitted.created {
@@ -359,7 +356,10 @@ pub async fn amend(
             .filter_map(|t| serde_json::from_str(&t.spec).ok())
             .collect();
         use crate::engine::admission::Refusal;
-        match a.check_amend(&job.kind, &job.cluster, &amended, &others).await {
+        match a
+            .check_amend(&job.kind, &job.cluster, &amended, &others)
+            .await
+        {
             Ok(()) => {}
             Err(Refusal::Invalid(f)) => return Err(ApiError::Invalid(f)),
             Err(Refusal::Conflict(f)) => return Err(ApiError::ConflictFields(f)),

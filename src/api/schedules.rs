@@ -207,10 +207,7 @@ pub async fn update(
         change.enabled = Some(enabled);
         // Re-enabling starts from the next tick, not from ticks missed while disabled.
         if enabled && !current.enabled && change.next_fire_at.is_none() {
-            change.next_fire_at = Some(cron_next(
-                &st,
-                u.cron.as_deref().unwrap_or(&current.cron),
-            )?);
+            change.next_fire_at = Some(cron_next(&st, u.cron.as_deref().unwrap_or(&current.cron))?);
         }
     }
     st.engine.store().update_schedule(&id, &change).await?;

@@ -217,8 +217,9 @@ async fn login_with_secret(key: &SecretKey, secret: &Secret) -> Result<OpenStack
         reason: reason.to_string(),
     };
     let text = match (data.get("clouds.yaml"), string_data.get("clouds.yaml")) {
-        (Some(b), _) => String::from_utf8(b.0.clone())
-            .map_err(|_| bad("clouds.yaml", "is not UTF-8 text"))?,
+        (Some(b), _) => {
+            String::from_utf8(b.0.clone()).map_err(|_| bad("clouds.yaml", "is not UTF-8 text"))?
+        }
         (None, Some(s)) => s.clone(),
         (None, None) => return Err(bad("clouds.yaml", "the Secret has no key `clouds.yaml`")),
     };

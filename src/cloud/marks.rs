@@ -98,7 +98,10 @@ mod tests {
     fn a_server_is_marked_only_for_its_own_cluster() {
         let s = json!({"metadata": {"capstan.io/cluster": "acme/prod"}});
         assert!(server_is_marked(&s, &acme()));
-        assert!(!server_is_marked(&s, &ClusterRef::parse("default/demo").unwrap()));
+        assert!(!server_is_marked(
+            &s,
+            &ClusterRef::parse("default/demo").unwrap()
+        ));
         assert!(!server_is_marked(&json!({"name": "w-1"}), &acme()));
     }
 

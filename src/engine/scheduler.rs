@@ -96,7 +96,11 @@ async fn fire_due(engine: &Engine, intake: &Intake) -> Result<(), crate::store::
                 let why = r.summary();
                 warn!(schedule = %s.id, problems = %why, "tick made no job");
                 store.skip_tick(&s, next, &why).await?;
-                let reason = if r.is_permanent() { "refused" } else { "unavailable" };
+                let reason = if r.is_permanent() {
+                    "refused"
+                } else {
+                    "unavailable"
+                };
                 metrics.schedule_refusals.inc(reason);
                 continue;
             }

@@ -66,8 +66,8 @@ impl Admission for Lifecycle {
             if kind != "scale_out" && kind != "repair" {
                 return Ok(());
             }
-            let spec = super::spec::parse_node(&json!({}), amended, "")
-                .map_err(Refusal::Invalid)?;
+            let spec =
+                super::spec::parse_node(&json!({}), amended, "").map_err(Refusal::Invalid)?;
             let mut all: Vec<NodeSpec> = others
                 .iter()
                 .filter_map(|o| serde_json::from_value(o.clone()).ok())
@@ -110,9 +110,9 @@ impl Admission for Lifecycle {
                 "delete_nodes" => resolve_for_delete(&self.clients, req).await,
                 "repair" => admit_repair(&self.clients, &self.store, req).await,
                 // The sweeps act on their cluster with its credentials: both must exist.
-                "repair_sweep" | "orphan_sweep" => {
-                    cluster_os(&self.clients, &cluster_ref(req)?).await.map(|_| ())
-                }
+                "repair_sweep" | "orphan_sweep" => cluster_os(&self.clients, &cluster_ref(req)?)
+                    .await
+                    .map(|_| ()),
                 _ => Ok(()),
             }
         })
@@ -644,7 +644,11 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|s| s["network_id"].as_str().is_some_and(|n| external_ids.contains(n)))
+        .filter(|s| {
+            s["network_id"]
+                .as_str()
+                .is_some_and(|n| external_ids.contains(n))
+        })
         .filter_map(|s| Some((s["name"].as_str()?, s["cidr"].as_str()?)))
         .collect();
     let mut total = Need::default();

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::leftovers::Removal;
 use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
-use crate::cloud::marks;
 use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION};
+use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::{EventKind, FailureClass};
@@ -403,7 +403,9 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
         .map_err(|e| os_error("listing servers", e))?
         .into_iter()
         .filter(|s| {
-            s["id"].as_str().is_some_and(|i| known.iter().any(|k| k == i))
+            s["id"]
+                .as_str()
+                .is_some_and(|i| known.iter().any(|k| k == i))
                 || marks::server_is_marked(s, &cluster)
         })
         .collect();
@@ -572,7 +574,10 @@ fn server_ids(ctx: &StepContext) -> Vec<String> {
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
     // Recorded by earlier versions, and by scale_out for the nodes a repair recreates.
-    if let Some(id) = ctx.external("server_id").and_then(|v| v.as_str().map(str::to_string)) {
+    if let Some(id) = ctx
+        .external("server_id")
+        .and_then(|v| v.as_str().map(str::to_string))
+    {
         ids.push(id);
     }
     ids

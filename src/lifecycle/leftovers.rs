@@ -91,8 +91,11 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
             if proven {
                 ports_to_delete.push((name.clone(), id(&p)));
             } else {
-                out.left_alone
-                    .push(format!("port {name} ({}): no proof it is {}'s", id(&p), l.cluster));
+                out.left_alone.push(format!(
+                    "port {name} ({}): no proof it is {}'s",
+                    id(&p),
+                    l.cluster
+                ));
             }
         }
     }
@@ -104,22 +107,31 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
     let mut fips_to_delete = Vec::new();
     for f in items(&fips, "floatingips") {
         let fid = id(f);
-        let described = marks::read_floating_ip_description(f["description"].as_str().unwrap_or(""))
-            .is_some_and(|(c, _, n)| &c == l.cluster && n == l.node);
+        let described =
+            marks::read_floating_ip_description(f["description"].as_str().unwrap_or(""))
+                .is_some_and(|(c, _, n)| &c == l.cluster && n == l.node);
         let on_proven_port = f["port_id"].as_str().is_some_and(|p| port_ids.contains(p));
         if (l.capstan_floating_ips && (described || on_proven_port))
             || l.floating_ips.contains(&fid)
         {
             fips_to_delete.push((
                 fid,
-                f["floating_ip_address"].as_str().unwrap_or_default().to_string(),
+                f["floating_ip_address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             ));
         }
     }
     let mut volumes_to_delete = Vec::new();
     for name in l.volumes {
         for v in os
-            .named(Service::BlockStorage, &["volumes", "detail"], "volumes", name)
+            .named(
+                Service::BlockStorage,
+                &["volumes", "detail"],
+                "volumes",
+                name,
+            )
             .await
             .map_err(|e| os_error("listing volumes", e))?
         {

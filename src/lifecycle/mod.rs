@@ -52,7 +52,8 @@ pub fn register(registry: &mut Registry) {
 
 /// The intake (and through it the store), set once the server has built it: the sweeps
 /// create jobs only through it.
-pub type IntakeCell = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::engine::intake::Intake>>>;
+pub type IntakeCell =
+    std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::engine::intake::Intake>>>;
 
 /// Registers the cloud kinds' steps, which use the cloud's clients.
 pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients, intake: IntakeCell) {

@@ -13,12 +13,12 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
-use crate::cloud::marks;
-use crate::cloud::os::OpenStack;
-use crate::cloud::ClusterRef;
 use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
 use crate::cloud::Clients;
+use crate::cloud::ClusterRef;
 use crate::cloud::capi;
+use crate::cloud::marks;
+use crate::cloud::os::OpenStack;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 
@@ -221,7 +221,12 @@ pub async fn read_back(
         .unwrap_or_default()
         .to_string();
     let ports = os
-        .named(Service::Network, &["ports"], "ports", &marks::port_name(&name, 0))
+        .named(
+            Service::Network,
+            &["ports"],
+            "ports",
+            &marks::port_name(&name, 0),
+        )
         .await
         .map_err(|e| e.to_string())?;
     if let Some(p) = ports

@@ -17,9 +17,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::classify::{self, Classified, Failure, Source};
+use super::leftovers::Removal;
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec};
-use super::leftovers::Removal;
 use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL, MANAGED_LABEL, NODE_LABEL};
 use crate::cloud::marks;
 use crate::cloud::os::{CallError, OpenStack, Service};
@@ -457,6 +457,20 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
     let os = os_of(c, &cluster).await?;
     let server = server_by_name(&os, &cluster, &spec.name).await?;
     if let Some(s) = &server {
+        // Each attempt's server (a retry makes a new one): the proof the later steps need.
+        if let Some(id) = s["id"].as_str()
+            && ctx
+                .external("server_id")
+                .and_then(|v| v.as_str().map(str::to_string))
+                != Some(id.to_string())
+        {
+            ctx.record(
+                "server_id",
+                json!(id),
+                Some(format!("server {} is {id}", spec.name)),
+            )
+            .await?;
+        }
         if s["status"] == "ERROR" {
             let fault = &s["fault"];
             let text = fault["message"]
@@ -466,16 +480,6 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             let code = fault["code"].as_u64().map(|c| c as u16);
             let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
             return failed(&mut ctx, &cl, &text).await;
-        }
-        if ctx.external("server_id").is_none()
-            && let Some(id) = s["id"].as_str()
-        {
-            ctx.record(
-                "server_id",
-                json!(id),
-                Some(format!("server {} is {id}", spec.name)),
-            )
-            .await?;
         }
     }
     let infra_ready = m.data["status"]["infrastructureReady"] == true;
@@ -537,7 +541,10 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         .ok_or_else(|| {
             StepError::new(
                 FailureClass::Transient,
-                format!("port {} of server {server_id} not found yet", spec.port_name()),
+                format!(
+                    "port {} of server {server_id} not found yet",
+                    spec.port_name()
+                ),
             )
         })?;
     let port_id = port["id"].as_str().unwrap_or_default().to_string();

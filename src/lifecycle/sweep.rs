@@ -201,7 +201,12 @@ async fn repair_sweep(
         ));
     };
     let mut params = serde_json::Map::new();
-    for k in ["max_parallel", "max_unhealthy", "unhealthy_after", "startup_timeout"] {
+    for k in [
+        "max_parallel",
+        "max_unhealthy",
+        "unhealthy_after",
+        "startup_timeout",
+    ] {
         if !ctx.params[k].is_null() {
             params.insert(k.to_string(), ctx.params[k].clone());
         }
@@ -218,7 +223,10 @@ async fn repair_sweep(
         key: format!("repair-sweep-{}", ctx.job_id),
         request: json!({ "sweep": ctx.job_id }).to_string(),
     };
-    let submitted = match intake.submit(&principal, &body, Some(&key), Vec::new()).await {
+    let submitted = match intake
+        .submit(&principal, &body, Some(&key), Vec::new())
+        .await
+    {
         Ok(s) => s,
         Err(Refused::Unavailable(m)) => return Err(StepError::new(FailureClass::Transient, m)),
         Err(Refused::Store(e)) => return Err(e.into()),

@@ -189,15 +189,15 @@ impl Store {
                last_error = ?, last_error_at = ?, updated_at = ? \
              WHERE id = ? AND next_fire_at = ?",
         )
-            .bind(next)
-            .bind(next.is_some())
-            .bind(why)
-            .bind(now)
-            .bind(now)
-            .bind(&s.id)
-            .bind(s.next_fire_at)
-            .execute(&self.write)
-            .await?;
+        .bind(next)
+        .bind(next.is_some())
+        .bind(why)
+        .bind(now)
+        .bind(now)
+        .bind(&s.id)
+        .bind(s.next_fire_at)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 

@@ -608,7 +608,11 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
         .map(|f| f["field"].as_str().unwrap())
         .collect();
     fields.sort();
-    assert_eq!(fields, ["availability_zone", "floating_ip", "subnet"], "{body}");
+    assert_eq!(
+        fields,
+        ["availability_zone", "floating_ip", "subnet"],
+        "{body}"
+    );
     let job = w.get(&format!("/v1/jobs/{id}")).await.unwrap();
     let stored = &job["nodes"][0]["spec"];
     assert_eq!(stored["subnet"], "demo-subnet", "{job}");

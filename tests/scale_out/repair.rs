@@ -390,7 +390,9 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
         &t,
         reqwest::Method::POST,
         "/networking/v2.0/ports",
-        Some(json!({"port": {"name": "demo-w-09-0", "network_id": net}})),
+        // As CAPO makes a port for the cluster: its description is the cluster's mark.
+        Some(json!({"port": {"name": "demo-w-09-0", "network_id": net,
+            "description": "Created by cluster-api-provider-openstack cluster default-demo"}})),
     )
     .await;
     let port = port["port"]["id"].as_str().unwrap().to_string();
@@ -404,12 +406,27 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
         reqwest::Method::POST,
         "/compute/v2.1/servers",
         Some(
+            // As Capstan's OpenStackMachines make it: marked for the cluster.
             json!({"server": {"name": "demo-w-09", "flavorRef": flavor, "imageRef": image,
-                               "networks": [{"port": port}], "tags": ["capstan"]}}),
+                               "networks": [{"port": port}], "tags": ["capstan"],
+                               "metadata": {"capstan.io/cluster": "default/demo"}}}),
         ),
     )
     .await;
     assert!(server["server"]["id"].is_string(), "{server}");
+    // Capstan's old tag and a Capstan-like name, but no mark of this cluster: not proof.
+    let stranger = os(
+        &w,
+        &t,
+        reqwest::Method::POST,
+        "/compute/v2.1/servers",
+        Some(
+            json!({"server": {"name": "demo-w-10", "flavorRef": flavor, "imageRef": image,
+                               "networks": "none", "tags": ["capstan"]}}),
+        ),
+    )
+    .await;
+    assert!(stranger["server"]["id"].is_string(), "{stranger}");
     let sweep = |params: Value| {
         json!({"kind": "orphan_sweep", "cluster": "default/demo",
                                         "nodes": ["sweep"], "params": params})
@@ -451,6 +468,11 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let after = w.state().await;
     assert_eq!(orphans_left(&after), (0, 0));
+    assert_eq!(
+        by_name(&after["servers"], "demo-w-10").len(),
+        1,
+        "unmarked: left alone"
+    );
     assert_eq!(
         after["servers"].as_array().unwrap().len(),
         before["servers"].as_array().unwrap().len() - 1

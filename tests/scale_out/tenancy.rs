@@ -27,7 +27,13 @@ fn fields(body: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|f| format!("{}: {}", f["field"].as_str().unwrap(), f["message"].as_str().unwrap()))
+        .map(|f| {
+            format!(
+                "{}: {}",
+                f["field"].as_str().unwrap(),
+                f["message"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -74,7 +80,9 @@ async fn a_member_of_one_tenant_cannot_delete_another_tenants_node_by_any_name()
         assert_eq!(s, 422, "{given}: {body}");
         assert_eq!(
             fields(&body),
-            [format!("nodes[0]: no Machine, Node or server {given} in cluster acme/prod")]
+            [format!(
+                "nodes[0]: no Machine, Node or server {given} in cluster acme/prod"
+            )]
         );
     }
     let (s, body) = w
@@ -93,7 +101,9 @@ async fn a_member_of_one_tenant_cannot_delete_another_tenants_node_by_any_name()
             Method::POST,
             "/v1/jobs",
             EVE,
-            Some(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": ["alice-w-1"]})),
+            Some(
+                &json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": ["alice-w-1"]}),
+            ),
         )
         .await;
     assert_eq!(s, 422, "{body}");
@@ -107,14 +117,21 @@ async fn a_member_of_one_tenant_cannot_delete_another_tenants_node_by_any_name()
         .find(|m| m["name"] == "alice-w-1")
         .unwrap();
     assert_eq!(m["phase"], "Running");
-    assert_eq!(by_name(&after["servers"], "alice-w-1")[0]["status"], "ACTIVE");
+    assert_eq!(
+        by_name(&after["servers"], "alice-w-1")[0]["status"],
+        "ACTIVE"
+    );
     assert_eq!(by_name(&after["ports"], "alice-w-1-0").len(), 1);
     assert_eq!(
         after["floating_ips"].as_array().unwrap().len(),
         before["floating_ips"].as_array().unwrap().len()
     );
     let eve_jobs = w.call(Method::GET, "/v1/jobs", EVE, None).await.1;
-    assert_eq!(eve_jobs["jobs"].as_array().unwrap().len(), 0, "no job stored");
+    assert_eq!(
+        eve_jobs["jobs"].as_array().unwrap().len(),
+        0,
+        "no job stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,8 +169,10 @@ async fn schedules_come_in_through_the_same_admission_as_jobs() {
             Method::POST,
             "/v1/schedules",
             EVE,
-            Some(&json!({"name": "eve-grow", "cron": "0 3 * * *", "enabled": false,
-                         "job": acme_request(&["acme-n-1"])})),
+            Some(
+                &json!({"name": "eve-grow", "cron": "0 3 * * *", "enabled": false,
+                         "job": acme_request(&["acme-n-1"])}),
+            ),
         )
         .await;
     assert_eq!(s, 201, "{body}");
@@ -339,7 +358,12 @@ fn project_id(state: &Value, name: &str) -> String {
 async fn each_tenant_works_in_its_own_project_and_sees_only_its_own_quota() {
     let w = World::start();
     let (s, job) = w
-        .call(Method::POST, "/v1/jobs", EVE, Some(&acme_request(&["eve-w-1"])))
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            EVE,
+            Some(&acme_request(&["eve-w-1"])),
+        )
         .await;
     assert_eq!(s, 202, "{job}");
     let done = w.finished(job["id"].as_str().unwrap()).await;
@@ -347,7 +371,11 @@ async fn each_tenant_works_in_its_own_project_and_sees_only_its_own_quota() {
     let state = w.state_all().await;
     let (demo, acme) = (project_id(&state, "demo"), project_id(&state, "acme"));
     let server = by_name(&state["servers"], "eve-w-1")[0];
-    assert_eq!(server["project_id"], acme.as_str(), "made with acme's credentials");
+    assert_eq!(
+        server["project_id"],
+        acme.as_str(),
+        "made with acme's credentials"
+    );
     assert_eq!(server["metadata"]["capstan.io/cluster"], "acme/prod");
     // Quota: each cluster's project, for whoever may see the cluster, and for no one else.
     let (s, q) = w
@@ -442,7 +470,11 @@ async fn orphan_server(w: &World, token: &str, name: &str, cluster: &str) -> Str
             .unwrap()["id"]
             .clone()
     };
-    let flavor = id_of(&os_get(w, token, "/compute/v2.1/flavors").await, "flavors", "k8s.small");
+    let flavor = id_of(
+        &os_get(w, token, "/compute/v2.1/flavors").await,
+        "flavors",
+        "k8s.small",
+    );
     let image = id_of(
         &os_get(w, token, "/image/v2/images").await,
         "images",
@@ -516,7 +548,12 @@ async fn credentials_that_do_not_work_fail_preflight_naming_the_secret() {
         .await
         .unwrap();
     let (s, body) = w
-        .call(Method::POST, "/v1/jobs", EVE, Some(&acme_request(&["eve-x-1"])))
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            EVE,
+            Some(&acme_request(&["eve-x-1"])),
+        )
         .await;
     assert_eq!(s, 422, "{body}");
     let why = fields(&body).join("; ");
@@ -530,13 +567,18 @@ async fn credentials_that_do_not_work_fail_preflight_naming_the_secret() {
         .await
         .unwrap();
     let (s, body) = w
-        .call(Method::POST, "/v1/jobs", EVE, Some(&acme_request(&["eve-x-1"])))
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            EVE,
+            Some(&acme_request(&["eve-x-1"])),
+        )
         .await;
     assert_eq!(s, 422, "{body}");
     assert!(
-        fields(&body)
-            .join("; ")
-            .contains("Secret acme/prod-cloud-config (identityRef of cluster acme/prod) does not exist"),
+        fields(&body).join("; ").contains(
+            "Secret acme/prod-cloud-config (identityRef of cluster acme/prod) does not exist"
+        ),
         "{body}"
     );
     let jobs = w.call(Method::GET, "/v1/jobs", EVE, None).await.1;

@@ -501,7 +501,8 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
                 } else {
                     format!("Additional block device for {n}")
                 };
-                let mut body = json!({"volume": {"name": vol_name, "size": size, "description": description}});
+                let mut body =
+                    json!({"volume": {"name": vol_name, "size": size, "description": description}});
                 if let Some(t) = &vol_type {
                     body["volume"]["volume_type"] = json!(t);
                 }

@@ -154,6 +154,8 @@ pub struct Port {
     pub device_owner: String,
     /// `binding:host_id`: the compute host of the server the port is bound to, or empty.
     pub binding_host: String,
+    /// What the creator wrote (CAPO: `Created by cluster-api-provider-openstack cluster …`).
+    pub description: String,
     pub created: String,
 }
 

@@ -41,7 +41,7 @@ pub(super) fn port_json(p: &Port) -> Value {
         "fixed_ips": ips, "device_id": p.device_id, "device_owner": p.device_owner,
         "project_id": p.project_id, "tenant_id": p.project_id, "security_groups": [],
         "binding:host_id": p.binding_host, "binding:vnic_type": "normal",
-        "allowed_address_pairs": [], "description": "", "created_at": p.created, "updated_at": p.created,
+        "allowed_address_pairs": [], "description": p.description, "created_at": p.created, "updated_at": p.created,
     })
 }
 
@@ -247,6 +247,7 @@ async fn create_port(
         device_id: req["device_id"].as_str().unwrap_or_default().to_string(),
         device_owner: req["device_owner"].as_str().unwrap_or_default().to_string(),
         binding_host: String::new(),
+        description: req["description"].as_str().unwrap_or_default().to_string(),
         created: now_rfc3339(),
     };
     let view = port_json(&port);

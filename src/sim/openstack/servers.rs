@@ -952,6 +952,7 @@ impl Cloud {
             device_id: String::new(),
             device_owner: String::new(),
             binding_host: String::new(),
+            description: String::new(),
             created: now_rfc3339(),
         };
         let id = port.id.clone();
