@@ -246,8 +246,9 @@ async fn login(
         field,
         reason,
     };
+    // serde's messages may quote the offending value, which may be a password: only where.
     let doc: Yaml = serde_yaml::from_str(clouds_yaml)
-        .map_err(|e| bad("clouds.yaml".into(), format!("is not YAML: {e}")))?;
+        .map_err(|e| bad("clouds.yaml".into(), format!("is not YAML{}", at(&e))))?;
     let field = format!("clouds.yaml: clouds.{}", key.cloud);
     let Some(Yaml::Mapping(mut entry)) = doc
         .get("clouds")
@@ -291,8 +292,13 @@ async fn login(
         }
         None => None,
     };
-    let config: osauth::CloudConfig = serde_yaml::from_value(Yaml::Mapping(entry))
-        .map_err(|e| bad(field.clone(), e.to_string()))?;
+    let config: osauth::CloudConfig =
+        serde_yaml::from_value(Yaml::Mapping(entry)).map_err(|_| {
+            bad(
+                field.clone(),
+                "is not a clouds.yaml cloud entry (a field has the wrong type)".into(),
+            )
+        })?;
     let session = config.create_session().await;
     drop(cert_file);
     let session = session.map_err(|e| login_error(key, e))?;
@@ -310,6 +316,13 @@ async fn login(
             reason: format!("finding the project's ID: {e}"),
         })?;
     Ok(OpenStack::from_session(os.into_session(), id))
+}
+
+/// Where in the text a YAML error is, without what it says (which may quote a secret).
+fn at(e: &serde_yaml::Error) -> String {
+    e.location()
+        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+        .unwrap_or_default()
 }
 
 fn login_error(key: &SecretKey, e: osauth::Error) -> CredentialError {
@@ -402,6 +415,20 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("names no project"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_entry_never_quotes_its_values() {
+        let e = login(
+            &key(),
+            "clouds:\n  openstack:\n    auth: {auth_url: 'http://127.0.0.1:9/v3', username: u, password: 31415926, project_id: p}\n    region_name: [1, 2]\n",
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("wrong type"), "{e}");
+        assert!(!e.to_string().contains("31415926"), "{e}");
     }
 
     #[tokio::test]
