@@ -16,7 +16,13 @@ use crate::engine::request::{FieldError, JobRequest};
 use crate::ipv4::Cidr;
 
 /// Top-level request fields of `scale_out` that travel in the job's params.
-const SCALE_OUT_FIELDS: &[&str] = &["defaults", "require_quota", "version", "bootstrap_secret"];
+const SCALE_OUT_FIELDS: &[&str] = &[
+    "defaults",
+    "require_quota",
+    "version",
+    "bootstrap_secret",
+    "stall_after",
+];
 
 pub struct Lifecycle {
     pub clients: Clients,
@@ -143,6 +149,16 @@ pub fn prepare_scale_out(mut body: Value) -> Result<Value, Vec<FieldError>> {
         && !v.is_boolean()
     {
         errs.push(FieldError::new("require_quota", "must be true or false"));
+    }
+    if let Some(v) = params.get("stall_after") {
+        match v.as_str().map(crate::duration::parse) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => errs.push(FieldError::new("stall_after", e)),
+            None => errs.push(FieldError::new(
+                "stall_after",
+                "must be a duration such as `60s`",
+            )),
+        }
     }
     let nodes = match obj.get("nodes") {
         Some(Value::Array(list)) => list.clone(),

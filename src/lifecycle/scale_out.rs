@@ -34,6 +34,8 @@ use crate::store::now_ms;
 const RECHECK: Duration = Duration::from_secs(3);
 /// How often a node waiting for quota reads the quota again (no watch sees quota change).
 const QUOTA_RECHECK: Duration = Duration::from_secs(5);
+/// A Machine with no server this long is looked into (CAPO shows nothing for a failed lookup).
+const STALL_AFTER: Duration = Duration::from_secs(60);
 /// Backoff between attempts after a cleaned-up failure: base doubling to the cap.
 const BACKOFF_BASE_MS: i64 = 2_000;
 const BACKOFF_CAP_MS: i64 = 60_000;
@@ -487,6 +489,40 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
     if infra_ready && active {
         return Ok(Outcome::next("ready"));
     }
+    // No server long after the Machine was made: real CAPO requeues a failed lookup (image,
+    // flavor, network, subnet) without any condition, so ask the cloud what is missing.
+    if server.is_none() && stalled(&m, &ctx.params) {
+        let missing = missing_references(&os, &spec)
+            .await
+            .map_err(|e| os_error("checking the node's references", e))?;
+        if !missing.is_empty() {
+            let text = format!(
+                "no server after {}: {}",
+                crate::duration::format(stall_after(&ctx.params)),
+                missing.join("; ")
+            );
+            let cl = Classified {
+                class: FailureClass::InvalidSpec,
+                rule: "stalled_missing_reference",
+                reason: "the node names something the cloud does not have",
+                short: Vec::new(),
+                source: Source::Nova,
+                status: None,
+                message: text.clone(),
+            };
+            return failed(&mut ctx, &cl, &text).await;
+        }
+        let said = capo_warning(c, &ns, &spec.name).await;
+        return Ok(Outcome::recheck_in(
+            RECHECK,
+            format!(
+                "provisioning: no server after {}; its flavor, image, network, subnet and volume types exist{}",
+                crate::duration::format(stall_after(&ctx.params)),
+                said.map(|w| format!("; CAPO says: {w}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let phase = m.data["status"]["phase"].as_str().unwrap_or("Pending");
     let state = server
         .as_ref()
@@ -496,6 +532,85 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
         RECHECK,
         format!("provisioning: Machine {phase}, server {state}"),
     ))
+}
+
+/// How long a Machine may show no server before the cloud is asked why (`stall_after`).
+fn stall_after(params: &Value) -> Duration {
+    params["stall_after"]
+        .as_str()
+        .and_then(|d| crate::duration::parse(d).ok())
+        .unwrap_or(STALL_AFTER)
+}
+
+fn stalled(m: &DynamicObject, params: &Value) -> bool {
+    let Some(created) = m.metadata.creation_timestamp.as_ref() else {
+        return false;
+    };
+    let age_ms = chrono::Utc::now().timestamp_millis() - created.0.as_millisecond();
+    age_ms >= stall_after(params).as_millis() as i64
+}
+
+/// What of the node's spec the cluster's cloud does not have now: flavor, image, network,
+/// subnet, volume types.
+async fn missing_references(os: &OpenStack, spec: &NodeSpec) -> Result<Vec<String>, CallError> {
+    let mut missing = Vec::new();
+    let has = |list: &Value, key: &str, name: &str| {
+        list[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["name"] == name)
+    };
+    let flavors = os.get(Service::Compute, &["flavors"], &[]).await?;
+    if !has(&flavors, "flavors", &spec.flavor) {
+        missing.push(format!("flavor {} does not exist", spec.flavor));
+    }
+    let images = os.get(Service::Image, &["images"], &[]).await?;
+    if !has(&images, "images", &spec.image) {
+        missing.push(format!("image {} does not exist", spec.image));
+    }
+    let networks = os.get(Service::Network, &["networks"], &[]).await?;
+    if !has(&networks, "networks", &spec.network) {
+        missing.push(format!("network {} does not exist", spec.network));
+    }
+    let subnets = os.get(Service::Network, &["subnets"], &[]).await?;
+    if !has(&subnets, "subnets", &spec.subnet) {
+        missing.push(format!("subnet {} does not exist", spec.subnet));
+    }
+    let wanted: Vec<&String> = spec
+        .root_volume
+        .iter()
+        .filter_map(|r| r.volume_type.as_ref())
+        .chain(
+            spec.data_volumes
+                .iter()
+                .filter_map(|d| d.volume_type.as_ref()),
+        )
+        .collect();
+    if !wanted.is_empty() {
+        let types = os.get(Service::BlockStorage, &["types"], &[]).await?;
+        for t in wanted {
+            if !has(&types, "volume_types", t) {
+                missing.push(format!("volume type {t} does not exist"));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// The newest Warning event CAPO recorded for the node's objects, if the apiserver has one.
+async fn capo_warning(c: &Clients, ns: &str, name: &str) -> Option<String> {
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(c.kube.clone(), ns);
+    let list = events
+        .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .ok()?;
+    list.items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0.as_millisecond()))
+        .and_then(|e| e.message)
 }
 
 // ---- floating IP -------------------------------------------------------------------------

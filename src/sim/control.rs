@@ -27,6 +27,7 @@ pub struct Console {
     faults: Arc<Mutex<Vec<(String, Value)>>>,
     /// Volume types a fault took away, to give back when it ends.
     removed_types: Arc<Mutex<Vec<(String, super::openstack::VolumeType)>>>,
+    removed_images: Arc<Mutex<Vec<(String, super::openstack::Image)>>>,
 }
 
 impl Console {
@@ -37,6 +38,7 @@ impl Console {
             controllers,
             faults: Arc::new(Mutex::new(Vec::new())),
             removed_types: Arc::new(Mutex::new(Vec::new())),
+            removed_images: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -258,11 +260,22 @@ async fn add_fault(State(c): State<Console>, Json(f): Json<Value>) -> Response {
             let gone = cloud.volume_types.remove(pos);
             c.removed_types.lock().unwrap().push((id.clone(), gone));
         }
+        "image_missing" => {
+            let Some(name) = f["name"].as_str() else {
+                return bad("name: required, the image's name");
+            };
+            let mut cloud = c.cloud.lock().unwrap();
+            let Some(pos) = cloud.images.iter().position(|i| i.name == name) else {
+                return bad(format!("name: no image {name}"));
+            };
+            let gone = cloud.images.remove(pos);
+            c.removed_images.lock().unwrap().push((id.clone(), gone));
+        }
         "drop_watches" => c.kube.drop_watches(),
         "compact" => c.kube.compact(),
         other => {
             return bad(format!(
-                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, volume_type_missing, drop_watches, compact)"
+                "kind: unknown fault `{other}` (known: no_valid_host, outage, slow_boot, server_error, node_not_ready, leak, stuck_finalizer, kube_error, volume_type_missing, image_missing, drop_watches, compact)"
             ));
         }
     }
@@ -322,6 +335,13 @@ async fn remove_fault(State(c): State<Console>, Path(id): Path<String>) -> Respo
             if let Some(pos) = removed.iter().position(|(x, _)| *x == id) {
                 let (_, t) = removed.remove(pos);
                 c.cloud.lock().unwrap().volume_types.push(t);
+            }
+        }
+        "image_missing" => {
+            let mut removed = c.removed_images.lock().unwrap();
+            if let Some(pos) = removed.iter().position(|(x, _)| *x == id) {
+                let (_, i) = removed.remove(pos);
+                c.cloud.lock().unwrap().images.push(i);
             }
         }
         _ => {}

@@ -632,6 +632,43 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_image_gone_after_preflight_is_found_although_capo_says_nothing() {
+    // Real CAPO requeues a failed image lookup without any condition: the Machine just has
+    // no server. Capstan asks the cloud once the Machine has waited `stall_after`.
+    let w = World::start();
+    w.quota(json!({"instances": 3})).await;
+    let mut req = request(vec![node(5)]);
+    req["stall_after"] = json!("1s");
+    let id = w.submit_ok(&req).await;
+    w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
+        .await;
+    let fault = w
+        .fault(json!({"kind": "image_missing", "name": "ubuntu-2204-kube-v1.30"}))
+        .await;
+    w.quota(json!({"instances": 50})).await;
+    let asked = w
+        .until_event(&id, "needs_input", |e| e["kind"] == "needs_input")
+        .await;
+    let message = asked["message"].as_str().unwrap();
+    assert!(
+        message.contains("image ubuntu-2204-kube-v1.30 does not exist"),
+        "{asked}"
+    );
+    w.end_fault(&fault).await;
+    let s = w.state().await;
+    assert!(by_name(&s["servers"], "demo-w-05").is_empty());
+    assert!(
+        !s["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "demo-w-05"),
+        "the attempt's Machine is gone"
+    );
+    w.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn nova_and_neutron_failing_thirty_percent_of_the_time_only_slow_things_down() {
     let w = World::start();
     let nodes: Vec<Value> = (1..=4).map(node).collect();

@@ -114,9 +114,14 @@ pub fn condition<'a>(o: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == kind)
 }
 
-/// CAPI's notion of an unhealthy Machine, for delete ordering.
+/// CAPI's notion of an unhealthy Machine, for delete ordering (`isMachineHealthy`): no
+/// nodeRef yet, a failure, or NodeHealthy False. NodeHealthy Unknown is not held against a
+/// Machine ("we are not making any assumption about Health when ConditionUnknown").
 fn unhealthy(m: &Value) -> bool {
-    m["status"]["failureReason"].is_string()
+    m["status"]["nodeRef"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+        || m["status"]["failureReason"].is_string()
         || m["status"]["failureMessage"].is_string()
         || condition(m, "NodeHealthy").is_some_and(|c| c["status"] == "False")
 }
@@ -148,6 +153,47 @@ fn delete_priority(m: &Value, policy: &str, now: chrono::DateTime<chrono::Utc>) 
         "Oldest" => oldest,
         "Newest" => 50.0 - oldest,
         _ => 20.0,
+    }
+}
+
+/// A MachineSet adopts the Machines of its namespace and cluster that no controller owns
+/// and that match its selector, as upstream's `adoptOrphan` does.
+fn adopt_orphans(objects: &mut Objects, set: &Value) {
+    let ns = namespace(set);
+    let wanted = set["spec"]["selector"]["matchLabels"].as_object().cloned();
+    let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
+        return;
+    };
+    let cluster = set["spec"]["clusterName"].clone();
+    let orphans: Vec<String> = objects
+        .list(ix::MACHINE, Some(&ns))
+        .filter(|m| !deleting(m) && m["spec"]["clusterName"] == cluster)
+        .filter(|m| {
+            !m["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["controller"] == true)
+        })
+        .filter(|m| {
+            wanted
+                .iter()
+                .all(|(k, v)| m["metadata"]["labels"][k.as_str()] == *v)
+        })
+        .map(name)
+        .collect();
+    for m in orphans {
+        let owner = json!({"apiVersion": set["apiVersion"], "kind": "MachineSet",
+            "name": name(set), "uid": uid(set), "controller": true, "blockOwnerDeletion": true});
+        objects.modify(ix::MACHINE, &ns, &m, Target::Main, |o| {
+            let refs = o["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut refs = refs;
+            refs.push(owner.clone());
+            o["metadata"]["ownerReferences"] = json!(refs);
+        });
     }
 }
 
@@ -334,6 +380,7 @@ pub fn reconcile_machine_sets(kube: &KubeWorld) {
         }
         let ns = namespace(&set);
         let set_uid = uid(&set);
+        adopt_orphans(objects, &set);
         let active: Vec<&Value> = objects
             .list(ix::MACHINE, Some(&ns))
             .filter(|m| owned_by(m, &set_uid) && !deleting(m))

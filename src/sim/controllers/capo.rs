@@ -130,18 +130,10 @@ pub fn reconcile_machines(ctl: &Controllers) {
             if addresses.is_array() {
                 s["addresses"] = addresses.clone();
             }
+            // While its OpenStackServer is not ready CAPO's OpenStackMachine controller
+            // only waits: an ERROR there sets no failure on the OpenStackMachine.
             if ready {
                 set_condition(s, "InstanceReady", "True", "", "");
-            } else if state == "ERROR" {
-                s["failureReason"] = json!("UpdateError");
-                s["failureMessage"] = json!("OpenStack instance state \"ERROR\" is unexpected");
-                set_condition(
-                    s,
-                    "InstanceReady",
-                    "False",
-                    "InstanceStateError",
-                    "Instance state is ERROR",
-                );
             } else {
                 set_condition(
                     s,
@@ -221,11 +213,14 @@ fn write_main(ctl: &Controllers, s: &Value, f: impl FnOnce(&mut Value)) {
     );
 }
 
-/// Records a create failure the way CAPO does, and asks for a retry later.
+/// Records a create failure the way CAPO does: `InstanceReady=False/InstanceCreateFailed`
+/// with gophercloud's message and `instanceState: ERROR` — terminal: CAPO does not try to
+/// create this server again (only deleting the object ends it).
 fn create_failed(ctl: &Controllers, s: &Value, what: &str, e: &CallError) -> Result<(), ()> {
     let message = format!("error creating Openstack instance: {what}{e}");
     write_status(ctl, s, |st| {
         st["ready"] = json!(false);
+        st["instanceState"] = json!("ERROR");
         set_condition(
             st,
             "InstanceReady",
@@ -234,6 +229,13 @@ fn create_failed(ctl: &Controllers, s: &Value, what: &str, e: &CallError) -> Res
             &message,
         );
     });
+    Ok(())
+}
+
+/// A lookup before the create (image, flavor, network, subnet, an existing port or server)
+/// failed: CAPO returns the error and is requeued, writing no condition at all — the
+/// object just shows no server yet.
+fn lookup_failed() -> Result<(), ()> {
     Err(())
 }
 
@@ -325,6 +327,10 @@ async fn reconcile_server(ctl: &Controllers, s: &Value) -> Result<(), ()> {
     if let Some(id) = s["status"]["instanceID"].as_str() {
         return observe(ctl, s, &os, id).await;
     }
+    if s["status"]["instanceState"] == "ERROR" {
+        // A refused create is terminal.
+        return Ok(());
+    }
     create(ctl, s, &os).await
 }
 
@@ -361,10 +367,6 @@ async fn observe(ctl: &Controllers, s: &Value, os: &Session, id: &str) -> Result
         Err(_) => return Err(()),
     };
     let state = server["status"].as_str().unwrap_or_default().to_string();
-    if state == "ERROR" && was != "ACTIVE" {
-        // CAPO#3375: the server failed while building; CAPO keeps waiting for it.
-        return Ok(());
-    }
     let addresses: Vec<Value> = server["addresses"]
         .as_object()
         .into_iter()
@@ -381,13 +383,9 @@ async fn observe(ctl: &Controllers, s: &Value, os: &Session, id: &str) -> Result
         }
         match state.as_str() {
             "ACTIVE" => set_condition(st, "InstanceReady", "True", "", ""),
-            "ERROR" => set_condition(
-                st,
-                "InstanceReady",
-                "False",
-                "InstanceStateError",
-                "Instance state is ERROR",
-            ),
+            // CAPO's OpenStackServer controller: reason InstanceStateError, no message; the
+            // fault stays in Nova (CAPO#3375).
+            "ERROR" => set_condition(st, "InstanceReady", "False", "InstanceStateError", ""),
             other => set_condition(
                 st,
                 "InstanceReady",
@@ -427,12 +425,12 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
     let image_name = spec["image"]["filter"]["name"].as_str().unwrap_or_default();
     let image = match resolve(os, "image", "/images", "images", image_name).await {
         Ok(id) => id,
-        Err(e) => return create_failed(ctl, s, "", &e),
+        Err(_) => return lookup_failed(),
     };
     let flavor_name = spec["flavor"].as_str().unwrap_or_default();
     let flavor = match resolve(os, "compute", "/flavors/detail", "flavors", flavor_name).await {
         Ok(id) => id,
-        Err(e) => return create_failed(ctl, s, "", &e),
+        Err(_) => return lookup_failed(),
     };
     let az = spec["availabilityZone"].as_str().map(str::to_string);
     // Ports.
@@ -449,12 +447,12 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
                 continue;
             }
             Ok(None) => {}
-            Err(e) => return create_failed(ctl, s, "", &e),
+            Err(_) => return lookup_failed(),
         }
         let net_name = p["network"]["filter"]["name"].as_str().unwrap_or_default();
         let network = match resolve(os, "network", "/networks", "networks", net_name).await {
             Ok(id) => id,
-            Err(e) => return create_failed(ctl, s, "", &e),
+            Err(_) => return lookup_failed(),
         };
         let mut fixed = Vec::new();
         for f in p["fixedIPs"].as_array().into_iter().flatten() {
@@ -462,7 +460,7 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
             if let Some(sub) = f["subnet"]["filter"]["name"].as_str() {
                 match resolve(os, "network", "/subnets", "subnets", sub).await {
                     Ok(id) => entry["subnet_id"] = json!(id),
-                    Err(e) => return create_failed(ctl, s, "", &e),
+                    Err(_) => return lookup_failed(),
                 }
             }
             if let Some(ip) = f["ipAddress"].as_str() {
@@ -526,7 +524,7 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
                     Err(e) => return create_failed(ctl, s, "", &e),
                 }
             }
-            Err(e) => return create_failed(ctl, s, "", &e),
+            Err(_) => return lookup_failed(),
         };
         bdm.push(json!({
             "source_type": "volume", "destination_type": "volume", "uuid": id,
@@ -536,7 +534,7 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
     // The server, adopted when one of that name exists.
     let existing = match os.find_by_name("compute", "/servers", "servers", &n).await {
         Ok(x) => x,
-        Err(e) => return create_failed(ctl, s, "", &e),
+        Err(_) => return lookup_failed(),
     };
     let id = match existing {
         Some(x) => x["id"].as_str().unwrap_or_default().to_string(),
