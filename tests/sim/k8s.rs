@@ -672,12 +672,41 @@ async fn a_server_that_fails_while_building_is_not_surfaced_like_capo_3375() {
         fault,
         "No valid host was found. There are not enough hosts available."
     );
-    // ...and CAPI/CAPO never say it: the Machine stays Provisioning, with no failure.
+    // ...CAPO's OpenStackServer says ERROR with reason InstanceStateError and no message
+    // (upstream's openstackserver_controller), and nothing more...
+    let oss_api = capo(&client, "v1alpha1", "OpenStackServer");
+    let oss = eventually("the OpenStackServer in ERROR", || async {
+        let o = json_of(&oss_api.get("demo-w-04").await.ok()?);
+        (o["status"]["instanceState"] == "ERROR").then_some(o)
+    })
+    .await;
+    let ready = oss["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "InstanceReady")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "False", "{oss:#}");
+    assert_eq!(ready["reason"], "InstanceStateError");
+    assert!(
+        ready["message"].as_str().unwrap_or("").is_empty(),
+        "{ready}"
+    );
+    // ...and CAPI never says it: the Machine stays Provisioning, with no failure, and the
+    // OpenStackMachine (whose server is not ready) carries none either.
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let m = json_of(&capi(&client, "Machine").get("demo-w-04").await.unwrap());
         assert_eq!(m["status"]["phase"], "Provisioning");
         assert!(m["status"]["failureReason"].is_null());
+        let osm = json_of(
+            &capo(&client, "v1beta1", "OpenStackMachine")
+                .get("demo-w-04")
+                .await
+                .unwrap(),
+        );
+        assert!(osm["status"]["failureReason"].is_null(), "{osm:#}");
     }
 }
 
@@ -767,6 +796,58 @@ async fn a_machine_set_deletes_the_annotated_machine_first_then_by_its_policy() 
     .await;
     assert!(left.contains(newer[1]), "{left:?}");
     assert_eq!(left.iter().filter(|n| originals.contains(n)).count(), 2);
+}
+
+#[tokio::test]
+async fn a_machine_set_adopts_matching_orphans_and_never_a_machine_that_does_not_match() {
+    let sim = start_sim();
+    let client = client_from(&sim.kubeconfig).await;
+    let machines = capi(&client, "Machine");
+    // One Machine carrying the set's labels and one that only names the cluster (what
+    // Capstan's standalone Machines carry).
+    for (name, labels) in [
+        (
+            "stray-1",
+            json!({"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/set-name": "demo-md-0",
+            "cluster.x-k8s.io/deployment-name": "demo-md-0"}),
+        ),
+        (
+            "standalone-1",
+            json!({"cluster.x-k8s.io/cluster-name": "demo"}),
+        ),
+    ] {
+        let (mut machine, mut osm) = standalone_machine(name, "az1", Some("demo-bootstrap"));
+        machine["metadata"]["labels"] = labels;
+        osm["spec"]["ports"][0]["fixedIPs"][0]["ipAddress"] = json!(if name == "stray-1" {
+            "10.6.0.61"
+        } else {
+            "10.6.0.62"
+        });
+        create_pair(&client, machine, osm).await;
+    }
+    let owner = |m: &Value| -> Option<String> {
+        m["metadata"]["ownerReferences"]
+            .as_array()?
+            .iter()
+            .find(|r| r["controller"] == true)
+            .and_then(|r| r["name"].as_str().map(str::to_string))
+    };
+    // Adopted, it counts: the set has one more than its replicas and deletes one — the
+    // stray itself, having no nodeRef yet (unhealthy goes first).
+    eventually("the stray adopted, then deleted by its set", || async {
+        match machines.get_opt("stray-1").await.ok()? {
+            None => Some(()),
+            Some(m) => {
+                let m = json_of(&m);
+                (owner(&m).as_deref() == Some("demo-md-0")
+                    && m["metadata"]["deletionTimestamp"].is_string())
+                .then_some(())
+            }
+        }
+    })
+    .await;
+    let standalone = json_of(&machines.get("standalone-1").await.unwrap());
+    assert_eq!(owner(&standalone), None, "{standalone:#}");
 }
 
 /// The Machines a set made: `<set>-<5 random>`.
