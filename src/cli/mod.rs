@@ -263,6 +263,8 @@ pub enum BenchCmd {
     Engine(crate::bench::EngineBenchArgs),
     /// The simulator grown to N running worker Machines: settle time and memory.
     Sim(crate::bench::SimBenchArgs),
+    /// N workers through Capstan versus through a MachineSet, and Capstan's requests per node.
+    ScaleOut(crate::bench::scale_out::ScaleOutBenchArgs),
 }
 
 async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
@@ -372,6 +374,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Schedules(cmd) => client::schedules(cmd).await,
             Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,
             Command::Bench(BenchCmd::Sim(args)) => crate::bench::sim(args).await,
+            Command::Bench(BenchCmd::ScaleOut(args)) => crate::bench::scale_out::run(args).await,
         }
     });
     match result {

@@ -5,8 +5,9 @@
 //! Invariant: every OpenStack call for a cluster is made with a session built here for that
 //! cluster, so a tenant's job can see and touch only its own project (seed §5). The server's
 //! own `clouds.yaml` is used only for clusters without an identityRef, and only when the
-//! operator asked for that fallback. Sessions are cached per Secret and `resourceVersion`:
-//! a rotated Secret gets a new login at its next use.
+//! operator asked for that fallback. Sessions are cached per Secret and `resourceVersion`,
+//! and a cluster's objects are read again at most every 10 s: a rotated Secret gets a new
+//! login within that.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -100,7 +101,13 @@ pub struct Clouds {
     fallback: Option<Fallback>,
     fallback_session: tokio::sync::OnceCell<OpenStack>,
     sessions: Mutex<HashMap<SecretKey, (String, OpenStack)>>,
+    /// The last answer per cluster, reused for `RECHECK` before the objects are read again.
+    recent: Mutex<HashMap<ClusterRef, (std::time::Instant, OpenStack)>>,
 }
+
+/// How long a cluster's resolved session is used before its Cluster, OpenStackCluster and
+/// Secret are read again (a rotated Secret is picked up within this).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Clouds {
     pub fn new(kube: kube::Client, fallback: Option<Fallback>) -> Clouds {
@@ -109,11 +116,28 @@ impl Clouds {
             fallback,
             fallback_session: tokio::sync::OnceCell::new(),
             sessions: Mutex::default(),
+            recent: Mutex::default(),
         }
     }
 
     /// The session for `cluster`'s project, made with the cluster's own credentials.
     pub async fn for_cluster(&self, cluster: &ClusterRef) -> Result<OpenStack, CredentialError> {
+        if let Some((at, os)) = self.recent.lock().unwrap().get(cluster)
+            && at.elapsed() < RECHECK
+        {
+            return Ok(os.clone());
+        }
+        let os = self.resolve(cluster).await?;
+        self.recent
+            .lock()
+            .unwrap()
+            .insert(cluster.clone(), (std::time::Instant::now(), os.clone()));
+        Ok(os)
+    }
+
+    /// Reads the cluster's objects and its Secret, and logs in unless the Secret's version
+    /// has a session already.
+    async fn resolve(&self, cluster: &ClusterRef) -> Result<OpenStack, CredentialError> {
         let unreachable = |what: String, e: kube::Error| CredentialError::Unreachable {
             what,
             reason: e.to_string(),

@@ -43,6 +43,61 @@ impl Console {
     }
 }
 
+/// Requests the simulator served to its clients (not to its own controllers, not to the
+/// console), by API: what a benchmark reads to say how many calls a client made per node.
+#[derive(Clone, Default)]
+pub struct Counts(Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>>);
+
+/// Which API a path belongs to.
+fn api_of(path: &str) -> Option<&'static str> {
+    const OPENSTACK: &[(&str, &str)] = &[
+        ("/identity", "keystone"),
+        ("/compute", "nova"),
+        ("/networking", "neutron"),
+        ("/volume", "cinder"),
+        ("/image", "glance"),
+    ];
+    if path.starts_with("/sim/") {
+        return None;
+    }
+    Some(
+        OPENSTACK
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix))
+            .map_or("kubernetes", |(_, api)| api),
+    )
+}
+
+/// Middleware: counts every client request by API.
+pub async fn count(
+    State(counts): State<Counts>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let agent = req
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    if agent != Some(super::CONTROLLER_AGENT)
+        && let Some(api) = api_of(req.uri().path())
+    {
+        *counts.0.lock().unwrap().entry(api).or_default() += 1;
+    }
+    next.run(req).await
+}
+
+/// `GET /sim/v1/requests`: the counts so far, by API.
+pub fn counts_router(counts: Counts) -> Router {
+    Router::new()
+        .route(
+            "/sim/v1/requests",
+            get(|State(c): State<Counts>| async move {
+                Json(json!(*c.0.lock().unwrap())).into_response()
+            }),
+        )
+        .with_state(counts)
+}
+
 pub fn router(console: Console) -> Router {
     Router::new()
         .route("/sim/v1/state", get(state))

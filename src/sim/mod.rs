@@ -27,6 +27,10 @@ use anyhow::Context;
 
 use scenario::Scenario;
 
+/// The User-Agent of the simulated controllers' own OpenStack calls, which the request counts
+/// leave out (`GET /sim/v1/requests` counts what the cloud's clients asked).
+pub const CONTROLLER_AGENT: &str = "capstan-sim-controllers";
+
 /// The cloud name written to `clouds.yaml` for the first project.
 pub const CLOUD_NAME: &str = "capstan-sim";
 
@@ -105,9 +109,12 @@ impl Sim {
         let clock = controllers::Clock::new(opts.time_scale);
         let controllers = controllers::Controllers::new(kube.clone(), clock, NODE_JOIN_SECONDS);
         let console = control::Console::new(cloud.clone(), kube.clone(), controllers.clone());
+        let counts = control::Counts::default();
         let app = openstack::router(cloud.clone())
             .merge(kube::router(kube.clone()))
-            .merge(control::router(console));
+            .merge(control::router(console))
+            .merge(control::counts_router(counts.clone()))
+            .layer(axum::middleware::from_fn_with_state(counts, control::count));
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "simulator stopped");

@@ -85,7 +85,11 @@ impl Controllers {
             node_join_seconds,
             faults: Mutex::new(Faults::default()),
             memory: Mutex::new(Memory::default()),
-            http: reqwest::Client::new(),
+            // Marked, so the simulator's request counts are its clients' alone.
+            http: reqwest::Client::builder()
+                .user_agent(crate::sim::CONTROLLER_AGENT)
+                .build()
+                .expect("a reqwest client"),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
         })
     }

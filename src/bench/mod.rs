@@ -5,6 +5,11 @@
 //!
 //! `capstan bench sim`: the simulator in this process, grown to N running worker Machines
 //! (each with its server, port and root volume), and what that costs in memory and time.
+//!
+//! `capstan bench scale-out` (`scale_out.rs`): N workers through Capstan versus through a
+//! MachineSet, on the simulator or a cloud of your own.
+
+pub mod scale_out;
 
 use std::path::PathBuf;
 use std::sync::Arc;
