@@ -308,6 +308,7 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
         scenario: Some(scenario),
         seed: 1,
         time_scale: args.time_scale,
+        external_kube: None,
     })
     .await?;
     println!(

@@ -99,6 +99,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
+    /// The lab mode: a real apiserver (this kubeconfig) runs CAPI and CAPO; the simulator
+    /// serves only OpenStack and registers the booted servers' Nodes there.
+    #[arg(long)]
+    pub external_kube: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8780")]
     pub listen: SocketAddr,
@@ -277,6 +281,7 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
         scenario: a.scenario,
         seed: a.seed,
         time_scale: a.time_scale,
+        external_kube: a.external_kube,
     };
     let sim = crate::sim::Sim::start(&opts).await?;
     // Tests and scripts read these lines.
@@ -307,6 +312,7 @@ async fn start_embedded_sim(
         scenario,
         seed: 1,
         time_scale,
+        external_kube: None,
     };
     let sim = crate::sim::Sim::start(&opts).await?;
     println!("capstan: simulated cloud on http://{}", sim.addr);

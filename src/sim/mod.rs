@@ -14,6 +14,7 @@
 
 mod control;
 pub mod controllers;
+mod external;
 
 pub mod kube;
 pub mod openstack;
@@ -45,6 +46,10 @@ pub struct SimOptions {
     pub seed: u64,
     /// Simulated seconds per real second (a server's 20 s boot takes 20 ms at 1000).
     pub time_scale: f64,
+    /// The lab mode: a real apiserver (this kubeconfig) runs CAPI and CAPO; the simulator
+    /// serves OpenStack and registers booted servers' Nodes there (`external.rs`). Its own
+    /// Kubernetes side is not seeded and its controllers do not run.
+    pub external_kube: Option<PathBuf>,
 }
 
 /// Simulated seconds from a server's ACTIVE to its Node joining the workload cluster.
@@ -143,15 +148,31 @@ impl Sim {
                 }
                 .unwrap_or_default()
             };
-            controllers::seed::seed(&kube, &scenario, &base, &ids);
+            if opts.external_kube.is_none() {
+                controllers::seed::seed(&kube, &scenario, &base, &ids);
+            }
         }
-        // The scenario's workers exist before anyone looks: boot and join without delay.
-        let boot = std::mem::replace(&mut cloud.lock().unwrap().boot_seconds, 0.0);
-        controllers::Controllers::new(kube.clone(), clock, 0.0)
-            .settle(200)
-            .await;
-        cloud.lock().unwrap().boot_seconds = boot;
-        let controller_task = controllers.clone().spawn();
+        let controller_task = match &opts.external_kube {
+            Some(kubeconfig) => {
+                let (kubeconfig, cloud) = (kubeconfig.clone(), cloud.clone());
+                let join_after =
+                    std::time::Duration::from_secs_f64(NODE_JOIN_SECONDS / opts.time_scale);
+                tokio::spawn(async move {
+                    if let Err(e) = external::kubelets(&kubeconfig, cloud, join_after).await {
+                        tracing::error!(error = %e, "the external kubelets stopped");
+                    }
+                })
+            }
+            None => {
+                // The scenario's workers exist before anyone looks: boot and join without delay.
+                let boot = std::mem::replace(&mut cloud.lock().unwrap().boot_seconds, 0.0);
+                controllers::Controllers::new(kube.clone(), clock, 0.0)
+                    .settle(200)
+                    .await;
+                cloud.lock().unwrap().boot_seconds = boot;
+                controllers.clone().spawn()
+            }
+        };
         Ok(Sim {
             addr,
             clouds_yaml,

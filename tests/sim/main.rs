@@ -40,10 +40,15 @@ fn start_sim() -> SimProcess {
 
 /// Starts `capstan sim`, on the demo cloud or on the given scenario text.
 fn start_sim_with(scenario: Option<&str>) -> SimProcess {
+    start_sim_args(scenario, &[])
+}
+
+fn start_sim_args(scenario: Option<&str>, extra: &[&std::ffi::OsStr]) -> SimProcess {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
     // 500 simulated seconds a second: a server's 20 s boot takes 40 ms.
     cmd.args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "500"])
+        .args(extra)
         .arg("--state-dir")
         .arg(dir.path());
     if let Some(text) = scenario {
@@ -429,6 +434,101 @@ async fn raw_token(sim: &SimProcess) -> (String, String) {
         token,
         v["token"]["project"]["id"].as_str().unwrap().to_string(),
     )
+}
+
+/// The lab mode: one simulator's OpenStack registers the Nodes of its booted servers in
+/// another Kubernetes API server (here another simulator's workload cluster, over HTTP as
+/// it would the lab's real apiserver), and removes them when the servers go.
+#[tokio::test]
+async fn with_an_external_apiserver_booted_servers_register_their_nodes_there() {
+    let host = start_sim();
+    let client = k8s::client_from(&host.kubeconfig).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), "default");
+    let secret = secrets.get("demo-kubeconfig").await.unwrap();
+    let workload = host.kubeconfig.with_file_name("workload.kubeconfig");
+    std::fs::write(&workload, &secret.data.unwrap()["value"].0).unwrap();
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(k8s::client_from(&workload).await);
+    let before = nodes.list(&Default::default()).await.unwrap().items.len();
+
+    let lab = start_sim_args(None, &["--external-kube".as_ref(), workload.as_os_str()]);
+    // The lab-mode simulator seeds no cluster of its own: no server exists until asked.
+    let (token, _) = raw_token(&lab).await;
+    let compute = format!("{}/compute/v2.1", lab.url);
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            http.get(path)
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        get(format!("{compute}/servers")).await["servers"],
+        json!([])
+    );
+    let flavor = get(format!("{compute}/flavors")).await["flavors"][0]["id"].clone();
+    let image = get(format!("{}/image/v2/images", lab.url)).await["images"][0]["id"].clone();
+    let made: Value = http
+        .post(format!("{compute}/servers"))
+        .header("X-Auth-Token", &token)
+        .json(
+            &json!({"server": {"name": "lab-w-1", "flavorRef": flavor, "imageRef": image,
+                                 "networks": "none", "availability_zone": "az2"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["server"]["id"].as_str().unwrap().to_string();
+    let node = k8s::eventually("the Node registered", || async {
+        nodes.get_opt("lab-w-1").await.ok().flatten()
+    })
+    .await;
+    let spec = node.spec.unwrap();
+    assert_eq!(
+        spec.provider_id.as_deref(),
+        Some(format!("openstack:///{id}").as_str())
+    );
+    let ready = k8s::eventually("the Node Ready", || async {
+        let n = nodes.get("lab-w-1").await.ok()?;
+        n.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "True")
+    })
+    .await;
+    assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
+    assert_eq!(
+        nodes.list(&Default::default()).await.unwrap().items.len(),
+        before + 1
+    );
+    let resp = http
+        .delete(format!("{compute}/servers/{id}"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    k8s::eventually("the Node removed with its server", || async {
+        nodes
+            .get_opt("lab-w-1")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

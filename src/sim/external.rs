@@ -1,0 +1,139 @@
+//! The lab mode (`capstan sim --external-kube KUBECONFIG`): the simulated OpenStack beside a
+//! real Kubernetes API server on which the real CAPI and CAPO managers run. The simulator's
+//! own Kubernetes side and controllers stay off; it does only what no real component does
+//! here — the kubelet of each booted server: a server ACTIVE for the join delay gets a Node
+//! registered in the workload cluster (the external apiserver), with `spec.providerID` as
+//! CAPO writes it (`openstack:///<id>`), kubelet's labels and a Ready condition; a Node
+//! whose server is gone is removed, as the cloud controller manager would.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::openstack::Shared;
+
+/// Marks the Nodes this loop registered (and may remove).
+const REGISTERED_BY: &str = "sim.capstan.io/kubelet";
+
+/// One server the loop may register.
+struct Booted {
+    name: String,
+    id: String,
+    zone: String,
+    flavor: String,
+    address: Option<String>,
+    ready_at: Instant,
+}
+
+fn booted(cloud: &Shared) -> Vec<Booted> {
+    let mut c = cloud.lock().unwrap();
+    c.advance();
+    let flavors: Vec<(String, String)> = c
+        .flavors
+        .iter()
+        .map(|f| (f.id.clone(), f.name.clone()))
+        .collect();
+    c.servers
+        .iter()
+        .filter(|s| s.status.as_str() == "ACTIVE")
+        .map(|s| Booted {
+            name: s.name.clone(),
+            id: s.id.clone(),
+            zone: s.availability_zone.clone(),
+            flavor: flavors
+                .iter()
+                .find(|(id, _)| *id == s.flavor_id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default(),
+            address: s.ports.first().and_then(|p| {
+                c.ports
+                    .iter()
+                    .find(|x| x.id == *p)
+                    .and_then(|x| x.fixed_ips.first())
+                    .map(|(_, a)| a.to_string())
+            }),
+            ready_at: s.ready_at,
+        })
+        .collect()
+}
+
+/// Registers and removes Nodes in the external apiserver until the process ends.
+pub async fn kubelets(
+    kubeconfig: &Path,
+    cloud: Shared,
+    join_after: Duration,
+) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    let nodes: Api<Node> = Api::all(kube::Client::try_from(config)?);
+    loop {
+        if let Err(e) = pass(&nodes, &cloud, join_after).await {
+            tracing::warn!(error = %e, "registering Nodes in the external apiserver");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow::Result<()> {
+    let servers = booted(cloud);
+    let existing = nodes
+        .list(&kube::api::ListParams::default().labels(REGISTERED_BY))
+        .await?
+        .items;
+    let have: BTreeSet<String> = existing
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    for s in servers
+        .iter()
+        .filter(|s| s.ready_at + join_after <= Instant::now() && !have.contains(&s.name))
+    {
+        let node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": s.name, "labels": {
+                REGISTERED_BY: "true",
+                "kubernetes.io/hostname": s.name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                "node.kubernetes.io/instance-type": s.flavor,
+                "topology.kubernetes.io/zone": s.zone,
+            }},
+            "spec": {"providerID": format!("openstack:///{}", s.id)},
+        });
+        let node: Node = serde_json::from_value(node)?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut addresses = vec![json!({"type": "Hostname", "address": s.name})];
+        if let Some(a) = &s.address {
+            addresses.push(json!({"type": "InternalIP", "address": a}));
+        }
+        let status = json!({"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
+                "lastTransitionTime": now}],
+            "addresses": addresses,
+            "nodeInfo": {"kubeletVersion": "v1.30.4", "kubeProxyVersion": "v1.30.4",
+                "operatingSystem": "linux", "architecture": "amd64",
+                "containerRuntimeVersion": "containerd://1.7.0", "osImage": "Ubuntu 22.04",
+                "kernelVersion": "5.15.0", "machineID": s.id, "systemUUID": s.id,
+                "bootID": s.id},
+        }});
+        nodes
+            .patch_status(&s.name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+    }
+    let alive: BTreeSet<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    for gone in have.iter().filter(|n| !alive.contains(n.as_str())) {
+        let _ = nodes.delete(gone, &DeleteParams::default()).await;
+    }
+    Ok(())
+}
