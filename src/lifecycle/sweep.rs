@@ -46,7 +46,28 @@ pub fn register(r: &mut Registry, clients: Clients, intake: IntakeCell) {
     });
 }
 
-/// Every unfinished job (all of them: paged, no cap), other than `except`.
+/// Every job the filter matches (all of them: paged, no cap).
+async fn all_jobs(store: &Store, filter: JobFilter) -> Result<Vec<JobRow>, StepError> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_jobs(&JobFilter {
+                before: before.clone(),
+                limit: PAGE,
+                ..filter.clone()
+            })
+            .await?;
+        before = page.last().map(|j| j.id.clone());
+        let full = page.len() as i64 == PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every unfinished job, other than `except`.
 async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, StepError> {
     let mut out = Vec::new();
     for state in [
@@ -55,23 +76,16 @@ async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, Ste
         JobState::NeedsInput,
         JobState::Cancelling,
     ] {
-        let mut before = None;
-        loop {
-            let page = store
-                .list_jobs(&JobFilter {
-                    state: Some(state),
-                    before: before.clone(),
-                    limit: PAGE,
-                    ..JobFilter::default()
-                })
-                .await?;
-            before = page.last().map(|j| j.id.clone());
-            let full = page.len() as i64 == PAGE;
-            out.extend(page.into_iter().filter(|j| j.id != except));
-            if !full {
-                break;
-            }
-        }
+        let filter = JobFilter {
+            state: Some(state),
+            ..JobFilter::default()
+        };
+        out.extend(
+            all_jobs(store, filter)
+                .await?
+                .into_iter()
+                .filter(|j| j.id != except),
+        );
     }
     Ok(out)
 }
@@ -328,28 +342,17 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
     let busy = busy_nodes(store, &ctx.job_id).await?;
     // The nodes Capstan made in this cluster (its scale_out and repair jobs' nodes).
     let mut names = BTreeSet::new();
-    let mut before = None;
-    loop {
-        let page = store
-            .list_jobs(&JobFilter {
-                cluster: Some(ctx.cluster.clone()),
-                before: before.clone(),
-                limit: PAGE,
-                ..JobFilter::default()
-            })
-            .await?;
-        before = page.last().map(|j| j.id.clone());
-        let full = page.len() as i64 == PAGE;
-        for j in page
-            .iter()
-            .filter(|j| ["scale_out", "repair"].contains(&j.kind.as_str()))
-        {
-            for t in store.tasks(&j.id).await? {
-                names.insert(t.name);
-            }
-        }
-        if !full {
-            break;
+    let filter = JobFilter {
+        cluster: Some(ctx.cluster.clone()),
+        ..JobFilter::default()
+    };
+    for j in all_jobs(store, filter)
+        .await?
+        .iter()
+        .filter(|j| ["scale_out", "repair"].contains(&j.kind.as_str()))
+    {
+        for t in store.tasks(&j.id).await? {
+            names.insert(t.name);
         }
     }
     let servers = os

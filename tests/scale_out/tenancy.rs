@@ -22,6 +22,12 @@ fn acme_request(names: &[&str]) -> Value {
            "nodes": nodes})
 }
 
+/// `POST /v1/schedules` as the holder of `token`.
+async fn schedule(w: &World, token: &str, body: Value) -> (u16, Value) {
+    w.call(Method::POST, "/v1/schedules", token, Some(&body))
+        .await
+}
+
 fn fields(body: &Value) -> Vec<String> {
     body["fields"]
         .as_array()
@@ -146,15 +152,8 @@ async fn schedules_come_in_through_the_same_admission_as_jobs() {
         .unwrap();
     // A scheduled delete of another tenant's node is refused when it is created, exactly as
     // the same job would be.
-    let (s, body) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            EVE,
-            Some(&json!({"name": "eve-del", "cron": "*/3 * * * * *", "job": {"kind": "delete_nodes",
-                "cluster": "acme/prod", "nodes": [demo_set_machine], "params": {"force_after": "1s"}}})),
-        )
-        .await;
+    let (s, body) = schedule(&w, EVE, json!({"name": "eve-del", "cron": "*/3 * * * * *", "job": {"kind": "delete_nodes",
+                "cluster": "acme/prod", "nodes": [demo_set_machine], "params": {"force_after": "1s"}}})).await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(
         fields(&body),
@@ -164,38 +163,25 @@ async fn schedules_come_in_through_the_same_admission_as_jobs() {
     );
     // A scale_out template with defaults is a scale_out like any other; a fake node list is
     // not.
-    let (s, body) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            EVE,
-            Some(
-                &json!({"name": "eve-grow", "cron": "0 3 * * *", "enabled": false,
+    let (s, body) = schedule(
+        &w,
+        EVE,
+        json!({"name": "eve-grow", "cron": "0 3 * * *", "enabled": false,
                          "job": acme_request(&["acme-n-1"])}),
-            ),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(s, 201, "{body}");
-    let (s, body) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            EVE,
-            Some(&json!({"name": "eve-fake", "cron": "0 3 * * *",
-                         "job": {"kind": "scale_out", "cluster": "acme/prod", "nodes": ["sweep"]}})),
-        )
-        .await;
+    let (s, body) = schedule(
+        &w,
+        EVE,
+        json!({"name": "eve-fake", "cron": "0 3 * * *",
+                         "job": {"kind": "scale_out", "cluster": "acme/prod", "nodes": ["sweep"]}}),
+    )
+    .await;
     assert_eq!(s, 422, "{body}");
     // Firing faster than the server's minimum interval (2 s in this world) is refused.
-    let (s, body) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            EVE,
-            Some(&json!({"name": "eve-fast", "cron": "* * * * * *",
-                         "job": {"kind": "repair_sweep", "cluster": "acme/prod", "nodes": ["sweep"]}})),
-        )
-        .await;
+    let (s, body) = schedule(&w, EVE, json!({"name": "eve-fast", "cron": "* * * * * *",
+                         "job": {"kind": "repair_sweep", "cluster": "acme/prod", "nodes": ["sweep"]}})).await;
     assert_eq!(s, 422, "{body}");
     assert!(
         fields(&body)[0].starts_with("cron: `* * * * * *` fires every 1s"),
@@ -208,14 +194,12 @@ async fn a_tick_the_world_no_longer_admits_makes_no_job_and_says_why() {
     let w = World::start();
     // Every 2 s, grow acme by one named node: the first tick admits; after it, the name is
     // taken, so later ticks are refused at firing with preflight's reason.
-    let (s, sched) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            ADA,
-            Some(&json!({"name": "grow", "cron": "*/2 * * * * *", "job": acme_request(&["acme-s-1"])})),
-        )
-        .await;
+    let (s, sched) = schedule(
+        &w,
+        ADA,
+        json!({"name": "grow", "cron": "*/2 * * * * *", "job": acme_request(&["acme-s-1"])}),
+    )
+    .await;
     assert_eq!(s, 201, "{sched}");
     let id = sched["id"].as_str().unwrap();
     let mut last = Value::Null;
@@ -265,23 +249,19 @@ async fn a_tick_the_world_no_longer_admits_makes_no_job_and_says_why() {
 async fn a_schedule_whose_owner_is_removed_pauses_and_an_editor_takes_it_over() {
     let mut w = World::start();
     let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"]});
-    let (s, bobs) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            BOB,
-            Some(&json!({"name": "bob-sweep", "cron": "*/2 * * * * *", "job": sweep})),
-        )
-        .await;
+    let (s, bobs) = schedule(
+        &w,
+        BOB,
+        json!({"name": "bob-sweep", "cron": "*/2 * * * * *", "job": sweep}),
+    )
+    .await;
     assert_eq!(s, 201, "{bobs}");
-    let (s, alices) = w
-        .call(
-            Method::POST,
-            "/v1/schedules",
-            ALICE,
-            Some(&json!({"name": "alice-sweep", "cron": "*/2 * * * * *", "job": sweep})),
-        )
-        .await;
+    let (s, alices) = schedule(
+        &w,
+        ALICE,
+        json!({"name": "alice-sweep", "cron": "*/2 * * * * *", "job": sweep}),
+    )
+    .await;
     assert_eq!(s, 201, "{alices}");
     // Dana (tenant admin of demo) edits alice's: from then on it fires as dana.
     let aid = alices["id"].as_str().unwrap();
