@@ -531,6 +531,95 @@ async fn with_an_external_apiserver_booted_servers_register_their_nodes_there() 
     .await;
 }
 
+/// What real CAPO v0.14.7 (gophercloud) needed from the simulated OpenStack in the lab
+/// (lab/NOTES.md): version roots with gophercloud's trailing slash and without a token,
+/// Neutron list filters on any attribute, port tags, Nova's microversion headers, and
+/// Cinder's timestamp layout.
+#[tokio::test]
+async fn the_apis_answer_as_gophercloud_expects_them_to() {
+    let sim = start_sim();
+    let http = reqwest::Client::new();
+    for root in [
+        "/networking/",
+        "/networking",
+        "/compute/v2.1/",
+        "/image/",
+        "/volume/v3/",
+    ] {
+        let resp = http.get(format!("{}{root}", sim.url)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {root} without a token");
+        let doc: Value = resp.json().await.unwrap();
+        assert!(
+            doc["versions"].is_array() || doc["version"].is_object(),
+            "{root}: {doc}"
+        );
+    }
+    let (token, _) = raw_token(&sim).await;
+    let get = |path: &str| {
+        http.get(format!("{}{path}", sim.url))
+            .header("X-Auth-Token", &token)
+            .header("OpenStack-API-Version", "compute 2.60")
+    };
+    // Nova names the microversion it answered with.
+    let resp = get("/compute/v2.1/flavors").send().await.unwrap();
+    assert_eq!(resp.headers()["openstack-api-version"], "compute 2.60");
+    assert_eq!(resp.headers()["x-openstack-nova-api-version"], "2.60");
+    // A port list filtered by ID has that port alone; tags replace and filter.
+    let ports: Value = get("/networking/v2.0/ports")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = ports["ports"].as_array().unwrap();
+    assert!(all.len() >= 3, "{ports}");
+    let id = all[1]["id"].as_str().unwrap();
+    let one: Value = get(&format!("/networking/v2.0/ports?id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["ports"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["ports"][0]["id"], id);
+    let resp = http
+        .put(format!("{}/networking/v2.0/ports/{id}/tags", sim.url))
+        .header("X-Auth-Token", &token)
+        .json(&json!({"tags": ["capstan", "team-a"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tagged: Value = get("/networking/v2.0/ports?tags=capstan,team-a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tagged["ports"].as_array().unwrap().len(), 1, "{tagged}");
+    assert_eq!(tagged["ports"][0]["tags"], json!(["capstan", "team-a"]));
+    // Cinder's timestamps: microseconds, no zone.
+    let made: Value = http
+        .post(format!("{}/volume/v3/volumes", sim.url))
+        .header("X-Auth-Token", &token)
+        .json(&json!({"volume": {"name": "stamp-1", "size": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = made["volume"]["created_at"].as_str().unwrap().to_string();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(&created, "%Y-%m-%dT%H:%M:%S%.6f").is_ok()
+            && !created.ends_with('Z'),
+        "{created}"
+    );
+}
+
 #[tokio::test]
 async fn volumes_refuse_unknown_types_and_full_quotas_with_cinders_own_errors() {
     // Room for two volumes and 100 GiB.

@@ -480,7 +480,28 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
             .call(Method::POST, "network", "/ports", Some(&body), &[201])
             .await
         {
-            Ok(v) => port_ids.push(v["port"]["id"].as_str().unwrap_or_default().to_string()),
+            Ok(v) => {
+                let id = v["port"]["id"].as_str().unwrap_or_default().to_string();
+                // CAPO tags the port with the machine's tags right after creating it.
+                if let Some(tags) = spec["tags"].as_array().filter(|t| !t.is_empty()) {
+                    let body = json!({ "tags": tags });
+                    // A refusal is a plain requeue with no condition, as in CAPO.
+                    if os
+                        .call(
+                            Method::PUT,
+                            "network",
+                            &format!("/ports/{id}/tags"),
+                            Some(&body),
+                            &[200],
+                        )
+                        .await
+                        .is_err()
+                    {
+                        return lookup_failed();
+                    }
+                }
+                port_ids.push(id);
+            }
             Err(e) => return create_failed(ctl, s, "", &e),
         }
     }

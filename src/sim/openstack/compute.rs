@@ -11,9 +11,30 @@ use serde_json::{Value, json};
 
 use super::{Flavor, Pairs, Shared, Token, error, not_found, page, param, version_doc};
 
+/// Nova names the microversion it answered with on every response.
+async fn microversion_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (major, minor) = super::servers::microversion(req.headers());
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let v = format!("{major}.{minor}");
+    if let Ok(x) = format!("compute {v}").parse() {
+        h.insert("openstack-api-version", x);
+    }
+    if let Ok(x) = v.parse() {
+        h.insert("x-openstack-nova-api-version", x);
+    }
+    h.insert(
+        axum::http::header::VARY,
+        axum::http::HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
+    resp
+}
+
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/", get(version))
         .route("/flavors", get(flavors))
         .route("/flavors/detail", get(flavors_detail))
         .route("/flavors/{id}", get(flavor))
@@ -28,9 +49,10 @@ pub fn router() -> Router<Shared> {
         .route("/os-quota-sets/{project}", get(quota_set))
         .route("/os-quota-sets/{project}/detail", get(quota_set_detail))
         .merge(super::servers::routes())
+        .layer(axum::middleware::from_fn(microversion_headers))
 }
 
-async fn version(State(cloud): State<Shared>) -> Json<Value> {
+pub(super) async fn version(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     Json(json!({ "version": version_doc(&base, "v2.1", "/compute/v2.1/", Some(("2.1", "2.90"))) }))
 }

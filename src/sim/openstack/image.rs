@@ -10,12 +10,11 @@ use super::{Cloud, Image, Pairs, Shared, not_found, page, param};
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/", get(versions))
         .route("/v2/images", get(images))
         .route("/v2/images/{id}", get(image))
 }
 
-async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     Json(json!({ "versions": [super::version_doc(&base, "v2.16", "/image/v2/", None)] }))
 }

@@ -24,6 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -156,6 +157,8 @@ pub struct Port {
     pub binding_host: String,
     /// What the creator wrote (CAPO: `Created by cluster-api-provider-openstack cluster …`).
     pub description: String,
+    /// Neutron's standard-attr-tag tags (CAPO puts an OpenStackMachine's `tags` here).
+    pub tags: Vec<String>,
     pub created: String,
 }
 
@@ -466,8 +469,22 @@ pub fn router(cloud: Shared) -> Router {
         .nest("/volume", volume::router())
         .nest("/image", image::router())
         .route_layer(middleware::from_fn_with_state(cloud.clone(), require_token));
+    // Version documents are public, and answer with and without the trailing slash that
+    // gophercloud adds to every catalog URL before discovering versions there.
+    let roots = Router::new()
+        .route("/compute/v2.1", get(compute::version))
+        .route("/compute/v2.1/", get(compute::version))
+        .route("/networking", get(network::versions))
+        .route("/networking/", get(network::versions))
+        .route("/image", get(image::versions))
+        .route("/image/", get(image::versions))
+        .route("/volume", get(volume::versions))
+        .route("/volume/", get(volume::versions))
+        .route("/volume/v3", get(volume::versions))
+        .route("/volume/v3/", get(volume::versions));
     Router::new()
         .nest("/identity", keystone::router())
+        .merge(roots)
         .merge(authed)
         .layer(middleware::from_fn_with_state(cloud.clone(), outages))
         .nest("/sim/v1", control::router())

@@ -11,7 +11,6 @@ use super::{Cloud, Network, Pairs, Shared, Subnet, Token, not_found, page, param
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/", get(versions))
         .route("/v2.0/networks", get(networks))
         .route("/v2.0/networks/{id}", get(network))
         .route("/v2.0/subnets", get(subnets))
@@ -21,19 +20,23 @@ pub fn router() -> Router<Shared> {
         .merge(super::ports::routes())
 }
 
-async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     Json(json!({ "versions": [version_doc(&base, "v2.0", "/networking/v2.0/", None)] }))
 }
 
 /// The API extensions whose fields the simulator serves: clients (python-openstackclient's
 /// `port create`) look some up before they send a request.
-const EXTENSIONS: [(&str, &str); 5] = [
+const EXTENSIONS: [(&str, &str); 6] = [
     ("external-net", "Neutron external network"),
     ("quotas", "Quota management support"),
     ("quota_details", "Quota details management support"),
     ("project-id", "project_id field enabled"),
     ("standard-attr-description", "standard-attr-description"),
+    (
+        "standard-attr-tag",
+        "Tag support for resources with standard attribute",
+    ),
 ];
 
 fn extension_json((alias, name): (&str, &str)) -> Value {
@@ -87,7 +90,7 @@ fn subnet_json(c: &Cloud, s: &Subnet) -> Value {
 }
 
 /// Keeps items whose field equals each given filter (Neutron's exact-match filters).
-fn filtered(items: Vec<Value>, q: &[(String, String)], keys: &[&str]) -> Vec<Value> {
+pub(super) fn filtered(items: Vec<Value>, q: &[(String, String)], keys: &[&str]) -> Vec<Value> {
     items
         .into_iter()
         .filter(|v| {

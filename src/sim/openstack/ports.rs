@@ -19,7 +19,15 @@ use super::{
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/v2.0/ports", get(list_ports).post(create_port))
-        .route("/v2.0/ports/{id}", get(show_port).delete(delete_port))
+        .route(
+            "/v2.0/ports/{id}",
+            get(show_port).put(update_port).delete(delete_port),
+        )
+        .route(
+            "/v2.0/ports/{id}/tags",
+            get(port_tags).put(replace_port_tags),
+        )
+        .route("/v2.0/ports/{id}/tags/{tag}", put(add_port_tag))
         .route("/v2.0/floatingips", get(list_fips).post(create_fip))
         .route(
             "/v2.0/floatingips/{id}",
@@ -41,7 +49,8 @@ pub(super) fn port_json(p: &Port) -> Value {
         "fixed_ips": ips, "device_id": p.device_id, "device_owner": p.device_owner,
         "project_id": p.project_id, "tenant_id": p.project_id, "security_groups": [],
         "binding:host_id": p.binding_host, "binding:vnic_type": "normal",
-        "allowed_address_pairs": [], "description": p.description, "created_at": p.created, "updated_at": p.created,
+        "allowed_address_pairs": [], "description": p.description, "tags": p.tags,
+        "created_at": p.created, "updated_at": p.created,
     })
 }
 
@@ -248,6 +257,7 @@ async fn create_port(
         device_owner: req["device_owner"].as_str().unwrap_or_default().to_string(),
         binding_host: String::new(),
         description: req["description"].as_str().unwrap_or_default().to_string(),
+        tags: Vec::new(),
         created: now_rfc3339(),
     };
     let view = port_json(&port);
@@ -265,12 +275,135 @@ async fn list_ports(
         .ports
         .iter()
         .filter(|p| neutron_listed(&t, &p.project_id, &q))
-        .filter(|p| param(&q, "name").is_none_or(|n| n == p.name))
-        .filter(|p| param(&q, "network_id").is_none_or(|n| n == p.network_id))
-        .filter(|p| param(&q, "device_id").is_none_or(|d| d == p.device_id))
+        .filter(|p| tags_match(&p.tags, &q))
+        .filter(|p| {
+            // `fixed_ips=ip_address=…` / `fixed_ips=subnet_id=…`, each given must match.
+            q.iter().filter(|(k, _)| k == "fixed_ips").all(|(_, v)| {
+                let (key, want) = v.split_once('=').unwrap_or(("", v));
+                p.fixed_ips.iter().any(|(s, ip)| match key {
+                    "ip_address" => ip.to_string() == want,
+                    "subnet_id" => s == want,
+                    _ => false,
+                })
+            })
+        })
         .map(port_json)
         .collect();
+    // Neutron filters a list on any of its attributes.
+    let items = super::network::filtered(
+        items,
+        &q,
+        &[
+            "id",
+            "name",
+            "network_id",
+            "device_id",
+            "device_owner",
+            "mac_address",
+            "status",
+            "description",
+        ],
+    );
     Json(json!({ "ports": page(items, &q) }))
+}
+
+/// Neutron's tag filters: `tags` (all of), `tags-any`, `not-tags`, `not-tags-any`, each a
+/// comma-separated list.
+pub(super) fn tags_match(tags: &[String], q: &[(String, String)]) -> bool {
+    let list = |k: &str| -> Option<Vec<&str>> { param(q, k).map(|v| v.split(',').collect()) };
+    let has = |t: &&str| tags.iter().any(|x| x == t);
+    list("tags").is_none_or(|w| w.iter().all(has))
+        && list("tags-any").is_none_or(|w| w.iter().any(has))
+        && list("not-tags").is_none_or(|w| !w.iter().all(has))
+        && list("not-tags-any").is_none_or(|w| !w.iter().any(has))
+}
+
+/// `PUT /v2.0/ports/{id}`: name, description and the device it is bound to.
+async fn update_port(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return neutron_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Malformed request body",
+        );
+    };
+    let mut c = cloud.lock().unwrap();
+    let Some(i) = position_owned(&c.ports, &id, &t) else {
+        return neutron_not_found("PortNotFound", "Port", &id);
+    };
+    let u = &body["port"];
+    let p = &mut c.ports[i];
+    if let Some(n) = u["name"].as_str() {
+        p.name = n.to_string();
+    }
+    if let Some(d) = u["description"].as_str() {
+        p.description = d.to_string();
+    }
+    if let Some(d) = u["device_id"].as_str() {
+        p.device_id = d.to_string();
+    }
+    if let Some(d) = u["device_owner"].as_str() {
+        p.device_owner = d.to_string();
+    }
+    Json(json!({ "port": port_json(p) })).into_response()
+}
+
+async fn port_tags(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+) -> Response {
+    let c = cloud.lock().unwrap();
+    match position_owned(&c.ports, &id, &t) {
+        Some(i) => Json(json!({ "tags": c.ports[i].tags })).into_response(),
+        None => neutron_not_found("PortNotFound", "Port", &id),
+    }
+}
+
+/// `PUT /v2.0/ports/{id}/tags`: replaces every tag (what gophercloud's `ReplaceAll` sends).
+async fn replace_port_tags(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let tags: Option<Vec<String>> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["tags"].clone()).ok());
+    let Some(tags) = tags else {
+        return neutron_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            "Invalid input for operation: Invalid tags body.",
+        );
+    };
+    let mut c = cloud.lock().unwrap();
+    let Some(i) = position_owned(&c.ports, &id, &t) else {
+        return neutron_not_found("PortNotFound", "Port", &id);
+    };
+    c.ports[i].tags = tags;
+    Json(json!({ "tags": c.ports[i].tags })).into_response()
+}
+
+/// `PUT /v2.0/ports/{id}/tags/{tag}`: adds one tag; 201 with no body.
+async fn add_port_tag(
+    State(cloud): State<Shared>,
+    Extension(t): Extension<Token>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Response {
+    let mut c = cloud.lock().unwrap();
+    let Some(i) = position_owned(&c.ports, &id, &t) else {
+        return neutron_not_found("PortNotFound", "Port", &id);
+    };
+    if !c.ports[i].tags.contains(&tag) {
+        c.ports[i].tags.push(tag);
+    }
+    StatusCode::CREATED.into_response()
 }
 
 async fn show_port(

@@ -953,6 +953,7 @@ impl Cloud {
             device_owner: String::new(),
             binding_host: String::new(),
             description: String::new(),
+            tags: Vec::new(),
             created: now_rfc3339(),
         };
         let id = port.id.clone();

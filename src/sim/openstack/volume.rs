@@ -24,15 +24,12 @@ pub fn router() -> Router<Shared> {
         .route("/os-quota-sets/{project}", get(quota_set))
         .route("/limits", get(limits));
     Router::new()
-        .route("/", get(versions))
-        .route("/v3", get(versions))
-        .route("/v3/", get(versions))
         .nest("/v3", v3.clone())
         // Clients configured with the project in the path reach the same handlers.
         .nest("/v3/{project_in_path}", v3)
 }
 
-async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     Json(json!({ "versions": [version_doc(&base, "v3.0", "/volume/v3/", Some(("3.0", "3.71")))] }))
 }
@@ -80,8 +77,16 @@ pub(super) fn volume_json(v: &Volume) -> Value {
         "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": v.description,
         "snapshot_id": null, "source_volid": null, "replication_status": null, "migration_status": null,
         "volume_image_metadata": v.image_id.as_ref().map(|i| json!({ "image_id": i })),
-        "created_at": v.created, "updated_at": v.created,
+        "created_at": cinder_time(&v.created), "updated_at": cinder_time(&v.created),
     })
+}
+
+/// Cinder's timestamp layout: microseconds and no zone (`2026-12-02T13:24:38.000000`), which
+/// gophercloud parses exactly (`JSONRFC3339MilliNoZ`); an RFC 3339 `Z` breaks it.
+fn cinder_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 /// Cinder's quota refusal: 413, `Retry-After: 0`, the exception class before the message.
