@@ -100,7 +100,20 @@ def identity():
     log("identity and catalog seeded")
 
 
-def wait_computes(c, timeout=600):
+def dead_services(prefix):
+    dead = []
+    with open(os.path.join(STATE, "pids")) as f:
+        for line in f:
+            name, pid = line.split()
+            if name.startswith(prefix):
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    dead.append(name)
+    return dead
+
+
+def wait_computes(c, timeout=300):
     want = {h for hs in HOSTS.values() for h in hs}
     deadline = time.time() + timeout
     while True:
@@ -112,6 +125,9 @@ def wait_computes(c, timeout=600):
             up = set()
         if want <= up:
             return
+        dead = dead_services("nova-compute")
+        if dead:
+            sys.exit(f"{', '.join(dead)} exited; see {STATE}/log/<name>.log")
         if time.time() > deadline:
             sys.exit(f"nova-compute services not up after {timeout}s: missing {sorted(want - up)}")
         time.sleep(3)
@@ -193,6 +209,14 @@ def cloud():
                 bs.create_type(name=t, is_public=True,
                                extra_specs={"volume_backend_name": "fake"})
         log("volume types:", [t.name for t in bs.types()])
+        # cinder-scheduler learns the backends from their periodic reports; a volume asked
+        # for before both AZs' backends have reported fails with "No valid backend"
+        deadline = time.time() + 180
+        while len(list(bs.backend_pools())) < 2:
+            if time.time() > deadline:
+                sys.exit("cinder-scheduler does not know both backends (fake-az1, fake-az2)")
+            time.sleep(3)
+        log("cinder pools:", [p.name for p in bs.backend_pools()])
 
     write_clouds()
 
