@@ -17,3 +17,7 @@ class LabFakeDriver(fake.FakeDriverWithoutFakeNodes):
     vcpus = int(os.environ.get("CAPSTAN_LAB_VCPUS", "8"))
     memory_mb = int(os.environ.get("CAPSTAN_LAB_MEMORY_MB", "16384"))
     local_gb = int(os.environ.get("CAPSTAN_LAB_DISK_GB", "200"))
+
+    def get_host_uptime(self):
+        # FakeDriver raises NotImplementedError, which `openstack hypervisor show` triggers
+        return " 00:00:00 up 1 day,  0:00,  0 users,  load average: 0.00, 0.00, 0.00"
