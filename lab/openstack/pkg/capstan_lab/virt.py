@@ -5,6 +5,11 @@ the one-line shim ``nova/virt/capstan_lab.py`` (``from capstan_lab.virt import *
 lab venv and configures ``compute_driver = capstan_lab.LabFakeDriver``. Each nova-compute
 process reads its size from the environment (set per host by lab/openstack-up), so "No valid
 host was found" is easy to provoke.
+
+The base is ``FakeDriverWithoutFakeNodes``: one node per host named after ``[DEFAULT] host``,
+with its node UUID persisted in ``state_path/compute_id`` as real drivers do. (Plain
+``FakeDriver`` makes up node UUIDs in every process, and nova-compute then refuses to restart:
+"No local node identity found, but this is not our first startup on this host".)
 """
 import os
 

@@ -1,1 +1,0 @@
-"""Capstan's OpenStack lab helpers (installed into the lab venv by lab/openstack-up)."""
