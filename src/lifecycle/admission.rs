@@ -616,6 +616,31 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
     } else {
         None
     };
+    // Which hosts each zone has (admin-only, like pinning itself). Real Nova accepts
+    // `az1:compute-3` for a host of az2 and places the server in az2: refuse it here.
+    let zone_hosts: Vec<(String, String)> = if wants_host {
+        os.get(Service::Compute, &["os-availability-zone", "detail"], &[])
+            .await
+            .map(|d| {
+                d["availabilityZoneInfo"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|z| {
+                        let zone = z["zoneName"].as_str().unwrap_or_default().to_string();
+                        z["hosts"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, services)| services.get("nova-compute").is_some())
+                            .map(move |(h, _)| (zone.clone(), h.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let flavor_names = names(&flavors, "flavors");
     let image_names = names(&images, "images");
     let network_names = names(&networks, "networks");
@@ -763,6 +788,14 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                     });
                     if !known {
                         errs.push(FieldError::new(field(i, "host"), format!("compute host {host} is not in the hypervisor list")));
+                    } else if let Some(az) = &s.availability_zone
+                        && let Some((zone, _)) = zone_hosts.iter().find(|(_, h)| h == host)
+                        && zone != az
+                    {
+                        errs.push(FieldError::new(
+                            field(i, "host"),
+                            format!("compute host {host} is in availability zone {zone}, not {az}"),
+                        ));
                     }
                 }
                 Some(Err(e)) if e.status == 403 => errs.push(FieldError::new(

@@ -632,6 +632,23 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_host_outside_the_nodes_zone_is_refused_before_anything_is_made() {
+    // Real Nova takes `az1:compute-3` and puts the server in az2 (the lab saw it); the
+    // node asked for az1, so preflight refuses it.
+    let w = World::start();
+    let mut n = node(1);
+    n["availability_zone"] = json!("az1");
+    n["host"] = json!("compute-3");
+    let (status, body) = w.submit(&request(vec![n])).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["fields"][0]["message"], "compute host compute-3 is in availability zone az2, not az1",
+        "{body}"
+    );
+    assert_eq!(body["fields"][0]["field"], "nodes[0].host");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_image_gone_after_preflight_is_found_although_capo_says_nothing() {
     // Real CAPO requeues a failed image lookup without any condition: the Machine just has
     // no server. Capstan asks the cloud once the Machine has waited `stall_after`.
