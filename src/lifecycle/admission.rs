@@ -806,6 +806,25 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                 None => {}
             }
         }
+        // Cinder refuses a volume smaller than its image's min_disk (400).
+        let min_disk = images["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["name"] == s.image.as_str())
+            .and_then(|x| x["min_disk"].as_u64())
+            .unwrap_or(0);
+        if let Some(r) = &s.root_volume
+            && u64::from(r.size_gib) < min_disk
+        {
+            errs.push(FieldError::new(
+                field(i, "root_volume.size_gib"),
+                format!(
+                    "{} GiB is smaller than image {}'s min_disk of {min_disk} GiB",
+                    r.size_gib, s.image
+                ),
+            ));
+        }
         if let Some(r) = &s.root_volume
             && let Some(t) = &r.volume_type
             && !type_names.contains(t.as_str())

@@ -632,7 +632,7 @@ async fn a_bad_volume_type_is_refused_at_submit_and_a_vanished_one_asks_for_inpu
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pinned_host_outside_the_nodes_zone_is_refused_before_anything_is_made() {
+async fn a_host_outside_the_zone_or_a_root_volume_below_min_disk_is_refused_at_preflight() {
     // Real Nova takes `az1:compute-3` and puts the server in az2 (the lab saw it); the
     // node asked for az1, so preflight refuses it.
     let w = World::start();
@@ -646,6 +646,16 @@ async fn a_pinned_host_outside_the_nodes_zone_is_refused_before_anything_is_made
         "{body}"
     );
     assert_eq!(body["fields"][0]["field"], "nodes[0].host");
+    // A root volume smaller than the image's min_disk (10 GiB): Cinder would say 400.
+    let mut n = node(1);
+    n["root_volume"] = json!({"size_gib": 5, "type": "ssd"});
+    let (status, body) = w.submit(&request(vec![n])).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "nodes[0].root_volume.size_gib");
+    assert_eq!(
+        body["fields"][0]["message"],
+        "5 GiB is smaller than image ubuntu-2204-kube-v1.30's min_disk of 10 GiB"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
