@@ -14,6 +14,7 @@ of CAPI v1.12.10 and CAPO v0.14.7):
 - CAPO config/default: namePrefix `capo-`, label cluster.x-k8s.io/provider=
   infrastructure-openstack; config/crd: the contract label (labels.pairs there, i.e.
   cluster.x-k8s.io/v1beta1: v1beta1) and the listed conversion webhooks.
+- ORC's config/crd: its CRDs as they are (CAPO v0.14 needs them; its manager is not run).
 - cert-manager's CA injection: caBundle = the lab CA, on CRD conversion and webhooks.
 Namespaces, RBAC, Deployments and cert-manager objects are not rendered: the managers run
 as local processes with an admin kubeconfig.
@@ -69,7 +70,8 @@ def render_provider(mod_dir, prefix, provider_label, url, ca_b64):
             md = crd.setdefault("metadata", {})
             labels = md.setdefault("labels", {})
             labels.update(extra_labels)
-            labels["cluster.x-k8s.io/provider"] = provider_label
+            if provider_label:
+                labels["cluster.x-k8s.io/provider"] = provider_label
             if md["name"] in convert:
                 crd["spec"]["conversion"] = {
                     "strategy": "Webhook",
@@ -79,7 +81,8 @@ def render_provider(mod_dir, prefix, provider_label, url, ca_b64):
                     },
                 }
             out.append(crd)
-    for doc in load_all(os.path.join(mod_dir, "config", "webhook", "manifests.yaml")):
+    webhooks = os.path.join(mod_dir, "config", "webhook", "manifests.yaml")
+    for doc in load_all(webhooks) if os.path.exists(webhooks) else []:
         if doc.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             continue
         doc["metadata"]["name"] = prefix + doc["metadata"]["name"]
@@ -97,6 +100,7 @@ def main():
     ap.add_argument("--capo-dir", required=True)
     ap.add_argument("--capi-webhook", required=True)
     ap.add_argument("--capo-webhook", required=True)
+    ap.add_argument("--orc-dir", required=True)
     ap.add_argument("--ca-file", required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -104,6 +108,10 @@ def main():
         ca_b64 = base64.b64encode(f.read()).decode()
     docs = render_provider(a.capi_dir, "capi-", "cluster-api", a.capi_webhook, ca_b64)
     docs += render_provider(a.capo_dir, "capo-", "infrastructure-openstack", a.capo_webhook, ca_b64)
+    # ORC (openstack-resource-controller), a prerequisite of CAPO since v0.12: CAPO watches
+    # its Image kind and its manager exits when the CRD is missing. Only the CRDs, as its
+    # config/crd installs them (no webhooks, no conversion).
+    docs += render_provider(a.orc_dir, "orc-", None, None, ca_b64)
     with open(a.out, "w") as f:
         yaml.safe_dump_all(docs, f, sort_keys=False)
     kinds = {}
