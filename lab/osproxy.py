@@ -7,14 +7,16 @@ CAPO/gophercloud asks of it (lab/NOTES.md lists what fails).
 Every request is logged as one line: method, path?query, status, and, for a status >= 400,
 the request body and the response body (both cut to 600 bytes). Keystone's token response
 is rewritten so that its catalog points back at the proxy (otherwise clients would bypass
-it). `--retry-without-slash` is a lab-only workaround for the first gap found: a GET of an
-endpoint root with a trailing slash (gophercloud's normalised catalog URL) that the
-simulator answers 404 is retried without the slash, and logged as such, so that later
-gaps can be seen. It fixes nothing in the simulator; real OpenStack answers both forms.
+it). `--retry-without-slash` turns on lab-only workarounds for the gaps found, so that later
+gaps can be seen: a GET of an endpoint root with a trailing slash (gophercloud's
+normalised catalog URL) that the simulator answers 404 is retried without the slash; a
+Neutron list whose attribute filters (?id=, ?name=, ...) the sim ignored is filtered here.
+Each is logged as a WORKAROUND. It fixes nothing in the simulator; real OpenStack answers both forms.
 Prints `osproxy: listening on http://127.0.0.1:PORT` once bound.
 """
 import argparse
 import http.client
+import json
 import sys
 import threading
 import urllib.parse
@@ -22,6 +24,44 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
        "proxy-authorization", "proxy-authenticate", "content-length", "host"}
+
+
+# Query parameters of a Neutron list that are not attribute filters.
+NOT_FILTERS = {"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir",
+               "tags", "tags-any", "not-tags", "not-tags-any"}
+
+
+def neutron_filter(split, data):
+    """Apply a Neutron collection GET's attribute filters (?id=..&name=..) that the sim
+    ignored; returns the body and the filters that removed something."""
+    if not split.path.startswith("/networking/v2.0/") or not split.query:
+        return data, []
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return data, []
+    keys = [k for k, v in doc.items() if isinstance(v, list)] if isinstance(doc, dict) else []
+    if len(keys) != 1:
+        return data, []
+    items = doc[keys[0]]
+    dropped = []
+    for k, vals in urllib.parse.parse_qs(split.query, keep_blank_values=True).items():
+        if k in NOT_FILTERS:
+            continue
+        def ok(it):
+            if k not in it:
+                return True
+            v = it[k]
+            v = str(v).lower() if isinstance(v, bool) else str(v)
+            return v in vals
+        kept = [it for it in items if ok(it)]
+        if len(kept) != len(items):
+            dropped.append(f"{k}={','.join(vals)} ({len(items)}->{len(kept)})")
+        items = kept
+    if not dropped:
+        return data, []
+    doc[keys[0]] = items
+    return json.dumps(doc).encode(), dropped
 
 
 def main():
@@ -67,6 +107,10 @@ def main():
                 path2 = urllib.parse.urlunsplit(split._replace(path=split.path.rstrip("/")))
                 r, data = self.forward(path2, body)
                 note = f" [WORKAROUND: {first} with the trailing slash; retried as {path2}]"
+            if a.retry_without_slash and self.command == "GET" and r.status == 200:
+                data, dropped = neutron_filter(split, data)
+                if dropped:
+                    note += f" [WORKAROUND: the sim ignored filter(s) {dropped}; proxy filtered the list]"
             if split.path.endswith("/auth/tokens") and self.command == "POST":
                 me = f"http://127.0.0.1:{self.server.server_address[1]}"
                 data = data.replace(a.upstream.rstrip("/").encode(), me.encode())
