@@ -10,13 +10,15 @@ is rewritten so that its catalog points back at the proxy (otherwise clients wou
 it). `--retry-without-slash` turns on lab-only workarounds for the gaps found, so that later
 gaps can be seen: a GET of an endpoint root with a trailing slash (gophercloud's
 normalised catalog URL) that the simulator answers 404 is retried without the slash; a
-Neutron list whose attribute filters (?id=, ?name=, ...) the sim ignored is filtered here.
+Neutron list whose attribute filters (?id=, ?name=, ...) the sim ignored is filtered here;
+Cinder timestamps the sim writes with a trailing Z are rewritten to Cinder's own layout.
 Each is logged as a WORKAROUND. It fixes nothing in the simulator; real OpenStack answers both forms.
 Prints `osproxy: listening on http://127.0.0.1:PORT` once bound.
 """
 import argparse
 import http.client
 import json
+import re
 import sys
 import threading
 import urllib.parse
@@ -25,6 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
        "proxy-authorization", "proxy-authenticate", "content-length", "host"}
 
+
+# Cinder writes its timestamps without a zone ("2026-12-02T13:24:38.000000"); gophercloud
+# parses volumes' created_at/updated_at/attached_at with exactly that layout.
+CINDER_TIME = re.compile(rb'"(created_at|updated_at|attached_at|launched_at)":\s*"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)Z"')
 
 # Query parameters of a Neutron list that are not attribute filters.
 NOT_FILTERS = {"fields", "limit", "marker", "page_reverse", "sort_key", "sort_dir",
@@ -111,6 +117,10 @@ def main():
                 data, dropped = neutron_filter(split, data)
                 if dropped:
                     note += f" [WORKAROUND: the sim ignored filter(s) {dropped}; proxy filtered the list]"
+            if a.retry_without_slash and split.path.startswith("/volume/") and r.status < 300:
+                data, n = CINDER_TIME.subn(rb'"\1": "\2.000000"', data)
+                if n:
+                    note += f" [WORKAROUND: {n} Cinder timestamp(s) ending in Z rewritten to Cinder's format]"
             if split.path.endswith("/auth/tokens") and self.command == "POST":
                 me = f"http://127.0.0.1:{self.server.server_address[1]}"
                 data = data.replace(a.upstream.rstrip("/").encode(), me.encode())
