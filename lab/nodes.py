@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""A stand-in for the kubelets of the simulated servers, until the simulator registers
+Nodes in the real apiserver itself (issue 10): every few seconds, for each OpenStackMachine
+whose providerID is set (CAPO sets it once the server is ACTIVE), make sure a Node of the
+same name exists with that spec.providerID and the conditions a healthy kubelet reports;
+delete the Nodes it made whose OpenStackMachine is gone.
+
+  nodes.py --kubectl BIN --kubeconfig FILE [--interval 2]
+
+What CAPI v1.12 needs, found in the lab: the Machine gets status.nodeRef from a Node whose
+spec.providerID equals the Machine's; its NodeHealthy is True only with Ready=True and
+MemoryPressure, DiskPressure and PIDPressure all reported False (missing ones leave it
+Unknown: "Condition not yet reported"), and only once the Cluster's control plane is
+initialised (a control-plane Machine with a nodeRef, for a Cluster without controlPlaneRef).
+"""
+import argparse
+import datetime
+import json
+import subprocess
+import time
+
+MARK = "lab.capstan.dev/fake-kubelet"
+
+
+def kubectl(a, *args, stdin=None):
+    r = subprocess.run([a.kubectl, "--kubeconfig", a.kubeconfig, *args], input=stdin,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def conditions(now):
+    c = [("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+         ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+         ("PIDPressure", "False", "KubeletHasSufficientPID"),
+         ("Ready", "True", "KubeletReady")]
+    return [{"type": t, "status": s, "reason": r, "message": "lab/nodes.py stand-in kubelet",
+             "lastHeartbeatTime": now, "lastTransitionTime": now} for t, s, r in c]
+
+
+pending = set()
+
+
+def once(a):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    oms = json.loads(kubectl(a, "get", "openstackmachines", "-A", "-o", "json"))["items"]
+    nodes = {n["metadata"]["name"]: n for n in
+             json.loads(kubectl(a, "get", "nodes", "-o", "json"))["items"]}
+    wanted = {}
+    om_ns = {om["metadata"]["name"]: om["metadata"]["namespace"] for om in oms}
+    for om in oms:
+        pid = om.get("spec", {}).get("providerID")
+        if pid and not om["metadata"].get("deletionTimestamp"):
+            wanted[om["metadata"]["name"]] = pid
+    for name, pid in wanted.items():
+        n = nodes.get(name)
+        if n is None:
+            node = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": name, "annotations": {MARK: "true"},
+                                 "labels": {"kubernetes.io/hostname": name,
+                                            "kubernetes.io/os": "linux",
+                                            "kubernetes.io/arch": "amd64"}},
+                    "spec": {"providerID": pid}}
+            kubectl(a, "create", "-f", "-", stdin=json.dumps(node))
+            print(f"nodes: registered Node {name} ({pid})", flush=True)
+            pending.add((om_ns[name], name))
+        elif (n["metadata"].get("annotations") or {}).get(MARK) != "true":
+            continue
+        have = {c["type"]: c["status"] for c in ((n or {}).get("status") or {}).get("conditions") or []}
+        want = {c["type"]: c["status"] for c in conditions(now)}
+        if have != want:
+            # No heartbeats after that: the lab runs no node-lifecycle controller.
+            kubectl(a, "patch", "node", name, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"conditions": conditions(now)}}))
+    # CAPI watches Nodes only once the control plane is initialised; before that a Node
+    # that appears after the Machine's last reconcile goes unseen until the next resync
+    # (10 min). A kubelet's Node would be seen the same way; the stand-in nudges the
+    # Machine with an annotation, once its Node's conditions are in.
+    for ns, name in sorted(pending):
+        try:
+            kubectl(a, "-n", ns, "annotate", "machine", name, "--overwrite",
+                    f"{MARK}-registered={now}")
+            pending.discard((ns, name))
+        except RuntimeError as e:
+            print(f"nodes: {e}", flush=True)
+    for name, n in nodes.items():
+        if (n["metadata"].get("annotations") or {}).get(MARK) == "true" and name not in wanted:
+            kubectl(a, "delete", "node", name, "--wait=false")
+            print(f"nodes: deleted Node {name} (its OpenStackMachine is gone)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kubectl", required=True)
+    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--interval", type=float, default=2.0)
+    a = ap.parse_args()
+    while True:
+        try:
+            once(a)
+        except Exception as e:  # keep going: the apiserver may restart
+            print(f"nodes: {e}", flush=True)
+        time.sleep(a.interval)
+
+
+if __name__ == "__main__":
+    main()
