@@ -49,12 +49,18 @@ def once(a):
              json.loads(kubectl(a, "get", "nodes", "-o", "json"))["items"]}
     wanted = {}
     om_ns = {om["metadata"]["name"]: om["metadata"]["namespace"] for om in oms}
+    deleting = set()
     for om in oms:
         pid = om.get("spec", {}).get("providerID")
-        if pid and not om["metadata"].get("deletionTimestamp"):
+        if pid:
             wanted[om["metadata"]["name"]] = pid
+            if om["metadata"].get("deletionTimestamp"):
+                deleting.add(om["metadata"]["name"])
     for name, pid in wanted.items():
         n = nodes.get(name)
+        if name in deleting:
+            # CAPI drains, then deletes the Node itself: keep it, never bring it back.
+            continue
         if n is None:
             node = {"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": name, "annotations": {MARK: "true"},
