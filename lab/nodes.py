@@ -5,7 +5,7 @@ whose providerID is set (CAPO sets it once the server is ACTIVE), make sure a No
 same name exists with that spec.providerID and the conditions a healthy kubelet reports;
 delete the Nodes it made whose OpenStackMachine is gone.
 
-  nodes.py --kubectl BIN --kubeconfig FILE [--interval 2]
+  nodes.py --kubectl BIN --kubeconfig FILE [--interval 2] [--nudge-only]
 
 What CAPI v1.12 needs, found in the lab: the Machine gets status.nodeRef from a Node whose
 spec.providerID equals the Machine's; its NodeHealthy is True only with Ready=True and
@@ -39,7 +39,26 @@ def conditions(now):
              "lastHeartbeatTime": now, "lastTransitionTime": now} for t, s, r in c]
 
 
-pending = set()
+def nudge(a, now):
+    """CAPI watches Nodes only once the control plane is initialised; before that, a Node
+    that appears after its Machine's last reconcile goes unseen until the next resync
+    (10 min), since CAPI does not requeue a Machine waiting for its Node. A Machine with a
+    providerID, no nodeRef, and a Node of that providerID gets one annotation (per Node)
+    to be reconciled again. Applies to the sim's Nodes and the stand-in's alike."""
+    machines = json.loads(kubectl(a, "get", "machines.cluster.x-k8s.io", "-A", "-o", "json"))["items"]
+    by_pid = {n.get("spec", {}).get("providerID"): n for n in
+              json.loads(kubectl(a, "get", "nodes", "-o", "json"))["items"]}
+    for m in machines:
+        pid = m.get("spec", {}).get("providerID")
+        node = by_pid.get(pid) if pid else None
+        if node is None or (m.get("status") or {}).get("nodeRef"):
+            continue
+        uid = node["metadata"]["uid"]
+        if (m["metadata"].get("annotations") or {}).get(MARK + "-nudged") == uid:
+            continue
+        kubectl(a, "-n", m["metadata"]["namespace"], "annotate", "machine", m["metadata"]["name"],
+                "--overwrite", f"{MARK}-nudged={uid}")
+        print(f"nodes: nudged Machine {m['metadata']['name']} (Node {node['metadata']['name']} is there)", flush=True)
 
 
 def once(a):
@@ -48,7 +67,6 @@ def once(a):
     nodes = {n["metadata"]["name"]: n for n in
              json.loads(kubectl(a, "get", "nodes", "-o", "json"))["items"]}
     wanted = {}
-    om_ns = {om["metadata"]["name"]: om["metadata"]["namespace"] for om in oms}
     deleting = set()
     for om in oms:
         pid = om.get("spec", {}).get("providerID")
@@ -70,7 +88,6 @@ def once(a):
                     "spec": {"providerID": pid}}
             kubectl(a, "create", "-f", "-", stdin=json.dumps(node))
             print(f"nodes: registered Node {name} ({pid})", flush=True)
-            pending.add((om_ns[name], name))
         elif (n["metadata"].get("annotations") or {}).get(MARK) != "true":
             continue
         have = {c["type"]: c["status"] for c in ((n or {}).get("status") or {}).get("conditions") or []}
@@ -79,17 +96,6 @@ def once(a):
             # No heartbeats after that: the lab runs no node-lifecycle controller.
             kubectl(a, "patch", "node", name, "--subresource=status", "--type=merge", "-p",
                     json.dumps({"status": {"conditions": conditions(now)}}))
-    # CAPI watches Nodes only once the control plane is initialised; before that a Node
-    # that appears after the Machine's last reconcile goes unseen until the next resync
-    # (10 min). A kubelet's Node would be seen the same way; the stand-in nudges the
-    # Machine with an annotation, once its Node's conditions are in.
-    for ns, name in sorted(pending):
-        try:
-            kubectl(a, "-n", ns, "annotate", "machine", name, "--overwrite",
-                    f"{MARK}-registered={now}")
-            pending.discard((ns, name))
-        except RuntimeError as e:
-            print(f"nodes: {e}", flush=True)
     for name, n in nodes.items():
         if (n["metadata"].get("annotations") or {}).get(MARK) == "true" and name not in wanted:
             kubectl(a, "delete", "node", name, "--wait=false")
@@ -101,10 +107,14 @@ def main():
     ap.add_argument("--kubectl", required=True)
     ap.add_argument("--kubeconfig", required=True)
     ap.add_argument("--interval", type=float, default=2.0)
+    ap.add_argument("--nudge-only", action="store_true",
+                    help="register no Nodes (the sim does); only nudge Machines whose Node is there")
     a = ap.parse_args()
     while True:
         try:
-            once(a)
+            if not a.nudge_only:
+                once(a)
+            nudge(a, None)
         except Exception as e:  # keep going: the apiserver may restart
             print(f"nodes: {e}", flush=True)
         time.sleep(a.interval)
