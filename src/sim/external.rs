@@ -116,10 +116,19 @@ async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow
         if let Some(a) = &s.address {
             addresses.push(json!({"type": "InternalIP", "address": a}));
         }
+        // All four of kubelet's conditions: CAPI's NodeHealthy wants the pressure ones
+        // False as well as Ready True (the lab found Machines never Ready without them).
+        let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": kind, "status": status, "reason": reason, "message": message,
+                   "lastHeartbeatTime": now, "lastTransitionTime": now})
+        };
         let status = json!({"status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
-                "lastTransitionTime": now}],
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
             "addresses": addresses,
             "nodeInfo": {"kubeletVersion": "v1.30.4", "kubeProxyVersion": "v1.30.4",
                 "operatingSystem": "linux", "architecture": "amd64",
