@@ -145,7 +145,12 @@ impl Lab {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        req.send().await.unwrap().json().await.unwrap_or(Value::Null)
+        req.send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
     }
 
     async fn kube(&self) -> kube::Client {
@@ -186,7 +191,10 @@ async fn real_capi_and_capo_run_capstans_workers_as_specified() {
     let lab = Lab::start(dir);
     // The demo's own workers came up through real CAPI and CAPO.
     let set = lab.capi("MachineSet").await.get("demo-md-0").await.unwrap();
-    assert!(set.data["status"]["readyReplicas"].as_u64().unwrap_or(0) >= 3, "{set:?}");
+    assert!(
+        set.data["status"]["readyReplicas"].as_u64().unwrap_or(0) >= 3,
+        "{set:?}"
+    );
     let mut pinned = node("lab-w-01", "az1");
     pinned["host"] = json!("compute-2");
     pinned["ip"] = json!("10.6.0.201");
@@ -217,7 +225,9 @@ async fn real_capi_and_capo_run_capstans_workers_as_specified() {
     let n = nodes.get("lab-w-01").await.unwrap();
     let labels = n.metadata.labels.unwrap();
     assert_eq!(
-        labels.get("node-role.kubernetes.io/ingress").map(String::as_str),
+        labels
+            .get("node-role.kubernetes.io/ingress")
+            .map(String::as_str),
         Some(""),
         "real CAPI syncs the role label from the Machine"
     );
@@ -249,18 +259,22 @@ async fn no_valid_host_under_real_capo_is_read_from_nova_and_retried_until_there
     // Real CAPO says only InstanceStateError, with no message; Nova's fault says why.
     let mut seen = None;
     for _ in 0..1200 {
-        seen = lab
-            .events(&id)
-            .await
-            .into_iter()
-            .find(|e| e["kind"] == "transition" && e["message"].as_str().is_some_and(|m| m.contains("No valid host")));
+        seen = lab.events(&id).await.into_iter().find(|e| {
+            e["kind"] == "transition"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("No valid host"))
+        });
         if seen.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = seen.expect("the capacity failure in the history");
-    assert!(seen["message"].as_str().unwrap().starts_with("capacity"), "{seen}");
+    assert!(
+        seen["message"].as_str().unwrap().starts_with("capacity"),
+        "{seen}"
+    );
     lab.sim(
         reqwest::Method::DELETE,
         &format!("/sim/v1/faults/{}", fault["id"].as_str().unwrap()),
@@ -282,11 +296,9 @@ async fn deleting_a_named_machineset_worker_under_real_capi_takes_exactly_that_o
         let mut v: Vec<String> = items
             .iter()
             .filter(|m| {
-                m.metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.get("cluster.x-k8s.io/set-name").map(String::as_str) == Some("demo-md-0"))
-                    && m.metadata.deletion_timestamp.is_none()
+                m.metadata.labels.as_ref().is_some_and(|l| {
+                    l.get("cluster.x-k8s.io/set-name").map(String::as_str) == Some("demo-md-0")
+                }) && m.metadata.deletion_timestamp.is_none()
             })
             .filter_map(|m| m.metadata.name.clone())
             .collect();
@@ -318,7 +330,10 @@ async fn a_kill_9_of_capstan_mid_job_under_real_capi_changes_nothing_of_the_outc
     let _turn = TURN.lock().await;
     let mut lab = Lab::start(dir);
     let (s, job) = lab
-        .submit(&request(vec![node("lab-k9-1", "az1"), node("lab-k9-2", "az2")]))
+        .submit(&request(vec![
+            node("lab-k9-1", "az1"),
+            node("lab-k9-2", "az2"),
+        ]))
         .await;
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
