@@ -789,6 +789,7 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                     if !known {
                         errs.push(FieldError::new(field(i, "host"), format!("compute host {host} is not in the hypervisor list")));
                     } else if let Some(az) = &s.availability_zone
+                        && zone_names.contains(az.as_str())
                         && let Some((zone, _)) = zone_hosts.iter().find(|(_, h)| h == host)
                         && zone != az
                     {

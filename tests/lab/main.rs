@@ -15,6 +15,8 @@ use std::time::Duration;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
+mod differential;
+
 const TOKEN: &str = "lab-test-token-0001";
 
 /// One test at a time on the one lab.
