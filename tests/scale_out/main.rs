@@ -699,6 +699,9 @@ async fn an_image_gone_after_preflight_is_found_although_capo_says_nothing() {
 async fn nova_and_neutron_failing_thirty_percent_of_the_time_only_slow_things_down() {
     let w = World::start();
     let nodes: Vec<Value> = (1..=4).map(node).collect();
+    // The nodes first wait for quota, so the outage meets them mid-job whatever the speed
+    // of the machine: Capstan's own reads fail, and it retries.
+    w.quota(json!({"instances": 3})).await;
     let id = w.submit_ok(&request(nodes.clone())).await;
     let outage = w
         .fault(
@@ -707,12 +710,13 @@ async fn nova_and_neutron_failing_thirty_percent_of_the_time_only_slow_things_do
         )
         .await;
     w.until_event(&id, "a transient retry", |e| {
-        e["kind"] == "retry" && e["data"]["class"] == "transient"
+        e["kind"] == "retry" && (e["class"] == "transient" || e["data"]["class"] == "transient")
             || e["message"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("transient"))
     })
     .await;
+    w.quota(json!({"instances": 50})).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.end_fault(&outage).await;
     let done = w.finished(&id).await;
