@@ -85,11 +85,6 @@ impl From<TenancyError> for Refused {
     }
 }
 
-/// A request that passed every check, ready to be stored.
-pub struct Admitted {
-    pub job: NewJob,
-}
-
 /// Turns requests into jobs; shared by the API, the scheduler and the sweeps.
 pub struct Intake {
     store: Store,
@@ -192,7 +187,7 @@ impl Intake {
         p: &Principal,
         body: &Value,
         schedule_id: Option<String>,
-    ) -> Result<Admitted, Refused> {
+    ) -> Result<NewJob, Refused> {
         let (req, tenant) = self.check(p, body, Moment::Now).await?;
         Ok(self.job_of(req, &tenant, p, schedule_id))
     }
@@ -203,11 +198,9 @@ impl Intake {
         tenant: &str,
         p: &Principal,
         schedule_id: Option<String>,
-    ) -> Admitted {
+    ) -> NewJob {
         let wf = self.workflows[&req.kind].clone();
-        Admitted {
-            job: req.into_job(&wf, tenant, &p.name, schedule_id),
-        }
+        req.into_job(&wf, tenant, &p.name, schedule_id)
     }
 
     /// Checks and stores a job submitted by `p` (the API and the repair sweep). A request
@@ -230,11 +223,11 @@ impl Intake {
                 .is_some()
         {
             // The store answers with the earlier job (or refuses a different request).
-            let job = self.job_of(req, &tenant, p, None).job;
+            let job = self.job_of(req, &tenant, p, None);
             return Ok(self.store.submit(&job, Some(k)).await?);
         }
         self.admit(&mut req, &tenant, Moment::Now).await?;
-        let job = self.job_of(req, &tenant, p, None).job;
+        let job = self.job_of(req, &tenant, p, None);
         Ok(self.store.submit(&job, key).await?)
     }
 }

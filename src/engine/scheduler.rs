@@ -90,7 +90,7 @@ async fn fire_due(engine: &Engine, intake: &Intake) -> Result<(), crate::store::
         };
         let template: serde_json::Value = serde_json::from_str(&s.template)?;
         let job = match intake.admit_job(owner, &template, Some(s.id.clone())).await {
-            Ok(a) => a.job,
+            Ok(job) => job,
             Err(Refused::Store(e)) => return Err(e),
             Err(r) => {
                 let why = r.summary();

@@ -158,7 +158,11 @@ async fn repair_sweep(
         ));
     }
     let unfinished = unfinished_jobs(store, &ctx.job_id).await?;
-    let busy = busy_nodes(store, &ctx.job_id).await?;
+    // Nodes an unfinished job of this cluster holds: left to that job.
+    let mut busy = BTreeSet::new();
+    for j in unfinished.iter().filter(|j| j.cluster == ctx.cluster) {
+        busy.extend(store.tasks(&j.id).await?.into_iter().map(|t| t.name));
+    }
     let free: Vec<&(String, String)> = unhealthy
         .iter()
         .filter(|(n, _)| !busy.contains(n))
