@@ -460,3 +460,83 @@ async fn nova_and_neutron_failing_now_and_then_under_real_capo_only_slow_a_scale
         assert_eq!(phase(&lab, n).await.as_deref(), Some("Running"), "{n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_type_gone_after_preflight_asks_for_input_under_real_capo_and_an_amend_finishes_it()
+ {
+    let Some(dir) = lab_dir() else { return };
+    let _turn = TURN.lock().await;
+    let lab = Lab::start(dir);
+    let state = lab
+        .sim(reqwest::Method::GET, "/sim/v1/state?project=demo", None)
+        .await;
+    let used = state["servers"].as_array().unwrap().len();
+    let quota = |n: usize| {
+        lab.sim(
+            reqwest::Method::PUT,
+            "/sim/v1/quotas/demo",
+            Some(json!({"instances": n})),
+        )
+    };
+    // Held at the quota wait until the type is gone, so real CAPO meets its absence.
+    quota(used).await;
+    let mut n = node("lab-vt-1", "az1");
+    n["root_volume"] = json!({"size_gib": 20, "type": "ssd"});
+    let (s, job) = lab.submit(&request(vec![n])).await;
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let fault = lab
+        .sim(
+            reqwest::Method::POST,
+            "/sim/v1/faults",
+            Some(json!({"kind": "volume_type_missing", "name": "ssd"})),
+        )
+        .await;
+    quota(used + 10).await;
+    let mut asked = None;
+    for _ in 0..1200 {
+        asked = lab
+            .events(&id)
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "needs_input");
+        if asked.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = asked.expect("needs_input");
+    assert!(
+        asked["message"]
+            .as_str()
+            .unwrap()
+            .contains("Volume type with name ssd could not be found."),
+        "{asked}"
+    );
+    lab.sim(
+        reqwest::Method::DELETE,
+        &format!("/sim/v1/faults/{}", fault["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let resp = lab
+        .http
+        .patch(format!("{}/v1/jobs/{id}/nodes/lab-vt-1", lab.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({"root_volume": {"size_gib": 20, "type": "hdd"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    lab.http
+        .post(format!("{}/v1/jobs/{id}/resume", lab.api))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let done = lab.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(phase(&lab, "lab-vt-1").await.as_deref(), Some("Running"));
+    quota(50).await;
+}
