@@ -484,7 +484,10 @@ pub(crate) async fn admit_repair(
                 }
             }
         };
-        // The floating IP it has now is released and taken again by address.
+        // The floating IP it has now is released and taken again by address — only with
+        // proof it is this node's: on a port of the server its Machine names, or described
+        // by Capstan for this cluster and node. (An address alone is not proof: with the
+        // admin role Neutron lists every project's.)
         if let FloatingIp::Address(a) = &spec.floating_ip {
             let fips = os
                 .get(
@@ -494,8 +497,33 @@ pub(crate) async fn admit_repair(
                 )
                 .await
                 .map_err(|e| unavailable("floating IPs", e))?;
+            let server = m.data["spec"]["providerID"]
+                .as_str()
+                .and_then(marks::server_id_of_provider_id);
+            let node_ports: Vec<String> = match server {
+                Some(id) => os
+                    .get(Service::Network, &["ports"], &[("device_id", id)])
+                    .await
+                    .map_err(|e| unavailable("ports", e))?["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["device_id"] == id)
+                    .filter_map(|p| p["id"].as_str().map(str::to_string))
+                    .collect(),
+                None => Vec::new(),
+            };
             for f in fips["floatingips"].as_array().into_iter().flatten() {
-                if let Some(id) = f["id"].as_str() {
+                let on_node = f["port_id"]
+                    .as_str()
+                    .is_some_and(|p| node_ports.iter().any(|x| x == p));
+                let described = marks::read_floating_ip_description(
+                    f["description"].as_str().unwrap_or_default(),
+                )
+                .is_some_and(|(c, _, n)| c == cref && n == *name);
+                if (on_node || described)
+                    && let Some(id) = f["id"].as_str()
+                {
                     releases.push((name.clone(), id.to_string()));
                 }
             }

@@ -142,6 +142,27 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// The first event of the job `pred` accepts, waiting for it (bounded).
+    async fn until_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..1200 {
+            if let Some(e) = self.events(id).await.into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never saw {what} in job {id}: {:#?}", self.events(id).await);
+    }
+
+    /// Sets project demo's instance quota in the simulated OpenStack.
+    async fn quota(&self, instances: usize) {
+        self.sim(
+            reqwest::Method::PUT,
+            "/sim/v1/quotas/demo",
+            Some(json!({"instances": instances})),
+        )
+        .await;
+    }
+
     async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method, format!("{}{path}", self.sim_url));
         if let Some(b) = body {
@@ -269,20 +290,14 @@ async fn no_valid_host_under_real_capo_is_read_from_nova_and_retried_until_there
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     // Real CAPO says only InstanceStateError, with no message; Nova's fault says why.
-    let mut seen = None;
-    for _ in 0..1200 {
-        seen = lab.events(&id).await.into_iter().find(|e| {
+    let seen = lab
+        .until_event(&id, "the capacity failure", |e| {
             e["kind"] == "transition"
                 && e["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("No valid host"))
-        });
-        if seen.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let seen = seen.expect("the capacity failure in the history");
+        })
+        .await;
     assert!(
         seen["message"].as_str().unwrap().starts_with("capacity"),
         "{seen}"
@@ -378,36 +393,22 @@ async fn a_quota_wait_under_real_capi_ends_when_the_project_has_room() {
         .sim(reqwest::Method::GET, "/sim/v1/state?project=demo", None)
         .await;
     let used = state["servers"].as_array().unwrap().len();
-    let quota = |n: usize| {
-        lab.sim(
-            reqwest::Method::PUT,
-            "/sim/v1/quotas/demo",
-            Some(json!({"instances": n})),
-        )
-    };
-    quota(used).await;
+    lab.quota(used).await;
     let (s, job) = lab.submit(&request(vec![node("lab-q-1", "az1")])).await;
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let mut waited = None;
-    for _ in 0..600 {
-        waited = lab.events(&id).await.into_iter().find(|e| {
-            e["kind"] == "waiting"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("waiting_for_quota: instances"))
-        });
-        if waited.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(waited.is_some(), "{:#?}", lab.events(&id).await);
-    quota(used + 10).await;
+    lab.until_event(&id, "a quota wait", |e| {
+        e["kind"] == "waiting"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("waiting_for_quota: instances"))
+    })
+    .await;
+    lab.quota(used + 10).await;
     let done = lab.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(phase(&lab, "lab-q-1").await.as_deref(), Some("Running"));
-    quota(50).await;
+    lab.quota(50).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -471,15 +472,8 @@ async fn a_volume_type_gone_after_preflight_asks_for_input_under_real_capo_and_a
         .sim(reqwest::Method::GET, "/sim/v1/state?project=demo", None)
         .await;
     let used = state["servers"].as_array().unwrap().len();
-    let quota = |n: usize| {
-        lab.sim(
-            reqwest::Method::PUT,
-            "/sim/v1/quotas/demo",
-            Some(json!({"instances": n})),
-        )
-    };
     // Held at the quota wait until the type is gone, so real CAPO meets its absence.
-    quota(used).await;
+    lab.quota(used).await;
     let mut n = node("lab-vt-1", "az1");
     n["root_volume"] = json!({"size_gib": 20, "type": "ssd"});
     let (s, job) = lab.submit(&request(vec![n])).await;
@@ -492,20 +486,10 @@ async fn a_volume_type_gone_after_preflight_asks_for_input_under_real_capo_and_a
             Some(json!({"kind": "volume_type_missing", "name": "ssd"})),
         )
         .await;
-    quota(used + 10).await;
-    let mut asked = None;
-    for _ in 0..1200 {
-        asked = lab
-            .events(&id)
-            .await
-            .into_iter()
-            .find(|e| e["kind"] == "needs_input");
-        if asked.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let asked = asked.expect("needs_input");
+    lab.quota(used + 10).await;
+    let asked = lab
+        .until_event(&id, "needs_input", |e| e["kind"] == "needs_input")
+        .await;
     assert!(
         asked["message"]
             .as_str()
@@ -538,5 +522,5 @@ async fn a_volume_type_gone_after_preflight_asks_for_input_under_real_capo_and_a
     let done = lab.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(phase(&lab, "lab-vt-1").await.as_deref(), Some("Running"));
-    quota(50).await;
+    lab.quota(50).await;
 }
