@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL};
+use crate::cloud::capi::{CLUSTER_NAME_LABEL, JOB_LABEL, Machine};
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
 use crate::config::Principal;
@@ -20,13 +20,9 @@ fn clients(st: &AppState) -> Result<&crate::cloud::Clients, ApiError> {
     })
 }
 
-fn condition(m: &Value, kind: &str) -> Value {
-    m["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == kind)
-        .map(|c| json!({ "status": c["status"], "reason": c["reason"], "message": c["message"] }))
+fn condition(m: &Machine, kind: &str) -> Value {
+    m.condition(kind)
+        .map(|c| json!({ "status": c.status, "reason": c.reason, "message": c.message }))
         .unwrap_or(Value::Null)
 }
 
@@ -41,7 +37,11 @@ pub async fn nodes(
     visible(&st, &p, &ns, &cluster)?;
     let c = clients(&st)?;
     let os = cluster_os(c, &ns, &name).await?;
-    let list = capi::machines(&c.kube, &ns)
+    let list = c
+        .capi()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading Machines: {e}")))?
+        .machines(&ns)
         .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading Machines: {e}")))?;
@@ -54,12 +54,9 @@ pub async fn nodes(
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading ports: {e}")))?;
     let mut out = Vec::new();
-    for m in list.items {
-        let m = serde_json::to_value(&m).unwrap_or_default();
-        let machine = m["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    for o in list.items {
+        let m = Machine::read(&o);
+        let machine = m.name.clone();
         let port_ids: Vec<&Value> = ports["ports"]
             .as_array()
             .into_iter()
@@ -79,25 +76,20 @@ pub async fn nodes(
             .filter(|f| port_ids.contains(&&f["port_id"]))
             .map(|f| &f["floating_ip_address"])
             .collect();
-        let addresses: Vec<&Value> = m["status"]["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| &a["address"])
-            .collect();
+        let job = json!(o.metadata.labels.as_ref().and_then(|l| l.get(JOB_LABEL)));
         out.push(json!({
             "machine": machine,
-            "phase": m["status"]["phase"],
-            "node": m["status"]["nodeRef"]["name"],
+            "phase": m.phase,
+            "node": m.node,
             "healthy": condition(&m, "NodeHealthy"),
-            "failure_domain": m["spec"]["failureDomain"],
-            "provider_id": m["spec"]["providerID"],
-            "addresses": addresses,
+            "failure_domain": m.failure_domain,
+            "provider_id": m.provider_id,
+            "addresses": m.addresses,
             "floating_ips": floating,
-            "failure_reason": m["status"]["failureReason"],
-            "failure_message": m["status"]["failureMessage"],
-            "job": job_seen_by(&st, &p, &m["metadata"]["labels"][JOB_LABEL]).await?,
-            "created_at": m["metadata"]["creationTimestamp"],
+            "failure_reason": m.failure_reason,
+            "failure_message": m.failure_message,
+            "job": job_seen_by(&st, &p, &job).await?,
+            "created_at": m.created_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }));
     }
     Ok(Json(json!({ "cluster": cluster, "nodes": out })))

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
+
+use crate::cloud::capi::{Capi, CapiVersion, Machine, shape};
 
 #[derive(Debug, Args)]
 pub struct ScaleOutBenchArgs {
@@ -97,15 +99,6 @@ async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-fn machines_api(c: &kube::Client, kind: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        crate::cloud::capi::CAPI_GROUP,
-        crate::cloud::capi::CAPI_VERSION,
-        kind,
-    ));
-    Api::namespaced_with(c.clone(), "default", &ar)
-}
-
 /// Running Machines of the set.
 async fn running_in_set(machines: &Api<DynamicObject>, set: &str) -> anyhow::Result<usize> {
     Ok(machines
@@ -113,7 +106,7 @@ async fn running_in_set(machines: &Api<DynamicObject>, set: &str) -> anyhow::Res
         .await?
         .items
         .iter()
-        .filter(|m| m.data["status"]["phase"] == "Running")
+        .filter(|m| Machine::read(m).phase.as_deref() == Some("Running"))
         .count())
 }
 
@@ -169,8 +162,9 @@ pub async fn run(args: ScaleOutBenchArgs) -> anyhow::Result<()> {
         "capstan: listening on ",
     )?;
     let client = kube_client(&kubeconfig).await?;
-    let machines = machines_api(&client, "Machine");
-    let sets = machines_api(&client, "MachineSet");
+    let capi = Capi::new(client.clone(), CapiVersion::discover(&client).await?);
+    let machines = capi.machines("default");
+    let sets = capi.machine_sets("default");
     let cloud = match &sim_url {
         Some(u) => format!(
             "the simulated cloud at time scale {} ({u})",
@@ -185,12 +179,12 @@ pub async fn run(args: ScaleOutBenchArgs) -> anyhow::Result<()> {
         .get("demo-md-0")
         .await
         .context("MachineSet default/demo-md-0")?;
-    let before = set.data["spec"]["replicas"].as_u64().unwrap_or(0) as usize;
+    let before = shape::replicas(&set).unwrap_or(0).max(0) as usize;
     let started = Instant::now();
     sets.patch(
         "demo-md-0",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": before + n}})),
+        &Patch::Merge(shape::replicas_patch(json!({}), (before + n) as i64)),
     )
     .await?;
     loop {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use serde_yaml::Value as Yaml;
@@ -98,6 +98,8 @@ struct SecretKey {
 /// Finds and logs in with each cluster's credentials.
 pub struct Clouds {
     kube: kube::Client,
+    /// Shared with `Clients`: the CAPI version is discovered once per kube client.
+    capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>>,
     fallback: Option<Fallback>,
     fallback_session: tokio::sync::OnceCell<OpenStack>,
     sessions: Mutex<HashMap<SecretKey, (String, OpenStack)>>,
@@ -110,9 +112,14 @@ pub struct Clouds {
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Clouds {
-    pub fn new(kube: kube::Client, fallback: Option<Fallback>) -> Clouds {
+    pub fn new(
+        kube: kube::Client,
+        capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>>,
+        fallback: Option<Fallback>,
+    ) -> Clouds {
         Clouds {
             kube,
+            capi_version,
             fallback,
             fallback_session: tokio::sync::OnceCell::new(),
             sessions: Mutex::default(),
@@ -143,16 +150,19 @@ impl Clouds {
             reason: e.to_string(),
         };
         let ns = cluster.ns.as_str();
-        let found = capi::clusters(&self.kube, ns)
+        let capi = super::capi_of(&self.kube, &self.capi_version)
+            .await
+            .map_err(|e| unreachable("the Cluster API version served".into(), e))?;
+        let found = capi
+            .clusters(ns)
             .get_opt(&cluster.name)
             .await
             .map_err(|e| unreachable(format!("Cluster {cluster}"), e))?
             .ok_or_else(|| CredentialError::NoCluster(cluster.clone()))?;
-        let infra = found.data["spec"]["infrastructureRef"]["name"]
-            .as_str()
-            .unwrap_or(&cluster.name)
-            .to_string();
-        let osc = capi::openstack_clusters(&self.kube, ns)
+        let infra =
+            capi::shape::infrastructure_name(&found).unwrap_or_else(|| cluster.name.clone());
+        let osc = capi
+            .openstack_clusters(ns)
             .get_opt(&infra)
             .await
             .map_err(|e| unreachable(format!("OpenStackCluster {ns}/{infra}"), e))?

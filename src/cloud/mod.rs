@@ -63,6 +63,9 @@ impl std::fmt::Display for ClusterRef {
 pub struct Clients {
     pub kube: kube::Client,
     pub clouds: Arc<credentials::Clouds>,
+    /// The CAPI version the apiserver serves, asked once (on first use, so an apiserver
+    /// that is down when Capstan starts is asked again later, not guessed).
+    capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>>,
 }
 
 impl Clients {
@@ -76,14 +79,43 @@ impl Clients {
         .await
         .context("kubeconfig")?;
         let kube = kube::Client::try_from(config).context("Kubernetes client")?;
-        let clouds = Arc::new(credentials::Clouds::new(kube.clone(), c.fallback.clone()));
-        Ok(Clients { kube, clouds })
+        let capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>> = Arc::default();
+        let clouds = Arc::new(credentials::Clouds::new(
+            kube.clone(),
+            capi_version.clone(),
+            c.fallback.clone(),
+        ));
+        Ok(Clients {
+            kube,
+            clouds,
+            capi_version,
+        })
+    }
+
+    /// CAPI and CAPO at the version the management cluster serves (discovered once).
+    pub async fn capi(&self) -> Result<capi::Capi, kube::Error> {
+        capi_of(&self.kube, &self.capi_version).await
     }
 
     /// OpenStack as `cluster` sees it: its own project, with its own credentials.
     pub async fn os(&self, cluster: &ClusterRef) -> Result<os::OpenStack, CredentialError> {
         self.clouds.for_cluster(cluster).await
     }
+}
+
+/// `kube`'s CAPI, its version discovered on first use and kept in `version`.
+pub(crate) async fn capi_of(
+    kube: &kube::Client,
+    version: &tokio::sync::OnceCell<capi::CapiVersion>,
+) -> Result<capi::Capi, kube::Error> {
+    let v = version
+        .get_or_try_init(|| async {
+            let v = capi::CapiVersion::discover(kube).await?;
+            tracing::info!(version = %v, "the management cluster serves Cluster API {v}; Capstan speaks it");
+            Ok::<_, kube::Error>(v)
+        })
+        .await?;
+    Ok(capi::Capi::new(kube.clone(), *v))
 }
 
 #[cfg(test)]

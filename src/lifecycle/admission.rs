@@ -241,7 +241,10 @@ async fn cluster_machines(
     ns: &str,
     cluster: &str,
 ) -> Result<Vec<kube::api::DynamicObject>, Refusal> {
-    Ok(capi::machines(&c.kube, ns)
+    Ok(c.capi()
+        .await
+        .map_err(kube_unavailable)?
+        .machines(ns)
         .list(&kube::api::ListParams::default().labels(&format!(
             "{}={cluster},!{}",
             capi::CLUSTER_NAME_LABEL,
@@ -275,8 +278,9 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
     let servers = read(&os, Service::Compute, &["servers", "detail"], "servers").await?;
     let ports = read(&os, Service::Network, &["ports"], "ports").await?;
     let server_of_machine = |m: &kube::api::DynamicObject| {
-        m.data["spec"]["providerID"]
-            .as_str()
+        capi::Machine::read(m)
+            .provider_id
+            .as_deref()
             .and_then(marks::server_id_of_provider_id)
             .map(str::to_string)
     };
@@ -409,7 +413,7 @@ pub(crate) async fn admit_repair(
     let unhealthy: Vec<String> = all
         .iter()
         .filter(|m| {
-            let machine = serde_json::to_value(m).unwrap_or_default();
+            let machine = capi::Machine::read(m);
             let server = pick_server(
                 servers["servers"].as_array().into_iter().flatten(),
                 &cref,
@@ -432,7 +436,11 @@ pub(crate) async fn admit_repair(
             ),
         )]));
     }
-    let osms = capi::openstack_machines(&c.kube, &ns);
+    let osms = c
+        .capi()
+        .await
+        .map_err(kube_unavailable)?
+        .openstack_machines(&ns);
     let mut nodes = Vec::new();
     let mut releases = Vec::new();
     for (i, (name, _)) in req.nodes.iter().enumerate() {
@@ -497,8 +505,9 @@ pub(crate) async fn admit_repair(
                 )
                 .await
                 .map_err(|e| unavailable("floating IPs", e))?;
-            let server = m.data["spec"]["providerID"]
-                .as_str()
+            let provider_id = capi::Machine::read(m).provider_id;
+            let server = provider_id
+                .as_deref()
                 .and_then(marks::server_id_of_provider_id);
             let node_ports: Vec<String> = match server {
                 Some(id) => os
@@ -590,7 +599,9 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
     // The cluster and what every node needs from it.
     let kube_unavailable =
         |e: kube::Error| Refusal::Unavailable(format!("preflight could not read the cluster: {e}"));
-    let found = capi::clusters(&c.kube, &ns)
+    let capi = c.capi().await.map_err(kube_unavailable)?;
+    let found = capi
+        .clusters(&ns)
         .get_opt(&cluster)
         .await
         .map_err(kube_unavailable)?;
@@ -617,7 +628,7 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
             format!("Secret {ns}/{bootstrap} with the workers' bootstrap data does not exist"),
         ));
     }
-    let machines = capi::machines(&c.kube, &ns);
+    let machines = capi.machines(&ns);
 
     // What the cloud offers to this cluster's project.
     let flavors = read(os, Service::Compute, &["flavors", "detail"], "flavors").await?;

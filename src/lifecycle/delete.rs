@@ -13,13 +13,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, Patch};
 use serde_json::{Value, json};
 
 use super::leftovers::Removal;
-use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
+use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
-use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION};
+use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION, Machine};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
@@ -104,7 +104,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     if ctx.external("started_at").is_none() {
         ctx.record("started_at", json!(now_ms()), None).await?;
     }
-    let machines = capi::machines(&c.kube, &ns);
+    let capi = capi_of(c).await?;
+    let machines = capi.machines(&ns);
     let Some(m) = machines
         .get_opt(&name)
         .await
@@ -114,8 +115,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         // Machine's count: this one's count is still owed.
         if let Some(scaled) = ctx.external("scaled") {
             let api = match scaled["kind"].as_str() {
-                Some("MachineDeployment") => capi::machine_deployments(&c.kube, &ns),
-                _ => capi::machine_sets(&c.kube, &ns),
+                Some("MachineDeployment") => capi.machine_deployments(&ns),
+                _ => capi.machine_sets(&ns),
             };
             let owner_name = scaled["name"].as_str().unwrap_or_default();
             // Owed only if the set took this Machine in place of another one this job named
@@ -154,7 +155,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     };
     // Only this cluster's Machines: a same-named Machine of another cluster is not ours.
     let (_, cluster) = split_cluster(&ctx.cluster);
-    let its_cluster = m.data["spec"]["clusterName"].as_str().unwrap_or_default();
+    let machine = Machine::read(&m);
+    let its_cluster = machine.cluster_name.as_deref().unwrap_or_default();
     if its_cluster != cluster {
         return Ok(Outcome::fail(
             FailureClass::InvalidSpec,
@@ -165,7 +167,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     }
     // What CAPO named this node's ports and volumes, for the check after it is gone.
     if ctx.external("port_names").is_none() {
-        let osm = capi::openstack_machines(&c.kube, &ns)
+        let osm = capi
+            .openstack_machines(&ns)
             .get_opt(&name)
             .await
             .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
@@ -174,13 +177,15 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         ctx.record("volume_names", json!(volumes), None).await?;
         // The server this cluster's objects name: the proof that lets a later step delete
         // it (a same-named server is not proof).
-        let mut server_ids: Vec<String> = m.data["spec"]["providerID"]
-            .as_str()
+        let mut server_ids: Vec<String> = machine
+            .provider_id
+            .as_deref()
             .and_then(marks::server_id_of_provider_id)
             .map(str::to_string)
             .into_iter()
             .collect();
-        if let Some(oss) = capi::openstack_servers(&c.kube, &ns)
+        if let Some(oss) = capi
+            .openstack_servers(&ns)
             .get_opt(&name)
             .await
             .map_err(|e| kube_error("reading the OpenStackServer", e))?
@@ -214,14 +219,14 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         ));
     }
     // The set, or the deployment that owns the set: that one's replicas count.
-    let sets = capi::machine_sets(&c.kube, &ns);
+    let sets = capi.machine_sets(&ns);
     let set = sets
         .get(&set_name)
         .await
         .map_err(|e| kube_error("reading the MachineSet", e))?;
     let (scaled_api, scaled) = match owner(&set) {
         Some((k, md)) if k == "MachineDeployment" => {
-            let mds = capi::machine_deployments(&c.kube, &ns);
+            let mds = capi.machine_deployments(&ns);
             let o = mds
                 .get(&md)
                 .await
@@ -240,7 +245,7 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
                         .owner_references
                         .as_ref()
                         .is_some_and(|r| r.iter().any(|r| r.uid == md_uid))
-                        && x.data["spec"]["replicas"].as_i64().unwrap_or(0) > 0
+                        && capi::shape::replicas(x).unwrap_or(0) > 0
                 })
                 .count();
             if active_sets > 1 {
@@ -273,13 +278,11 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             .map(|x| json!({ "name": x.metadata.name, "uid": x.metadata.uid }))
             .collect();
         ctx.record("set_members", json!(members), None).await?;
-        let policy = set.data["spec"]["deletePolicy"]
-            .as_str()
-            .unwrap_or("Random");
+        let policy = capi::shape::deletion_order(&set);
         ctx.event(
             EventKind::Note,
             format!(
-                "Machine {name} belongs to MachineSet {set_name} (deletePolicy {policy}); it is annotated {DELETE_MACHINE_ANNOTATION} so that it, and no other, goes when {scaled_kind} {scaled_name} is lowered by one"
+                "Machine {name} belongs to MachineSet {set_name} (deletion order {policy}); it is annotated {DELETE_MACHINE_ANNOTATION} so that it, and no other, goes when {scaled_kind} {scaled_name} is lowered by one"
             ),
             Some(json!({ "machine_set": set_name, "delete_policy": policy, "scaled": {"kind": scaled_kind, "name": scaled_name} })),
         )
@@ -297,7 +300,7 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         machines
             .patch(
                 &name,
-                &PatchParams::default(),
+                &capi::patch_params(),
                 &Patch::Merge(json!({"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: format!("capstan job {}", ctx.job_id)}}})),
             )
             .await
@@ -347,16 +350,16 @@ async fn lower_once(
     if counted.contains(name) {
         return Ok(Outcome::next("ok"));
     }
-    let replicas = scaled.data["spec"]["replicas"].as_i64().unwrap_or(1);
+    let replicas = capi::shape::replicas(scaled).unwrap_or(1);
     let mut ledger = counted;
     ledger.insert(name.to_string());
     let ledger: Vec<String> = ledger.into_iter().collect();
-    let patch = json!({
-        "metadata": {"resourceVersion": scaled.metadata.resource_version, "annotations": {key: ledger.join(",")}},
-        "spec": {"replicas": (replicas - 1).max(0)},
-    });
+    let patch = capi::shape::replicas_patch(
+        json!({"resourceVersion": scaled.metadata.resource_version, "annotations": {key: ledger.join(",")}}),
+        (replicas - 1).max(0),
+    );
     match scaled_api
-        .patch(&scaled_name, &PatchParams::default(), &Patch::Merge(patch))
+        .patch(&scaled_name, &capi::patch_params(), &Patch::Merge(patch))
         .await
     {
         Ok(_) => {
@@ -386,11 +389,14 @@ async fn lower_once(
 async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
     let (ns, _) = split_cluster(&ctx.cluster);
-    let machine = capi::machines(&c.kube, &ns)
+    let capi = capi_of(c).await?;
+    let machine = capi
+        .machines(&ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
-    let osm = capi::openstack_machines(&c.kube, &ns)
+    let osm = capi
+        .openstack_machines(&ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
@@ -463,10 +469,11 @@ async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
         ctx.event(EventKind::Note, format!("left alone: {l}"), None)
             .await?;
     }
+    let capi = capi_of(c).await?;
     let apis = [
-        (capi::machines(&c.kube, &ns), "Machine"),
-        (capi::openstack_machines(&c.kube, &ns), "OpenStackMachine"),
-        (capi::openstack_servers(&c.kube, &ns), "OpenStackServer"),
+        (capi.machines(&ns), "Machine"),
+        (capi.openstack_machines(&ns), "OpenStackMachine"),
+        (capi.openstack_servers(&ns), "OpenStackServer"),
     ];
     for (api, what) in apis {
         let Some(o) = api
@@ -485,7 +492,7 @@ async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
         if !finalizers.is_empty() {
             api.patch(
                 &name,
-                &PatchParams::default(),
+                &capi::patch_params(),
                 &Patch::Merge(json!({"metadata": {"finalizers": null}})),
             )
             .await
@@ -531,7 +538,9 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         .and_then(|v| v.as_array().cloned())
     {
         let (ns, _) = split_cluster(&ctx.cluster);
-        let now: BTreeSet<String> = capi::machines(&c.kube, &ns)
+        let now: BTreeSet<String> = capi_of(c)
+            .await?
+            .machines(&ns)
             .list(&Default::default())
             .await
             .map_err(|e| kube_error("listing Machines", e))?

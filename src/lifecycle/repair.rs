@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
+use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
 use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
 use crate::cloud::Clients;
 use crate::cloud::ClusterRef;
-use crate::cloud::capi;
+use crate::cloud::capi::Machine;
 use crate::cloud::marks;
 use crate::cloud::os::OpenStack;
 use crate::cloud::os::Service;
@@ -45,19 +45,17 @@ impl Thresholds {
     }
 }
 
-fn age(ts: &Value, now: DateTime<Utc>) -> Option<Duration> {
-    let t = DateTime::parse_from_rfc3339(ts.as_str()?).ok()?;
-    (now - t.with_timezone(&Utc)).to_std().ok()
+fn since(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    t.and_then(|t| (now - t).to_std().ok()).unwrap_or_default()
 }
 
 /// Why a Machine is unhealthy, or `None` when it is healthy.
-pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String> {
+pub fn assess(m: &Machine, server: Option<&Value>, t: Thresholds) -> Option<String> {
     let now = Utc::now();
-    let st = &m["status"];
-    if let Some(msg) = st["failureMessage"].as_str() {
+    if let Some(msg) = &m.failure_message {
         return Some(format!("Machine failed: {msg}"));
     }
-    if let Some(r) = st["failureReason"].as_str() {
+    if let Some(r) = &m.failure_reason {
         return Some(format!("Machine failed: {r}"));
     }
     if let Some(s) = server {
@@ -67,8 +65,8 @@ pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String
             return Some(format!("server is {state} {fault}").trim().to_string());
         }
     }
-    if st["nodeRef"].is_null() {
-        let created = age(&m["metadata"]["creationTimestamp"], now).unwrap_or_default();
+    if m.node.is_none() {
+        let created = since(m.created_at, now);
         return (created > t.startup_timeout).then(|| {
             format!(
                 "no Node {} after the Machine was created (startup timeout {})",
@@ -77,22 +75,17 @@ pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String
             )
         });
     }
-    let healthy = st["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "NodeHealthy");
-    match healthy {
-        Some(c) if c["status"] != "True" => {
-            let since = age(&c["lastTransitionTime"], now).unwrap_or_default();
+    match m.condition("NodeHealthy") {
+        Some(c) if c.status != "True" => {
+            let since = since(c.last_transition, now);
             (since > t.unhealthy_after).then(|| {
                 format!(
                     "NodeHealthy {} for {} ({})",
-                    c["status"].as_str().unwrap_or("Unknown"),
+                    c.status,
                     crate::duration::format(since),
-                    c["message"]
-                        .as_str()
-                        .or(c["reason"].as_str())
+                    c.message
+                        .as_deref()
+                        .or(c.reason.as_deref())
                         .unwrap_or("no reason")
                 )
             })
@@ -107,11 +100,12 @@ pub fn assess(m: &Value, server: Option<&Value>, t: Thresholds) -> Option<String
 pub fn pick_server<'a>(
     servers: impl IntoIterator<Item = &'a Value>,
     cluster: &ClusterRef,
-    machine: &Value,
+    machine: &Machine,
 ) -> Option<&'a Value> {
-    let name = machine["metadata"]["name"].as_str().unwrap_or_default();
-    let by_id = machine["spec"]["providerID"]
-        .as_str()
+    let name = machine.name.as_str();
+    let by_id = machine
+        .provider_id
+        .as_deref()
         .and_then(marks::server_id_of_provider_id);
     let candidates: Vec<&Value> = servers
         .into_iter()
@@ -132,11 +126,15 @@ pub fn pick_server<'a>(
 pub async fn server_of(
     os: &OpenStack,
     cluster: &ClusterRef,
-    machine: &Value,
+    machine: &Machine,
 ) -> Result<Option<Value>, StepError> {
-    let name = machine["metadata"]["name"].as_str().unwrap_or_default();
     let found = os
-        .named(Service::Compute, &["servers", "detail"], "servers", name)
+        .named(
+            Service::Compute,
+            &["servers", "detail"],
+            "servers",
+            &machine.name,
+        )
         .await
         .map_err(|e| os_error("listing servers", e))?;
     Ok(pick_server(&found, cluster, machine).cloned())
@@ -149,7 +147,8 @@ pub async fn read_back(
     m: &DynamicObject,
     osm: &DynamicObject,
 ) -> Result<NodeSpec, String> {
-    let name = m.metadata.name.clone().unwrap_or_default();
+    let machine = Machine::read(m);
+    let name = machine.name.clone();
     let o = &osm.data["spec"];
     let port = &o["ports"][0];
     let mut spec = NodeSpec {
@@ -200,7 +199,7 @@ pub async fn read_back(
         labels: BTreeMap::new(),
         taints: Vec::new(),
     };
-    if let Some(fd) = m.data["spec"]["failureDomain"].as_str() {
+    if let Some(fd) = machine.failure_domain.as_deref() {
         match fd.split_once(':') {
             Some((az, host)) => {
                 spec.availability_zone = Some(az.to_string());
@@ -215,8 +214,9 @@ pub async fn read_back(
         }
     }
     // The address it has and the floating IP on it, from Neutron: the port on its server.
-    let server_id = m.data["spec"]["providerID"]
-        .as_str()
+    let server_id = machine
+        .provider_id
+        .as_deref()
         .and_then(marks::server_id_of_provider_id)
         .unwrap_or_default()
         .to_string();
@@ -266,7 +266,9 @@ pub fn register(r: &mut Registry, clients: Clients) {
 async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
     let (ns, _) = split_cluster(&ctx.cluster);
     let name = ctx.spec["name"].as_str().unwrap_or(&ctx.node).to_string();
-    let m = capi::machines(&c.kube, &ns)
+    let m = capi_of(c)
+        .await?
+        .machines(&ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
@@ -277,7 +279,7 @@ async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
             format!("Machine {name} is gone; recreating it"),
         ));
     };
-    let machine = serde_json::to_value(&m).unwrap_or_default();
+    let machine = Machine::read(&m);
     let cluster = cluster_of(&ctx)?;
     let server = server_of(&os_of(c, &cluster).await?, &cluster, &machine).await?;
     let why = assess(

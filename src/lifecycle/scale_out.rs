@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -20,7 +20,9 @@ use super::classify::{self, Classified, Failure, Source};
 use super::leftovers::Removal;
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec};
-use crate::cloud::capi::{self, CLUSTER_NAME_LABEL, JOB_LABEL, MANAGED_LABEL, NODE_LABEL};
+use crate::cloud::capi::{
+    self, CLUSTER_NAME_LABEL, Capi, JOB_LABEL, MANAGED_LABEL, Machine, MachineFields, NODE_LABEL,
+};
 use crate::cloud::marks;
 use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef};
@@ -107,6 +109,13 @@ pub(crate) async fn os_of(c: &Clients, cluster: &ClusterRef) -> Result<OpenStack
         };
         StepError::new(class, format!("OpenStack credentials of {cluster}: {e}"))
     })
+}
+
+/// CAPI and CAPO at the version the management cluster serves.
+pub(crate) async fn capi_of(c: &Clients) -> Result<Capi, StepError> {
+    c.capi()
+        .await
+        .map_err(|e| kube_error("asking which Cluster API version the apiserver serves", e))
 }
 
 /// A Kubernetes error as a step error: 5xx, 429 and timeouts are transient.
@@ -197,12 +206,13 @@ struct ClusterInfo {
 }
 
 async fn cluster_info(
-    c: &Clients,
+    capi: &Capi,
     cluster: &str,
     params: &Value,
 ) -> Result<ClusterInfo, StepError> {
     let (ns, name) = split_cluster(cluster);
-    let osc = capi::openstack_clusters(&c.kube, &ns)
+    let osc = capi
+        .openstack_clusters(&ns)
         .get(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
@@ -210,17 +220,12 @@ async fn cluster_info(
     let version = params["version"].as_str().map(str::to_string);
     let version = match version {
         Some(v) => Some(v),
-        None => capi::machine_sets(&c.kube, &ns)
+        None => capi
+            .machine_sets(&ns)
             .list(&kube::api::ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
             .await
             .ok()
-            .and_then(|l| {
-                l.items.iter().find_map(|s| {
-                    s.data["spec"]["template"]["spec"]["version"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-            }),
+            .and_then(|l| l.items.iter().find_map(capi::shape::template_version)),
     };
     let bootstrap_secret = params["bootstrap_secret"]
         .as_str()
@@ -252,7 +257,7 @@ fn openstack_machine(
     info: &ClusterInfo,
     job: &str,
     labels: &BTreeMap<String, String>,
-) -> Value {
+) -> DynamicObject {
     let mut fixed = json!({ "subnet": { "filter": { "name": spec.subnet } } });
     if let Some(ip) = spec.ip {
         fixed["ipAddress"] = json!(ip.to_string());
@@ -299,52 +304,49 @@ fn openstack_machine(
             .collect();
         osm_spec["securityGroups"] = json!(groups);
     }
-    json!({
+    serde_json::from_value(json!({
         "apiVersion": capi::api_version(capi::CAPO_GROUP, capi::CAPO_VERSION),
         "kind": "OpenStackMachine",
         "metadata": { "name": spec.name, "namespace": info.ns, "labels": labels },
         "spec": osm_spec,
-    })
+    }))
+    .expect("an OpenStackMachine is a valid object")
 }
 
-/// The Machine: no `configRef`, the cluster's bootstrap Secret as `dataSecretName`.
-fn machine(spec: &NodeSpec, info: &ClusterInfo, labels: &BTreeMap<String, String>) -> Value {
-    let mut m_spec = json!({
-        "clusterName": info.name,
-        "bootstrap": { "dataSecretName": info.bootstrap_secret },
-        "infrastructureRef": {
-            "apiVersion": capi::api_version(capi::CAPO_GROUP, capi::CAPO_VERSION),
-            "kind": "OpenStackMachine", "name": spec.name, "namespace": info.ns,
-        },
-    });
-    if let Some(v) = &info.version {
-        m_spec["version"] = json!(v);
-    }
-    if let Some(fd) = spec.failure_domain() {
-        m_spec["failureDomain"] = json!(fd);
-    }
-    json!({
-        "apiVersion": capi::api_version(capi::CAPI_GROUP, capi::CAPI_VERSION),
-        "kind": "Machine",
-        "metadata": { "name": spec.name, "namespace": info.ns, "labels": labels },
-        "spec": m_spec,
+/// The Machine, in the shape of the CAPI version the cluster serves.
+fn machine(
+    capi: &Capi,
+    spec: &NodeSpec,
+    info: &ClusterInfo,
+    labels: &BTreeMap<String, String>,
+) -> DynamicObject {
+    let failure_domain = spec.failure_domain();
+    capi.machine(&MachineFields {
+        name: &spec.name,
+        namespace: &info.ns,
+        labels,
+        cluster_name: &info.name,
+        bootstrap_secret: &info.bootstrap_secret,
+        version: info.version.as_deref(),
+        failure_domain: failure_domain.as_deref(),
     })
 }
 
 /// Creates (or adopts, when this job made it) the OpenStackMachine and the Machine.
 async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let info = cluster_info(c, &ctx.cluster, &ctx.params).await?;
+    let capi = capi_of(c).await?;
+    let info = cluster_info(&capi, &ctx.cluster, &ctx.params).await?;
     let labels = node_labels(&spec, &info.name, &ctx.job_id);
-    let osms = capi::openstack_machines(&c.kube, &info.ns);
-    let machines = capi::machines(&c.kube, &info.ns);
+    let osms = capi.openstack_machines(&info.ns);
+    let machines = capi.machines(&info.ns);
     for (api, obj, what) in [
         (
             &osms,
             openstack_machine(&spec, &info, &ctx.job_id, &labels),
             "OpenStackMachine",
         ),
-        (&machines, machine(&spec, &info, &labels), "Machine"),
+        (&machines, machine(&capi, &spec, &info, &labels), "Machine"),
     ] {
         let existing = api
             .get_opt(&spec.name)
@@ -366,8 +368,7 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
             }
             None => {}
         }
-        let obj: DynamicObject = serde_json::from_value(obj).expect("a valid object");
-        match api.create(&PostParams::default(), &obj).await {
+        match api.create(&capi::post_params(), &obj).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
                 return Ok(Outcome::recheck_in(
@@ -419,7 +420,9 @@ async fn server_by_name(
 async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
     let (ns, _) = split_cluster(&ctx.cluster);
-    let Some(m) = capi::machines(&c.kube, &ns)
+    let capi = capi_of(c).await?;
+    let Some(m) = capi
+        .machines(&ns)
         .get_opt(&spec.name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?
@@ -432,12 +435,13 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
         };
         return failed(&mut ctx, &cl, &text).await;
     };
-    if let Some(msg) = m.data["status"]["failureMessage"].as_str() {
-        let text = msg.to_string();
+    let machine = Machine::read(&m);
+    if let Some(text) = machine.failure_message.clone() {
         let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
-    if let Some(oss) = capi::openstack_servers(&c.kube, &ns)
+    if let Some(oss) = capi
+        .openstack_servers(&ns)
         .get_opt(&spec.name)
         .await
         .map_err(|e| kube_error("reading the OpenStackServer", e))?
@@ -484,7 +488,7 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             return failed(&mut ctx, &cl, &text).await;
         }
     }
-    let infra_ready = m.data["status"]["infrastructureReady"] == true;
+    let infra_ready = machine.infrastructure_provisioned;
     let active = server.as_ref().is_some_and(|s| s["status"] == "ACTIVE");
     if infra_ready && active {
         return Ok(Outcome::next("ready"));
@@ -523,7 +527,7 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             ),
         ));
     }
-    let phase = m.data["status"]["phase"].as_str().unwrap_or("Pending");
+    let phase = machine.phase.as_deref().unwrap_or("Pending");
     let state = server
         .as_ref()
         .and_then(|s| s["status"].as_str())
@@ -618,7 +622,9 @@ async fn capo_warning(c: &Clients, ns: &str, name: &str) -> Option<String> {
 /// The cluster's external network ID (from the OpenStackCluster's status).
 async fn external_network(c: &Clients, cluster: &str) -> Result<String, StepError> {
     let (ns, name) = split_cluster(cluster);
-    let osc = capi::openstack_clusters(&c.kube, &ns)
+    let osc = capi_of(c)
+        .await?
+        .openstack_clusters(&ns)
         .get(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
@@ -801,13 +807,15 @@ pub(crate) async fn workload_client(c: &Clients, cluster: &str) -> Result<kube::
 async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
     let (ns, _) = split_cluster(&ctx.cluster);
-    let m = capi::machines(&c.kube, &ns)
+    let m = capi_of(c)
+        .await?
+        .machines(&ns)
         .get(&spec.name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
+    let m = Machine::read(&m);
     // A node that breaks before it joins goes to cleanup like one that never built.
-    if let Some(msg) = m.data["status"]["failureMessage"].as_str() {
-        let text = msg.to_string();
+    if let Some(text) = m.failure_message.clone() {
         let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
@@ -823,16 +831,8 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
-    let healthy = m.data["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|x| x["type"] == "NodeHealthy" && x["status"] == "True");
-    let Some(node) = m.data["status"]["nodeRef"]["name"]
-        .as_str()
-        .filter(|_| healthy)
-    else {
-        let phase = m.data["status"]["phase"].as_str().unwrap_or("Pending");
+    let Some(node) = m.node.as_deref().filter(|_| m.node_healthy()) else {
+        let phase = m.phase.as_deref().unwrap_or("Pending");
         return Ok(Outcome::recheck_in(
             RECHECK,
             format!("waiting for the Node to join and be healthy (Machine {phase})"),
@@ -927,8 +927,9 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         ));
     }
     // 1. The Machine and OpenStackMachine this job made (never anyone else's).
-    let machines = capi::machines(&c.kube, &ns);
-    let osms = capi::openstack_machines(&c.kube, &ns);
+    let capi = capi_of(c).await?;
+    let machines = capi.machines(&ns);
+    let osms = capi.openstack_machines(&ns);
     let mut waiting = Vec::new();
     for (api, what) in [(&machines, "Machine"), (&osms, "OpenStackMachine")] {
         if let Some(o) = api

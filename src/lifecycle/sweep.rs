@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::IntakeCell;
-use super::scale_out::{cluster_of, kube_error, os_error, os_of, split_cluster};
+use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
 use crate::cloud::capi;
 use crate::cloud::marks;
@@ -119,7 +119,9 @@ async fn repair_sweep(
     }
     let (ns, cluster) = split_cluster(&ctx.cluster);
     let thresholds = super::repair::Thresholds::from_params(&ctx.params);
-    let machines = capi::machines(&c.kube, &ns)
+    let machines = capi_of(c)
+        .await?
+        .machines(&ns)
         .list(&kube::api::ListParams::default().labels(&format!(
             "{}={cluster},!{}",
             capi::CLUSTER_NAME_LABEL,
@@ -137,7 +139,7 @@ async fn repair_sweep(
     let mut unhealthy = Vec::new();
     for m in &machines {
         let name = m.metadata.name.clone().unwrap_or_default();
-        let machine = serde_json::to_value(m).unwrap_or_default();
+        let machine = capi::Machine::read(m);
         let server = super::repair::pick_server(
             servers["servers"].as_array().into_iter().flatten(),
             &cref,
@@ -327,19 +329,20 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
     let dry_run = ctx.params["dry_run"] == true;
     // What is alive: every Machine's name anywhere, and the servers Machines name; and the
     // nodes any unfinished job holds, in any tenant.
-    let machines =
-        kube::Api::<kube::api::DynamicObject>::all_with(c.kube.clone(), &capi::machine_resource())
-            .list(&Default::default())
-            .await
-            .map_err(|e| kube_error("listing Machines", e))?
-            .items;
-    let live: BTreeSet<String> = machines
+    let machines: Vec<capi::Machine> = capi_of(c)
+        .await?
+        .all_machines()
+        .list(&Default::default())
+        .await
+        .map_err(|e| kube_error("listing Machines", e))?
+        .items
         .iter()
-        .filter_map(|m| m.metadata.name.clone())
+        .map(capi::Machine::read)
         .collect();
+    let live: BTreeSet<String> = machines.iter().map(|m| m.name.clone()).collect();
     let live_servers: BTreeSet<String> = machines
         .iter()
-        .filter_map(|m| m.data["spec"]["providerID"].as_str())
+        .filter_map(|m| m.provider_id.as_deref())
         .filter_map(marks::server_id_of_provider_id)
         .map(str::to_string)
         .collect();

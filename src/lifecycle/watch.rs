@@ -12,10 +12,10 @@ use crate::cloud::Clients;
 use crate::cloud::capi;
 use crate::engine::Engine;
 
-/// Runs the watches until the process ends.
+/// Runs the watches until the process ends. The Machine watch starts once the CAPI version
+/// the apiserver serves is known (asked again every few seconds until it answers).
 pub fn spawn(clients: &Clients, engine: Engine) -> Vec<tokio::task::JoinHandle<()>> {
-    [
-        capi::machine_resource(),
+    let mut tasks: Vec<_> = [
         capi::openstack_machine_resource(),
         capi::openstack_server_resource(),
     ]
@@ -24,7 +24,21 @@ pub fn spawn(clients: &Clients, engine: Engine) -> Vec<tokio::task::JoinHandle<(
         let api = Api::<DynamicObject>::all_with(clients.kube.clone(), &ar);
         tokio::spawn(run(api, engine.clone()))
     })
-    .collect()
+    .collect();
+    let clients = clients.clone();
+    tasks.push(tokio::spawn(async move {
+        let capi = loop {
+            match clients.capi().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    debug!(error = %e, "the Cluster API version is not known yet; asking again");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            }
+        };
+        run(capi.all_machines(), engine).await
+    }));
+    tasks
 }
 
 async fn run(api: Api<DynamicObject>, engine: Engine) {

@@ -85,7 +85,7 @@ async fn set_delete(kills: usize) {
     assert!(
         events.iter().any(|e| e["message"]
             .as_str()
-            .is_some_and(|m| m.contains("deletePolicy Oldest"))),
+            .is_some_and(|m| m.contains("deletion order Oldest"))),
         "the set's policy is stated"
     );
     assert!(

@@ -161,7 +161,7 @@ async fn a_node_capstan_did_not_make_is_read_back_and_replaced() {
     w.until_event(&id, "the Machine marked", |e| {
         e["message"]
             .as_str()
-            .is_some_and(|m| m.contains("deletePolicy"))
+            .is_some_and(|m| m.contains("deletion order"))
     })
     .await;
     let faults: Value = w
