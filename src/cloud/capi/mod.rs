@@ -95,10 +95,6 @@ impl Capi {
         Capi { kube, version }
     }
 
-    pub fn version(&self) -> CapiVersion {
-        self.version
-    }
-
     fn capi(&self, ns: &str, kind: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.kube.clone(),
