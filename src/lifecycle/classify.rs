@@ -431,6 +431,17 @@ const RULES: &[Rule] = &[
         short: Short::None,
     },
     Rule {
+        // CAPO openstackmachine_controller.go / openstackserver_controller.go
+        // (ServerUnexpectedDeletedMessage): Nova no longer has the server CAPO made.
+        id: "server_deleted_outside",
+        from: &[],
+        status: Status::Any,
+        all: &["the server was unexpectedly deleted"],
+        class: C::Transient,
+        reason: "the server was deleted outside CAPO; a new one is made",
+        short: Short::None,
+    },
+    Rule {
         id: "nova_unexpected_api_error",
         from: &[],
         status: Status::Any,
@@ -886,6 +897,11 @@ mod tests {
         server_went_error: MachineFailure, None,
             r#"Failure detected from referenced resource infrastructure.cluster.x-k8s.io/v1beta1, Kind=OpenStackMachine with name "worker-3": instance state "ERROR" is unexpected"#
             => Transient, "server_went_error", [];
+        // CAPO v0.14 conditions_consts.go ServerUnexpectedDeletedMessage, as CAPI v1.12
+        // records it on the Machine (the lab showed it under status.deprecated.v1beta1).
+        server_deleted_outside: MachineFailure, None,
+            r#"Failure detected from referenced resource infrastructure.cluster.x-k8s.io/v1beta1, Kind=OpenStackMachine with name "worker-3": The server was unexpectedly deleted"#
+            => Transient, "server_deleted_outside", [];
         nova_unexpected_api_error: Nova, Some(500),
             r#"{"computeFault": {"code": 500, "message": "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach the Nova API log if possible.\n<class 'oslo_db.exception.DBConnectionError'>"}}"#
             => Transient, "nova_unexpected_api_error", [];
