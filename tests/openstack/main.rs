@@ -397,8 +397,11 @@ impl Pair {
     /// `None` (the test is skipped) without a lab.
     async fn start(project: &str) -> Option<Pair> {
         let lab = lab_dir()?;
-        let real = Side::login("real", &Login::from_clouds_yaml(&lab.join("clouds.yaml"), project))
-            .await;
+        let real = Side::login(
+            "real",
+            &Login::from_clouds_yaml(&lab.join("clouds.yaml"), project),
+        )
+        .await;
         let hypervisors = real
             .nova(Method::GET, "/os-hypervisors/detail", None, CAPSTAN_MV)
             .await;
@@ -523,10 +526,7 @@ async fn servers_over_quota_on_a_full_host_and_deleted_fail_and_answer_alike() {
     };
     let _turn = TURN.lock().await;
     tokio::join!(p.real.sweep(), p.sim.sweep());
-    let (real, sim) = tokio::join!(
-        stories::servers(&p.real, &p),
-        stories::servers(&p.sim, &p)
-    );
+    let (real, sim) = tokio::join!(stories::servers(&p.real, &p), stories::servers(&p.sim, &p));
     tokio::join!(p.real.sweep(), p.sim.sweep());
     agree("servers", &real, &sim);
 }

@@ -16,12 +16,19 @@ impl Diffs {
         for r in real {
             match sim.iter().find(|s| s.label == r.label) {
                 Some(s) => self.reply(&r.label, &r.check, &r.reply, &s.reply),
-                None => self.0.push(format!("{}: the sim's story never got here", r.label)),
+                None => self
+                    .0
+                    .push(format!("{}: the sim's story never got here", r.label)),
             }
         }
-        for s in sim.iter().filter(|s| !real.iter().any(|r| r.label == s.label)) {
-            self.0
-                .push(format!("{}: the real cloud's story never got here", s.label));
+        for s in sim
+            .iter()
+            .filter(|s| !real.iter().any(|r| r.label == s.label))
+        {
+            self.0.push(format!(
+                "{}: the real cloud's story never got here",
+                s.label
+            ));
         }
     }
 
@@ -188,5 +195,8 @@ fn ids_and_numbers_are_masked_but_words_are_not() {
         masked("Requested 1, but already used 4 of 4 instances", true),
         "Requested N, but already used N of N instances"
     );
-    assert_eq!(masked("IP 10.6.0.200 deadbeef", false), "IP 10.6.0.200 deadbeef");
+    assert_eq!(
+        masked("IP 10.6.0.200 deadbeef", false),
+        "IP 10.6.0.200 deadbeef"
+    );
 }

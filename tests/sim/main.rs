@@ -242,7 +242,7 @@ async fn keystone_tokens_open_the_catalog_services_and_paging_follows_limit_and_
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["ssd", "hdd"]);
+    assert_eq!(names, vec!["ssd", "hdd", "__DEFAULT__"]);
     let (_, limits) = get(format!("{}/compute/v2.1/limits", sim.url)).await;
     assert_eq!(limits["limits"]["absolute"]["maxTotalInstances"], 50);
 
@@ -547,7 +547,9 @@ async fn the_apis_answer_as_gophercloud_expects_them_to() {
         "/volume/v3/",
     ] {
         let resp = http.get(format!("{}{root}", sim.url)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "GET {root} without a token");
+        // Glance lists its versions with 300 Multiple Choices, as the real one does.
+        let want = if root == "/image/" { 300 } else { 200 };
+        assert_eq!(resp.status(), want, "GET {root} without a token");
         let doc: Value = resp.json().await.unwrap();
         assert!(
             doc["versions"].is_array() || doc["version"].is_object(),
@@ -1063,10 +1065,7 @@ async fn full_hosts_and_full_quotas_fail_as_nova_does() {
     let failed = settled(&sim, &token, &big).await;
     assert_eq!(failed["status"], "ERROR");
     assert_eq!(failed["fault"]["code"], 500);
-    assert_eq!(
-        failed["fault"]["message"],
-        "No valid host was found. There are not enough hosts available."
-    );
+    assert_eq!(failed["fault"]["message"], "No valid host was found. ");
     assert!(failed["fault"]["created"].as_str().unwrap().ends_with('Z'));
     assert_eq!(failed["OS-EXT-SRV-ATTR:host"], Value::Null);
     // The crate's waiter sees the same ERROR.

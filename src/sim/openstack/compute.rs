@@ -60,7 +60,11 @@ pub fn router() -> Router<Shared> {
 pub(super) async fn version(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
     let v = version_doc(&base, "v2.1", "/compute/v2.1/", Some(("2.1", "2.90")));
-    let v = super::with_media_type(v, "application/vnd.openstack.compute+json;version=2.1", true);
+    let v = super::with_media_type(
+        v,
+        "application/vnd.openstack.compute+json;version=2.1",
+        true,
+    );
     Json(json!({ "version": v }))
 }
 
@@ -102,11 +106,7 @@ async fn flavors(State(cloud): State<Shared>, headers: HeaderMap, q: Pairs) -> J
     list_flavors(&cloud, &q, false, &headers)
 }
 
-async fn flavors_detail(
-    State(cloud): State<Shared>,
-    headers: HeaderMap,
-    q: Pairs,
-) -> Json<Value> {
+async fn flavors_detail(State(cloud): State<Shared>, headers: HeaderMap, q: Pairs) -> Json<Value> {
     list_flavors(&cloud, &q, true, &headers)
 }
 

@@ -682,20 +682,41 @@ fn usage(c: &Cloud, project: &str) -> Option<Vec<(&'static str, i64, i64)>> {
     let mine = |owner: &Option<String>| owner.as_deref() == Some(project);
     let groups = c.security_groups.iter().filter(|g| g.project_id == project);
     Some(vec![
-        ("network", 100, count(c.networks.iter().filter(|n| mine(&n.project_id)).count())),
-        ("subnet", 100, count(c.subnets.iter().filter(|s| mine(&s.project_id)).count())),
+        (
+            "network",
+            100,
+            count(c.networks.iter().filter(|n| mine(&n.project_id)).count()),
+        ),
+        (
+            "subnet",
+            100,
+            count(c.subnets.iter().filter(|s| mine(&s.project_id)).count()),
+        ),
         ("subnetpool", -1, 0),
-        ("port", q.ports, count(c.ports.iter().filter(|p| p.project_id == project).count())),
+        (
+            "port",
+            q.ports,
+            count(c.ports.iter().filter(|p| p.project_id == project).count()),
+        ),
         ("router", 10, 0),
         ("router_route", 30, 0),
         (
             "floatingip",
             q.floatingip,
-            count(c.floating_ips.iter().filter(|f| f.project_id == project).count()),
+            count(
+                c.floating_ips
+                    .iter()
+                    .filter(|f| f.project_id == project)
+                    .count(),
+            ),
         ),
         ("rbac_policy", 10, 0),
         ("security_group", 10, count(groups.clone().count())),
-        ("security_group_rule", 100, count(groups.map(|g| g.rules.len()).sum())),
+        (
+            "security_group_rule",
+            100,
+            count(groups.map(|g| g.rules.len()).sum()),
+        ),
     ])
 }
 

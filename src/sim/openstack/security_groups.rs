@@ -49,11 +49,7 @@ pub fn group(
 }
 
 /// A project's `default` group: egress anywhere, ingress from its own members.
-pub fn default_group(
-    project: &str,
-    id: &mut impl FnMut() -> String,
-    now: &str,
-) -> SecurityGroup {
+pub fn default_group(project: &str, id: &mut impl FnMut() -> String, now: &str) -> SecurityGroup {
     let mut g = group(project, "default", "Default security group", id, now);
     for ethertype in ["IPv4", "IPv6"] {
         g.rules.push(SecurityGroupRule {

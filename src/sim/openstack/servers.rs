@@ -295,13 +295,15 @@ fn check_metadata(metadata: &Value) -> Result<(), ApiError> {
                 repr()
             )));
         }
-        if !v.as_str().is_some_and(|v| v.chars().count() <= 255) {
-            return Err(bad_request(&format!(
-                "Invalid input for field/attribute metadata. Value: {}. {v} is not of type \
-                 'string'",
-                repr()
-            )));
-        }
+        let problem = match v.as_str() {
+            Some(x) if x.chars().count() <= 255 => continue,
+            Some(x) => format!("'{x}' is too long"),
+            None => format!("{v} is not of type 'string'"),
+        };
+        return Err(bad_request(&format!(
+            "Invalid input for field/attribute metadata. Value: {}. {problem}",
+            repr()
+        )));
     }
     Ok(())
 }
@@ -686,9 +688,7 @@ impl Cloud {
             instance_name: format!("instance-{:08x}", self.instances_created),
             reservation_id: format!(
                 "r-{}",
-                (0..8)
-                    .map(|_| self.rng.lowercase())
-                    .collect::<String>()
+                (0..8).map(|_| self.rng.lowercase()).collect::<String>()
             ),
             user_data: req["user_data"].as_str().map(str::to_string),
             created: now.clone(),
@@ -1326,7 +1326,10 @@ impl Cloud {
                     ("launch_index", json!(0)),
                     ("kernel_id", json!("")),
                     ("ramdisk_id", json!("")),
-                    ("root_device_name", json!((!s.host.is_empty()).then_some("/dev/vda"))),
+                    (
+                        "root_device_name",
+                        json!((!s.host.is_empty()).then_some("/dev/vda")),
+                    ),
                     ("user_data", json!(s.user_data)),
                 ];
                 for (k, x) in extended {
@@ -1538,6 +1541,7 @@ pub(super) fn state_json(s: &Server) -> Value {
         "fault": s.fault.as_ref().map(|f| json!({ "code": f.code, "message": f.message, "created": f.created })),
         "ports": s.ports, "volumes": s.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
         "metadata": s.metadata, "tags": s.tags, "flavor_id": s.flavor_id, "image_id": s.image_id,
+        "key_name": s.key_name, "security_groups": s.security_groups,
     })
 }
 
@@ -1606,10 +1610,7 @@ mod tests {
         let fault = s.fault.as_ref().unwrap();
         assert_eq!(
             (fault.code, fault.message.as_str()),
-            (
-                500,
-                "No valid host was found. There are not enough hosts available."
-            )
+            (500, "No valid host was found. ")
         );
 
         let fine = id(c.create_server(&t, &in_az1, (2, 60)).unwrap());
@@ -1635,6 +1636,43 @@ mod tests {
             gone.message(),
             format!("Instance {fine} could not be found.")
         );
+    }
+
+    #[test]
+    fn unknown_keypairs_security_groups_and_slashed_metadata_keys_are_refused_as_nova_does() {
+        let (mut c, t) = demo();
+        let (flavor, image) = (c.flavors[0].id.clone(), c.images[0].id.clone());
+        let req = |extra: Value| {
+            let mut r = json!({ "name": "w", "flavorRef": flavor, "imageRef": image,
+                                "networks": "none" });
+            for (k, v) in extra.as_object().unwrap() {
+                r[k] = v.clone();
+            }
+            r
+        };
+        let refused = |c: &mut Cloud, r: Value| c.create_server(&t, &r, (2, 60)).unwrap_err();
+        let e = refused(&mut c, req(json!({"key_name": "nope"})));
+        assert_eq!(
+            (e.status, e.message()),
+            (StatusCode::BAD_REQUEST, "Invalid key_name provided.".into())
+        );
+        let e = refused(&mut c, req(json!({"security_groups": [{"name": "web"}]})));
+        assert_eq!(
+            e.message(),
+            "Unable to find security_group with name or id 'web'"
+        );
+        let e = refused(&mut c, req(json!({"metadata": {"capstan.io/job": "j"}})));
+        assert_eq!(
+            e.message(),
+            "Invalid input for field/attribute metadata. Value: {'capstan.io/job': 'j'}. \
+             'capstan.io/job' does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{1,255}$'"
+        );
+        let fine = req(
+            json!({"key_name": "demo-key", "security_groups": [{"name": "default"}],
+                               "metadata": {"capstan.io:job": "j"}}),
+        );
+        c.create_server(&t, &fine, (2, 60)).unwrap();
+        assert_eq!(c.servers[0].key_name.as_deref(), Some("demo-key"));
     }
 
     #[test]

@@ -218,9 +218,7 @@ async fn create(
             .find(|i| i.id == image)
             .map(|i| i.min_disk_gib)
         else {
-            return bad_request(
-                "Invalid image identifier or unable to access requested image.",
-            );
+            return bad_request("Invalid image identifier or unable to access requested image.");
         };
         if size < min_disk {
             return bad_request(&format!(
@@ -284,7 +282,9 @@ async fn show(
 ) -> Response {
     let c = cloud.lock().unwrap();
     match position_owned(&c.volumes, &id, &t) {
-        Some(i) => Json(json!({ "volume": volume_json(&c.volumes[i], t.is_admin()) })).into_response(),
+        Some(i) => {
+            Json(json!({ "volume": volume_json(&c.volumes[i], t.is_admin()) })).into_response()
+        }
         None => not_found("Volume", &id),
     }
 }
