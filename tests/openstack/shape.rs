@@ -42,6 +42,20 @@ impl Diffs {
     }
 
     fn reply(&mut self, label: &str, check: &Check, real: &Reply, sim: &Reply) {
+        // The story's premise: what should work works on the real cloud, what should fail
+        // fails there (else two missing answers would agree).
+        let real_ok = real.status < 400;
+        match check {
+            Check::Shape(_) | Check::Same if !real_ok => self.0.push(format!(
+                "{label}: the real cloud answered {}, not a success: {}",
+                real.status, real.body
+            )),
+            Check::Error { .. } if real_ok => self.0.push(format!(
+                "{label}: the real cloud answered {}, not an error: {}",
+                real.status, real.body
+            )),
+            _ => {}
+        }
         if real.status != sim.status {
             self.0.push(format!(
                 "{label}: status {} on the real cloud, {} on the sim\n    real: {}\n    sim:  {}",
