@@ -591,23 +591,15 @@ fn check_keypair(i: usize, s: &NodeSpec, listed: &Value) -> Option<FieldError> {
     })
 }
 
-/// Each of the node's security groups exists in the cluster's project, by name or ID. CAPO
-/// looks them up there before it makes the node's ports and stops, with no server, at the
-/// first it cannot find.
+/// Each of the node's security groups exists in the cluster's project, by name (the
+/// OpenStackMachine asks CAPO for them by a name filter). CAPO looks them up there before it
+/// makes the node's ports and stops, with no server, at the first it cannot find.
 fn check_security_groups(i: usize, s: &NodeSpec, listed: &Value) -> Vec<FieldError> {
-    let groups: Vec<&Value> = listed["security_groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
+    let names = names(listed, "security_groups");
     s.security_groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| {
-            !groups
-                .iter()
-                .any(|x| x["name"] == g.as_str() || x["id"] == g.as_str())
-        })
+        .filter(|(_, g)| !names.contains(g.as_str()))
         .map(|(j, g)| {
             FieldError::new(
                 field(i, &format!("security_groups[{j}]")),
