@@ -38,6 +38,9 @@ HOSTS = {"az1": ["compute-1", "compute-2"], "az2": ["compute-3", "compute-4"]}
 FLAVORS = [("k8s.small", 2, 4096, 20), ("k8s.workload", 4, 8192, 40)]
 IMAGE = ("ubuntu-2204-kube-v1.30", 10)
 VOLUME_TYPES = ["ssd", "hdd"]
+# the demo user's keypair, as scenarios/demo.yaml has it (keypairs belong to users: `admin`
+# is the demo project's user and the cloud admin alike)
+KEYPAIR = ("demo-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIROVYX7NVVLmws+3YPvd9llxvL34OWY/jgtXLw7eH7a capstan-demo")
 
 
 def log(*a):
@@ -153,6 +156,10 @@ def cloud():
             if h not in (agg.hosts or []):
                 agg = c.compute.add_host_to_aggregate(agg, h)
     log("aggregates/AZs:", {a.name: a.hosts for a in c.compute.aggregates()})
+
+    name, key = KEYPAIR
+    if c.compute.find_keypair(name) is None:
+        c.compute.create_keypair(name=name, public_key=key)
 
     for name, vcpus, ram, disk in FLAVORS:
         if c.compute.find_flavor(name) is None:

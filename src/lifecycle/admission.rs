@@ -583,6 +583,41 @@ async fn read(
         .map_err(|e| unavailable(what, e))
 }
 
+/// The node's keypair exists for the cluster's OpenStack user (keypairs belong to users; Nova
+/// refuses a server with an unknown `key_name`: 400 "Invalid key_name provided.").
+fn check_keypair(i: usize, s: &NodeSpec, listed: &Value) -> Option<FieldError> {
+    let key = s.ssh_key.as_deref()?;
+    let known = listed["keypairs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|k| k["keypair"]["name"] == key);
+    (!known).then(|| {
+        FieldError::new(
+            field(i, "ssh_key"),
+            format!("keypair {key} does not exist for the cluster's OpenStack user"),
+        )
+    })
+}
+
+/// Each of the node's security groups exists in the cluster's project, by name (the
+/// OpenStackMachine asks CAPO for them by a name filter). CAPO looks them up there before it
+/// makes the node's ports and stops, with no server, at the first it cannot find.
+fn check_security_groups(i: usize, s: &NodeSpec, listed: &Value) -> Vec<FieldError> {
+    let names = names(listed, "security_groups");
+    s.security_groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !names.contains(g.as_str()))
+        .map(|(j, g)| {
+            FieldError::new(
+                field(i, &format!("security_groups[{j}]")),
+                format!("security group {g} does not exist in the project"),
+            )
+        })
+        .collect()
+}
+
 /// Checks every node against the cloud, reporting every problem at once.
 async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
     let specs: Vec<NodeSpec> = req
@@ -679,6 +714,23 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
             .unwrap_or_default()
     } else {
         Vec::new()
+    };
+    // A keypair belongs to the OpenStack user, a security group to the project: each is
+    // read only when a node names one.
+    let keypairs = if specs.iter().any(|s| s.ssh_key.is_some()) {
+        Some(read(os, Service::Compute, &["os-keypairs"], "keypairs").await?)
+    } else {
+        None
+    };
+    let groups = if specs.iter().any(|s| !s.security_groups.is_empty()) {
+        let mine = [("project_id", os.project_id.as_str())];
+        Some(
+            os.get(Service::Network, &["security-groups"], &mine)
+                .await
+                .map_err(|e| unavailable("security groups", e))?,
+        )
+    } else {
+        None
     };
     let flavor_names = names(&flavors, "flavors");
     let image_names = names(&images, "images");
@@ -845,6 +897,12 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
                 Some(Err(e)) => return Err(Refusal::Unavailable(format!("preflight could not read hypervisors: {e}"))),
                 None => {}
             }
+        }
+        if let Some(k) = &keypairs {
+            errs.extend(check_keypair(i, s, k));
+        }
+        if let Some(g) = &groups {
+            errs.extend(check_security_groups(i, s, g));
         }
         // Cinder refuses a volume smaller than its image's min_disk (400).
         let min_disk = images["images"]

@@ -36,6 +36,9 @@ pub struct ProjectSpec {
     pub name: String,
     pub users: Vec<UserSpec>,
     pub quotas: Quotas,
+    /// Security groups besides the `default` one every project has.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,17 @@ pub struct UserSpec {
     pub password: Secret,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The user's Nova keypairs (keypairs belong to users, not projects).
+    #[serde(default)]
+    pub keypairs: Vec<KeypairSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairSpec {
+    pub name: String,
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
+    pub public_key: String,
 }
 
 /// A project's limits, in the units the APIs report them.

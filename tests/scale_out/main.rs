@@ -12,6 +12,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 mod delete;
+mod preflight;
 mod repair;
 mod tenancy;
 

@@ -329,7 +329,7 @@ async fn another_projects_resources_are_not_found_to_acme_and_survive_its_delete
         ),
         (
             format!("/networking/v2.0/floatingips/{fip}"),
-            json!({"NeutronError": {"type": "FloatingIPNotFound", "message": format!("Floating IP {fip} could not be found."), "detail": ""}}),
+            json!({"NeutronError": {"type": "FloatingIPNotFound", "message": format!("Floating IP {fip} could not be found"), "detail": ""}}),
         ),
         (
             format!("/volume/v3/volumes/{volume}"),

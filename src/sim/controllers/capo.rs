@@ -433,6 +433,17 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
         Err(_) => return lookup_failed(),
     };
     let az = spec["availabilityZone"].as_str().map(str::to_string);
+    // Security groups, looked up within the project (CAPO sets `ProjectID` on the query) and
+    // applied to every port; one that cannot be found stops here, before any port.
+    let mut groups = Vec::new();
+    for g in spec["securityGroups"].as_array().into_iter().flatten() {
+        let name = g["filter"]["name"].as_str().unwrap_or_default();
+        let path = format!("/security-groups?project_id={}", os.project_id);
+        match resolve(os, "network", &path, "security_groups", name).await {
+            Ok(id) => groups.push(id),
+            Err(_) => return lookup_failed(),
+        }
+    }
     // Ports.
     let mut port_ids = Vec::new();
     let ports = spec["ports"].as_array().cloned().unwrap_or_default();
@@ -475,6 +486,9 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
         }});
         if !fixed.is_empty() {
             body["port"]["fixed_ips"] = json!(fixed);
+        }
+        if !groups.is_empty() {
+            body["port"]["security_groups"] = json!(groups);
         }
         match os
             .call(Method::POST, "network", "/ports", Some(&body), &[201])

@@ -21,6 +21,8 @@ pub struct Session {
     http: reqwest::Client,
     token: String,
     endpoints: HashMap<String, String>,
+    /// The project the token is scoped to (CAPO looks security groups up within it).
+    pub project_id: String,
 }
 
 /// A failed call, in gophercloud's words.
@@ -80,6 +82,10 @@ impl Session {
             http: http.clone(),
             token,
             endpoints,
+            project_id: doc["token"]["project"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 

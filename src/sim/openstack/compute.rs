@@ -3,20 +3,24 @@
 //! `servers.rs`.
 
 use axum::extract::{Extension, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::servers::microversion;
 use super::{Flavor, Pairs, Shared, Token, error, not_found, page, param, version_doc};
+
+/// The disk each simulated hypervisor has, in GiB (scenarios give CPU and RAM only).
+const HYPERVISOR_DISK_GIB: i64 = 1000;
 
 /// Nova names the microversion it answered with on every response.
 async fn microversion_headers(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (major, minor) = super::servers::microversion(req.headers());
+    let (major, minor) = microversion(req.headers());
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     let v = format!("{major}.{minor}");
@@ -49,49 +53,72 @@ pub fn router() -> Router<Shared> {
         .route("/os-quota-sets/{project}", get(quota_set))
         .route("/os-quota-sets/{project}/detail", get(quota_set_detail))
         .merge(super::servers::routes())
+        .merge(super::keypairs::routes())
         .layer(axum::middleware::from_fn(microversion_headers))
 }
 
 pub(super) async fn version(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
-    Json(json!({ "version": version_doc(&base, "v2.1", "/compute/v2.1/", Some(("2.1", "2.90"))) }))
+    let v = version_doc(&base, "v2.1", "/compute/v2.1/", Some(("2.1", "2.90")));
+    let v = super::with_media_type(
+        v,
+        "application/vnd.openstack.compute+json;version=2.1",
+        true,
+    );
+    Json(json!({ "version": v }))
 }
 
-fn flavor_json(base: &str, f: &Flavor, detail: bool) -> Value {
+/// A flavor; `extra_specs` are embedded from 2.61.
+fn flavor_json(base: &str, f: &Flavor, detail: bool, mv: (u32, u32)) -> Value {
     let links = json!([{ "rel": "self", "href": format!("{base}/compute/v2.1/flavors/{}", f.id) }]);
     if !detail {
         return json!({ "id": f.id, "name": f.name, "links": links });
     }
-    json!({
+    let mut v = json!({
         "id": f.id, "name": f.name, "vcpus": f.vcpus, "ram": f.ram_mib, "disk": f.disk_gib,
         "swap": "", "rxtx_factor": 1.0, "OS-FLV-EXT-DATA:ephemeral": 0,
         "OS-FLV-DISABLED:disabled": false, "os-flavor-access:is_public": true,
-        "description": null, "extra_specs": {}, "links": links,
-    })
+        "description": null, "links": links,
+    });
+    if mv >= (2, 61) {
+        v["extra_specs"] = json!({});
+    }
+    v
 }
 
-fn list_flavors(cloud: &Shared, q: &[(String, String)], detail: bool) -> Json<Value> {
+fn list_flavors(
+    cloud: &Shared,
+    q: &[(String, String)],
+    detail: bool,
+    headers: &HeaderMap,
+) -> Json<Value> {
     let c = cloud.lock().unwrap();
+    let mv = microversion(headers);
     let items = c
         .flavors
         .iter()
-        .map(|f| flavor_json(&c.base, f, detail))
+        .map(|f| flavor_json(&c.base, f, detail, mv))
         .collect();
     Json(json!({ "flavors": page(items, q) }))
 }
 
-async fn flavors(State(cloud): State<Shared>, q: Pairs) -> Json<Value> {
-    list_flavors(&cloud, &q, false)
+async fn flavors(State(cloud): State<Shared>, headers: HeaderMap, q: Pairs) -> Json<Value> {
+    list_flavors(&cloud, &q, false, &headers)
 }
 
-async fn flavors_detail(State(cloud): State<Shared>, q: Pairs) -> Json<Value> {
-    list_flavors(&cloud, &q, true)
+async fn flavors_detail(State(cloud): State<Shared>, headers: HeaderMap, q: Pairs) -> Json<Value> {
+    list_flavors(&cloud, &q, true, &headers)
 }
 
-async fn flavor(State(cloud): State<Shared>, Path(id): Path<String>) -> Response {
+async fn flavor(
+    State(cloud): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let c = cloud.lock().unwrap();
+    let mv = microversion(&headers);
     match c.flavors.iter().find(|f| f.id == id) {
-        Some(f) => Json(json!({ "flavor": flavor_json(&c.base, f, true) })).into_response(),
+        Some(f) => Json(json!({ "flavor": flavor_json(&c.base, f, true, mv) })).into_response(),
         None => not_found("Flavor", &id),
     }
 }
@@ -131,14 +158,19 @@ async fn zones_detail(State(cloud): State<Shared>, Extension(t): Extension<Token
     Json(json!({ "availabilityZoneInfo": info })).into_response()
 }
 
+/// The hypervisors with their usage. Before 2.88 each also shows its disk, free space and
+/// CPU details (which 2.88 removed); the simulated disk is 1000 GiB, used by the flavors'
+/// disks of the servers placed there.
 async fn hypervisors(
     State(cloud): State<Shared>,
     Extension(t): Extension<Token>,
+    headers: HeaderMap,
     q: Pairs,
 ) -> Response {
     if !t.roles.iter().any(|r| r == "admin") {
         return policy_refused("os_compute_api:os-hypervisors:list-detail");
     }
+    let mv = microversion(&headers);
     let mut c = cloud.lock().unwrap();
     c.advance();
     let items: Vec<Value> = c
@@ -146,13 +178,34 @@ async fn hypervisors(
         .iter()
         .map(|h| {
             let (vcpus_used, ram_used, vms) = c.hypervisor_usage(&h.name);
-            json!({
+            let mut v = json!({
                 "id": h.id.to_string(), "hypervisor_hostname": h.name, "hypervisor_type": "QEMU",
                 "state": "up", "status": "enabled", "host_ip": "192.168.0.1",
-                "vcpus": h.vcpus, "memory_mb": h.memory_mib, "vcpus_used": vcpus_used,
-                "memory_mb_used": ram_used, "running_vms": vms,
                 "service": { "host": h.name, "id": h.id.to_string(), "disabled_reason": null },
-            })
+            });
+            if mv < (2, 88) {
+                let disk_used = c.hypervisor_disk(&h.name);
+                let older = [
+                    ("vcpus", json!(h.vcpus)),
+                    ("memory_mb", json!(h.memory_mib)),
+                    ("vcpus_used", json!(vcpus_used)),
+                    ("memory_mb_used", json!(ram_used)),
+                    ("running_vms", json!(vms)),
+                    ("local_gb", json!(HYPERVISOR_DISK_GIB)),
+                    ("local_gb_used", json!(disk_used)),
+                    ("free_ram_mb", json!(h.memory_mib - ram_used)),
+                    ("free_disk_gb", json!(HYPERVISOR_DISK_GIB - disk_used)),
+                    ("disk_available_least", json!(HYPERVISOR_DISK_GIB - disk_used)),
+                    ("current_workload", json!(0)),
+                    ("hypervisor_version", json!(8_002_000)),
+                    ("cpu_info", json!({ "arch": "x86_64", "model": "Nehalem", "vendor": "Intel",
+                        "topology": { "cores": 1, "threads": 1, "sockets": h.vcpus }, "features": [] })),
+                ];
+                for (k, x) in older {
+                    v[k] = x;
+                }
+            }
+            v
         })
         .collect();
     Json(json!({ "hypervisors": page(items, &q) })).into_response()
@@ -180,7 +233,7 @@ async fn limits(
     let (instances, cores, ram) = c.compute_usage(&project);
     Json(json!({ "limits": { "rate": [], "absolute": {
         "maxTotalInstances": q.instances, "maxTotalCores": q.cores, "maxTotalRAMSize": q.ram_mib,
-        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240,
+        "maxServerMeta": 128,
         "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
         "totalInstancesUsed": instances, "totalCoresUsed": cores, "totalRAMUsed": ram,
         "totalServerGroupsUsed": 0,

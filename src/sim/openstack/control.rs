@@ -35,9 +35,9 @@ pub fn state(cloud: &Shared, project: Option<&str>) -> Value {
     let mine = |owner: &str| only.as_ref().is_none_or(|id| id == owner);
     json!({
         "projects": projects,
-        "ports": c.ports.iter().filter(|x| mine(&x.project_id)).map(ports::port_json).collect::<Vec<_>>(),
-        "floating_ips": c.floating_ips.iter().filter(|x| mine(&x.project_id)).map(ports::fip_json).collect::<Vec<_>>(),
-        "volumes": c.volumes.iter().filter(|x| mine(&x.project_id)).map(volume::volume_json).collect::<Vec<_>>(),
+        "ports": c.ports.iter().filter(|x| mine(&x.project_id)).map(|p| ports::port_json(p, true)).collect::<Vec<_>>(),
+        "floating_ips": c.floating_ips.iter().filter(|x| mine(&x.project_id)).map(|f| ports::fip_json(&c, f)).collect::<Vec<_>>(),
+        "volumes": c.volumes.iter().filter(|x| mine(&x.project_id)).map(|v| volume::volume_json(v, true)).collect::<Vec<_>>(),
         "servers": c.servers.iter().filter(|x| mine(&x.project_id)).map(servers::state_json).collect::<Vec<_>>(),
     })
 }

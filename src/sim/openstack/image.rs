@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Cloud, Image, Pairs, Shared, not_found, page, param};
+use super::{Cloud, Image, Pairs, Shared, page, param};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -14,13 +14,29 @@ pub fn router() -> Router<Shared> {
         .route("/v2/images/{id}", get(image))
 }
 
-pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+/// Glance lists its versions with 300 Multiple Choices, as Cinder does.
+pub(super) async fn versions(State(cloud): State<Shared>) -> Response {
     let base = cloud.lock().unwrap().base.clone();
-    Json(json!({ "versions": [super::version_doc(&base, "v2.16", "/image/v2/", None)] }))
+    let versions: Vec<Value> = (0..=16)
+        .rev()
+        .map(|minor| {
+            let status = if minor == 16 { "CURRENT" } else { "SUPPORTED" };
+            super::bare_version(&base, &format!("v2.{minor}"), "/image/v2/", status)
+        })
+        .collect();
+    (
+        axum::http::StatusCode::MULTIPLE_CHOICES,
+        Json(json!({ "versions": versions })),
+    )
+        .into_response()
 }
 
+/// An image as Glance shows it. The checksums are stand-ins of the real layout (MD5 hex,
+/// SHA-512 hex) derived from the ID; the store is Glance's file store.
 fn image_json(c: &Cloud, i: &Image) -> Value {
+    let hex = |n: usize| -> String { i.id.replace('-', "").chars().cycle().take(n).collect() };
     json!({
+        "checksum": hex(32), "os_hash_algo": "sha512", "os_hash_value": hex(128), "stores": "file",
         "id": i.id, "name": i.name, "status": "active", "visibility": "public",
         "container_format": "bare", "disk_format": "qcow2", "min_disk": i.min_disk_gib, "min_ram": 0,
         "size": i.size_bytes, "virtual_size": null, "protected": false, "os_hidden": false, "tags": [],
@@ -48,6 +64,16 @@ async fn image(State(cloud): State<Shared>, Path(id): Path<String>) -> Response 
     let c = cloud.lock().unwrap();
     match c.images.iter().find(|i| i.id == id) {
         Some(i) => Json(image_json(&c, i)).into_response(),
-        None => not_found("Image", &id),
+        // Glance's 404 is an HTML page, not JSON.
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            format!(
+                "<html>\n <head>\n  <title>404 Not Found</title>\n </head>\n <body>\n  \
+                 <h1>404 Not Found</h1>\n  No image found with ID {id}<br /><br />\n\n\n\n \
+                 </body>\n</html>"
+            ),
+        )
+            .into_response(),
     }
 }

@@ -23,8 +23,10 @@ pub fn router() -> Router<Shared> {
 
 async fn version(State(cloud): State<Shared>) -> Response {
     let base = cloud.lock().unwrap().base.clone();
-    axum::Json(json!({ "version": version_doc(&base, "v3.14", "/identity/v3/", None) }))
-        .into_response()
+    let mut v = version_doc(&base, "v3.14", "/identity/v3/", None);
+    v["status"] = json!("stable");
+    let v = super::with_media_type(v, "application/vnd.openstack.identity-v3+json", false);
+    axum::Json(json!({ "version": v })).into_response()
 }
 
 /// `POST /v3/auth/tokens` with the password method and a project scope (by name or ID).

@@ -9,9 +9,11 @@
 mod compute;
 pub mod control;
 mod image;
+mod keypairs;
 mod keystone;
 mod network;
 mod ports;
+mod security_groups;
 pub mod servers;
 mod volume;
 
@@ -48,6 +50,10 @@ pub struct Cloud {
     pub ports: Vec<Port>,
     pub floating_ips: Vec<FloatingIp>,
     pub volumes: Vec<Volume>,
+    /// Nova keypairs; each belongs to a user, not a project, as in Nova.
+    pub keypairs: Vec<Keypair>,
+    /// Neutron security groups; every project has its `default`, as Neutron makes one.
+    pub security_groups: Vec<SecurityGroup>,
     /// Nova servers, oldest first.
     pub servers: Vec<Server>,
     /// Simulated seconds per real second: delays (a server's boot) are divided by it.
@@ -127,6 +133,9 @@ pub struct VolumeType {
     pub name: String,
 }
 
+/// The volume type Cinder creates for itself and gives volumes asked for without a type.
+pub const DEFAULT_VOLUME_TYPE: &str = "__DEFAULT__";
+
 pub struct Network {
     pub id: String,
     pub name: String,
@@ -159,7 +168,40 @@ pub struct Port {
     pub description: String,
     /// Neutron's standard-attr-tag tags (CAPO puts an OpenStackMachine's `tags` here).
     pub tags: Vec<String>,
+    /// The IDs of the security groups applied to it (the project's `default` unless asked).
+    pub security_groups: Vec<String>,
     pub created: String,
+}
+
+/// A Nova keypair: a public key registered under a name, for one user.
+pub struct Keypair {
+    /// Nova's database row ID, shown by `GET /os-keypairs/{name}`.
+    pub id: i64,
+    pub name: String,
+    pub user_id: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub created: String,
+}
+
+/// A Neutron security group and its rules.
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub description: String,
+    pub rules: Vec<SecurityGroupRule>,
+    pub created: String,
+}
+
+pub struct SecurityGroupRule {
+    pub id: String,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: &'static str,
+    /// The group whose members may reach this one (the default group's ingress rules).
+    pub remote_group_id: Option<String>,
 }
 
 pub struct Volume {
@@ -242,6 +284,27 @@ impl Cloud {
                 u.id = id().replace('-', "");
             }
         }
+        let born = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut keypairs = Vec::new();
+        let mut security_groups = Vec::new();
+        for (p, spec) in projects.iter().zip(&scenario.projects) {
+            for (u, uspec) in p.users.iter().zip(&spec.users) {
+                for k in &uspec.keypairs {
+                    keypairs.push(Keypair {
+                        id: keypairs.len() as i64 + 1,
+                        name: k.name.clone(),
+                        user_id: u.id.clone(),
+                        fingerprint: keypairs::fingerprint(&k.public_key),
+                        public_key: k.public_key.clone(),
+                        created: born.clone(),
+                    });
+                }
+            }
+            security_groups.push(security_groups::default_group(&p.id, &mut id, &born));
+            for name in &spec.security_groups {
+                security_groups.push(security_groups::group(&p.id, name, "", &mut id, &born));
+            }
+        }
         let project_id = |name: &Option<String>| {
             name.as_ref()
                 .and_then(|n| projects.iter().find(|p| &p.name == n).map(|p| p.id.clone()))
@@ -305,12 +368,15 @@ impl Cloud {
                     size_bytes: i.size_bytes,
                 })
                 .collect(),
+            // Cinder always has `__DEFAULT__`, the type of a volume asked for without one.
             volume_types: scenario
                 .volume_types
                 .iter()
+                .map(String::as_str)
+                .chain([DEFAULT_VOLUME_TYPE])
                 .map(|n| VolumeType {
                     id: id(),
-                    name: n.clone(),
+                    name: n.to_string(),
                 })
                 .collect(),
             projects,
@@ -319,6 +385,8 @@ impl Cloud {
             ports: Vec::new(),
             floating_ips: Vec::new(),
             volumes: Vec::new(),
+            keypairs,
+            security_groups,
             servers: Vec::new(),
             time_scale: 1.0,
             boot_seconds: BOOT_SECONDS,
@@ -326,7 +394,7 @@ impl Cloud {
             outages: Vec::new(),
             instances_created: 0,
             rng: own_rng,
-            born: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            born,
         })
     }
 }
@@ -345,7 +413,7 @@ macro_rules! owned {
         }
     )*};
 }
-owned!(Port, FloatingIp, Volume, Server);
+owned!(Port, FloatingIp, Volume, Server, SecurityGroup);
 
 /// Where the caller's resource `id` sits in `items`: another project's counts as absent
 /// (the services answer 404, not 403, so IDs do not leak across projects), except to an
@@ -480,8 +548,8 @@ pub fn router(cloud: Shared) -> Router {
         .route("/image/", get(image::versions))
         .route("/volume", get(volume::versions))
         .route("/volume/", get(volume::versions))
-        .route("/volume/v3", get(volume::versions))
-        .route("/volume/v3/", get(volume::versions));
+        .route("/volume/v3", get(volume::versions_v3))
+        .route("/volume/v3/", get(volume::versions_v3));
     Router::new()
         .nest("/identity", keystone::router())
         .merge(roots)
@@ -524,9 +592,13 @@ pub(super) fn unauthorized() -> Response {
     )
 }
 
-/// An error in the shape the OpenStack services use: `{"<kind>": {"code", "message"}}`.
+/// An error in the shape the OpenStack services use: `{"<kind>": {"code", "message"}}`, and
+/// Keystone's `{"error": {"code", "message", "title"}}`.
 pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = json!({ kind: { "code": status.as_u16(), "message": message, "title": status.canonical_reason() } });
+    let mut body = json!({ kind: { "code": status.as_u16(), "message": message } });
+    if kind == "error" {
+        body[kind]["title"] = json!(status.canonical_reason());
+    }
     (status, axum::Json(body)).into_response()
 }
 
@@ -575,7 +647,9 @@ pub(super) fn page(items: Vec<Value>, q: &[(String, String)]) -> Vec<Value> {
     items.into_iter().skip(start).take(limit).collect()
 }
 
-/// A version entry whose self link points at this listener.
+/// A version entry whose self link points at this listener, as Keystone, Nova and Cinder
+/// write it: `updated`, and with a `media_type` the `media-types` list and the
+/// `describedby` link. Neutron's and Glance's entries have neither (`bare`).
 pub(super) fn version_doc(base: &str, id: &str, path: &str, micro: Option<(&str, &str)>) -> Value {
     let mut v = json!({
         "id": id,
@@ -588,4 +662,19 @@ pub(super) fn version_doc(base: &str, id: &str, path: &str, micro: Option<(&str,
         v["version"] = json!(max);
     }
     v
+}
+
+/// `version_doc` with the `media-types` of Keystone, Nova and Cinder, and (Nova, Cinder)
+/// their documentation link.
+pub(super) fn with_media_type(mut v: Value, media_type: &str, described: bool) -> Value {
+    v["media-types"] = json!([{ "base": "application/json", "type": media_type }]);
+    if described && let Some(links) = v["links"].as_array_mut() {
+        links.push(json!({ "rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/" }));
+    }
+    v
+}
+
+/// A version entry with only `id`, `status` and `links` (Neutron, Glance).
+pub(super) fn bare_version(base: &str, id: &str, path: &str, status: &str) -> Value {
+    json!({ "id": id, "status": status, "links": [{ "rel": "self", "href": format!("{base}{path}") }] })
 }

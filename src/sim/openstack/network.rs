@@ -2,12 +2,16 @@
 //! IPs and quotas are in `ports.rs`.
 
 use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Cloud, Network, Pairs, Shared, Subnet, Token, not_found, page, param, version_doc};
+use super::{
+    Cloud, Network, Pairs, Shared, Subnet, Token, bare_version, neutron_error, not_found, page,
+    param,
+};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -18,11 +22,12 @@ pub fn router() -> Router<Shared> {
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/extensions/{alias}", get(extension))
         .merge(super::ports::routes())
+        .merge(super::security_groups::routes())
 }
 
 pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
-    Json(json!({ "versions": [version_doc(&base, "v2.0", "/networking/v2.0/", None)] }))
+    Json(json!({ "versions": [bare_version(&base, "v2.0", "/networking/v2.0/", "CURRENT")] }))
 }
 
 /// The API extensions whose fields the simulator serves: clients (python-openstackclient's
@@ -61,30 +66,56 @@ fn visible(n: &Network, t: &Token) -> bool {
     n.external || t.is_admin() || n.project_id.as_deref() == Some(t.project_id.as_str())
 }
 
-fn network_json(c: &Cloud, n: &Network) -> Value {
+/// A network as Neutron shows it; the `provider:*` fields are admin-only (external networks
+/// are flat on physnet `public`, the others VXLAN, as in the lab), and `is_default` belongs
+/// to external networks.
+fn network_json(c: &Cloud, n: &Network, admin: bool) -> Value {
     let subnets: Vec<&str> = c
         .subnets
         .iter()
         .filter(|s| s.network_id == n.id)
         .map(|s| s.id.as_str())
         .collect();
-    json!({
+    let mut v = json!({
         "id": n.id, "name": n.name, "status": "ACTIVE", "admin_state_up": true,
         "router:external": n.external, "shared": false, "mtu": 1500, "subnets": subnets,
         "project_id": n.project_id.clone().unwrap_or_default(), "tenant_id": n.project_id.clone().unwrap_or_default(),
-        "availability_zones": [], "description": "", "port_security_enabled": true,
+        "availability_zones": [], "availability_zone_hints": [], "description": "",
+        "port_security_enabled": true, "ipv4_address_scope": null, "ipv6_address_scope": null,
+        "qinq": false, "vlan_transparent": false, "tags": [], "revision_number": 1,
         "created_at": c.born, "updated_at": c.born,
-    })
+    });
+    if n.external {
+        v["is_default"] = json!(false);
+    }
+    if admin {
+        let index = c.networks.iter().position(|x| x.id == n.id).unwrap_or(0) as i64;
+        let (kind, physnet, segment) = if n.external {
+            ("flat", json!("public"), Value::Null)
+        } else {
+            ("vxlan", Value::Null, json!(100 + index))
+        };
+        v["provider:network_type"] = json!(kind);
+        v["provider:physical_network"] = physnet;
+        v["provider:segmentation_id"] = segment;
+    }
+    v
 }
 
 fn subnet_json(c: &Cloud, s: &Subnet) -> Value {
     let (start, end) = s.cidr.hosts();
     let cidr = format!("{}/{}", s.cidr.network, s.cidr.prefix);
+    let external = c
+        .networks
+        .iter()
+        .any(|n| n.id == s.network_id && n.external);
     json!({
         "id": s.id, "name": s.name, "network_id": s.network_id, "cidr": cidr, "ip_version": 4,
         "enable_dhcp": true, "gateway_ip": s.gateway, "dns_nameservers": [], "host_routes": [],
         "allocation_pools": [{ "start": start.to_string(), "end": end.to_string() }],
         "project_id": s.project_id.clone().unwrap_or_default(), "tenant_id": s.project_id.clone().unwrap_or_default(),
+        "ipv6_address_mode": null, "ipv6_ra_mode": null, "subnetpool_id": null, "service_types": [],
+        "router:external": external, "tags": [], "revision_number": 0,
         "description": "", "created_at": c.born, "updated_at": c.born,
     })
 }
@@ -116,7 +147,7 @@ async fn networks(
         .networks
         .iter()
         .filter(|n| visible(n, &t))
-        .map(|n| network_json(&c, n))
+        .map(|n| network_json(&c, n, t.is_admin()))
         .collect();
     let items = filtered(
         items,
@@ -140,8 +171,12 @@ async fn network(
 ) -> Response {
     let c = cloud.lock().unwrap();
     match c.networks.iter().find(|n| n.id == id && visible(n, &t)) {
-        Some(n) => Json(json!({ "network": network_json(&c, n) })).into_response(),
-        None => not_found("Network", &id),
+        Some(n) => Json(json!({ "network": network_json(&c, n, t.is_admin()) })).into_response(),
+        None => neutron_error(
+            StatusCode::NOT_FOUND,
+            "NetworkNotFound",
+            &format!("Network {id} could not be found."),
+        ),
     }
 }
 
@@ -190,6 +225,10 @@ async fn subnet(
         .find(|s| s.id == id && subnet_visible(&c, s, &t))
     {
         Some(s) => Json(json!({ "subnet": subnet_json(&c, s) })).into_response(),
-        None => not_found("Subnet", &id),
+        None => neutron_error(
+            StatusCode::NOT_FOUND,
+            "SubnetNotFound",
+            &format!("Subnet {id} could not be found."),
+        ),
     }
 }

@@ -37,29 +37,54 @@ pub fn routes() -> Router<Shared> {
         .route("/v2.0/quotas/{project}/details", get(quota_details))
 }
 
-pub(super) fn port_json(p: &Port) -> Value {
+/// A port as Neutron shows it. The binding's details (`binding:host_id`, `:profile`,
+/// `:vif_type`, `:vif_details`) are admin-only in Neutron's default policy.
+pub(super) fn port_json(p: &Port, admin: bool) -> Value {
     let ips: Vec<Value> = p
         .fixed_ips
         .iter()
         .map(|(s, ip)| json!({ "subnet_id": s, "ip_address": ip.to_string() }))
         .collect();
-    json!({
+    let mut v = json!({
         "id": p.id, "name": p.name, "network_id": p.network_id, "mac_address": p.mac,
         "admin_state_up": true, "status": if p.device_id.is_empty() { "DOWN" } else { "ACTIVE" },
         "fixed_ips": ips, "device_id": p.device_id, "device_owner": p.device_owner,
-        "project_id": p.project_id, "tenant_id": p.project_id, "security_groups": [],
-        "binding:host_id": p.binding_host, "binding:vnic_type": "normal",
+        "project_id": p.project_id, "tenant_id": p.project_id, "security_groups": p.security_groups,
+        "binding:vnic_type": "normal", "port_security_enabled": true, "extra_dhcp_opts": [],
         "allowed_address_pairs": [], "description": p.description, "tags": p.tags,
-        "created_at": p.created, "updated_at": p.created,
-    })
+        "revision_number": 1, "created_at": p.created, "updated_at": p.created,
+    });
+    if admin {
+        let bound = !p.binding_host.is_empty();
+        v["binding:host_id"] = json!(p.binding_host);
+        v["binding:profile"] = json!({});
+        v["binding:vif_type"] = json!(if bound { "ovs" } else { "unbound" });
+        v["binding:vif_details"] = if bound {
+            json!({ "port_filter": true, "connectivity": "l2" })
+        } else {
+            json!({})
+        };
+    }
+    v
 }
 
-pub(super) fn fip_json(f: &FloatingIp) -> Value {
+/// A floating IP as Neutron shows it, with `port_details` of the port it is associated with.
+pub(super) fn fip_json(c: &Cloud, f: &FloatingIp) -> Value {
+    let port_details = f
+        .port_id
+        .as_ref()
+        .and_then(|id| c.ports.iter().find(|p| &p.id == id))
+        .map(|p| {
+            json!({ "name": p.name, "network_id": p.network_id, "mac_address": p.mac,
+                    "admin_state_up": true, "status": if p.device_id.is_empty() { "DOWN" } else { "ACTIVE" },
+                    "device_id": p.device_id, "device_owner": p.device_owner })
+        });
     json!({
         "id": f.id, "floating_ip_address": f.address.to_string(), "floating_network_id": f.floating_network_id,
         "port_id": f.port_id, "fixed_ip_address": f.fixed_ip.map(|i| i.to_string()), "router_id": null,
         "status": if f.port_id.is_some() { "ACTIVE" } else { "DOWN" },
-        "project_id": f.project_id, "tenant_id": f.project_id, "description": f.description, "port_forwardings": [],
+        "project_id": f.project_id, "tenant_id": f.project_id, "description": f.description,
+        "port_details": port_details, "tags": [], "revision_number": 0,
         "created_at": f.created, "updated_at": f.created,
     })
 }
@@ -164,6 +189,15 @@ fn bad_request(message: &str) -> Response {
     neutron_error(StatusCode::BAD_REQUEST, "HTTPBadRequest", message)
 }
 
+/// Neutron's floating IP 404 is the one without a full stop.
+fn fip_not_found(id: &str) -> Response {
+    neutron_error(
+        StatusCode::NOT_FOUND,
+        "FloatingIPNotFound",
+        &format!("Floating IP {id} could not be found"),
+    )
+}
+
 fn neutron_not_found(kind: &str, what: &str, id: &str) -> Response {
     neutron_error(
         StatusCode::NOT_FOUND,
@@ -246,6 +280,29 @@ async fn create_port(
             Err(fault) => return fault.into_response(),
         }
     }
+    // The groups asked for (IDs, each the project's), else the project's `default`.
+    let security_groups = match req["security_groups"].as_array() {
+        Some(wanted) => {
+            let mut ids = Vec::new();
+            for w in wanted.iter().filter_map(Value::as_str) {
+                match c.security_group_id(&t.project_id, w).filter(|id| id == w) {
+                    Some(id) => ids.push(id),
+                    None => {
+                        return neutron_error(
+                            StatusCode::NOT_FOUND,
+                            "SecurityGroupNotFound",
+                            &format!("Security group {w} does not exist"),
+                        );
+                    }
+                }
+            }
+            ids
+        }
+        None => c
+            .security_group_id(&t.project_id, "default")
+            .into_iter()
+            .collect(),
+    };
     let port = Port {
         id: c.new_id(),
         name: req["name"].as_str().unwrap_or_default().to_string(),
@@ -258,9 +315,10 @@ async fn create_port(
         binding_host: String::new(),
         description: req["description"].as_str().unwrap_or_default().to_string(),
         tags: Vec::new(),
+        security_groups,
         created: now_rfc3339(),
     };
-    let view = port_json(&port);
+    let view = port_json(&port, t.is_admin());
     c.ports.push(port);
     (StatusCode::CREATED, Json(json!({ "port": view }))).into_response()
 }
@@ -287,7 +345,7 @@ async fn list_ports(
                 })
             })
         })
-        .map(port_json)
+        .map(|p| port_json(p, t.is_admin()))
         .collect();
     // Neutron filters a list on any of its attributes.
     let items = super::network::filtered(
@@ -350,7 +408,7 @@ async fn update_port(
     if let Some(d) = u["device_owner"].as_str() {
         p.device_owner = d.to_string();
     }
-    Json(json!({ "port": port_json(p) })).into_response()
+    Json(json!({ "port": port_json(p, t.is_admin()) })).into_response()
 }
 
 async fn port_tags(
@@ -413,7 +471,7 @@ async fn show_port(
 ) -> Response {
     let c = cloud.lock().unwrap();
     match position_owned(&c.ports, &id, &t) {
-        Some(i) => Json(json!({ "port": port_json(&c.ports[i]) })).into_response(),
+        Some(i) => Json(json!({ "port": port_json(&c.ports[i], t.is_admin()) })).into_response(),
         None => neutron_not_found("PortNotFound", "Port", &id),
     }
 }
@@ -549,7 +607,7 @@ async fn create_fip(
     }
     (
         StatusCode::CREATED,
-        Json(json!({ "floatingip": fip_json(&c.floating_ips[i]) })),
+        Json(json!({ "floatingip": fip_json(&c, &c.floating_ips[i]) })),
     )
         .into_response()
 }
@@ -562,14 +620,14 @@ async fn update_fip(
 ) -> Response {
     let mut c = cloud.lock().unwrap();
     let Some(i) = position_owned(&c.floating_ips, &id, &t) else {
-        return neutron_not_found("FloatingIPNotFound", "Floating IP", &id);
+        return fip_not_found(&id);
     };
     if let Some(port) = body["floatingip"].get("port_id") {
         if let Err(fault) = associate(&mut c, i, port.as_str(), &t.project_id) {
             return fault.into_response();
         }
     }
-    Json(json!({ "floatingip": fip_json(&c.floating_ips[i]) })).into_response()
+    Json(json!({ "floatingip": fip_json(&c, &c.floating_ips[i]) })).into_response()
 }
 
 async fn list_fips(
@@ -586,7 +644,7 @@ async fn list_fips(
         .filter(|f| param(&q, "port_id").is_none_or(|p| Some(p) == f.port_id.as_deref()))
         .filter(|f| param(&q, "floating_network_id").is_none_or(|n| n == f.floating_network_id))
         .filter(|f| param(&q, "description").is_none_or(|d| d == f.description))
-        .map(fip_json)
+        .map(|f| fip_json(&c, f))
         .collect();
     Json(json!({ "floatingips": page(items, &q) }))
 }
@@ -598,8 +656,8 @@ async fn show_fip(
 ) -> Response {
     let c = cloud.lock().unwrap();
     match position_owned(&c.floating_ips, &id, &t) {
-        Some(i) => Json(json!({ "floatingip": fip_json(&c.floating_ips[i]) })).into_response(),
-        None => neutron_not_found("FloatingIPNotFound", "Floating IP", &id),
+        Some(i) => Json(json!({ "floatingip": fip_json(&c, &c.floating_ips[i]) })).into_response(),
+        None => fip_not_found(&id),
     }
 }
 
@@ -610,22 +668,56 @@ async fn delete_fip(
 ) -> Response {
     let mut c = cloud.lock().unwrap();
     let Some(i) = position_owned(&c.floating_ips, &id, &t) else {
-        return neutron_not_found("FloatingIPNotFound", "Floating IP", &id);
+        return fip_not_found(&id);
     };
     c.floating_ips.remove(i);
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Limits and what the project uses, for the resources Capstan checks before it creates.
-fn usage(c: &Cloud, project: &str) -> Option<[(&'static str, i64, i64); 2]> {
+/// Limits and what the project uses, per Neutron resource. Ports and floating IPs follow the
+/// scenario's quotas; the rest have Neutron's default limits.
+fn usage(c: &Cloud, project: &str) -> Option<Vec<(&'static str, i64, i64)>> {
     let q = c.project(project)?.quotas;
-    let ports = c.ports.iter().filter(|p| p.project_id == project).count() as i64;
-    let fips = c
-        .floating_ips
-        .iter()
-        .filter(|f| f.project_id == project)
-        .count() as i64;
-    Some([("port", q.ports, ports), ("floatingip", q.floatingip, fips)])
+    let count = |n: usize| n as i64;
+    let mine = |owner: &Option<String>| owner.as_deref() == Some(project);
+    let groups = c.security_groups.iter().filter(|g| g.project_id == project);
+    Some(vec![
+        (
+            "network",
+            100,
+            count(c.networks.iter().filter(|n| mine(&n.project_id)).count()),
+        ),
+        (
+            "subnet",
+            100,
+            count(c.subnets.iter().filter(|s| mine(&s.project_id)).count()),
+        ),
+        ("subnetpool", -1, 0),
+        (
+            "port",
+            q.ports,
+            count(c.ports.iter().filter(|p| p.project_id == project).count()),
+        ),
+        ("router", 10, 0),
+        ("router_route", 30, 0),
+        (
+            "floatingip",
+            q.floatingip,
+            count(
+                c.floating_ips
+                    .iter()
+                    .filter(|f| f.project_id == project)
+                    .count(),
+            ),
+        ),
+        ("rbac_policy", 10, 0),
+        ("security_group", 10, count(groups.clone().count())),
+        (
+            "security_group_rule",
+            100,
+            count(groups.map(|g| g.rules.len()).sum()),
+        ),
+    ])
 }
 
 /// Neutron's quota view: plain limits, or with `details` limit, used and reserved. Another

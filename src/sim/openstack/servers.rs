@@ -108,6 +108,10 @@ pub struct Server {
     pub own_ports: Vec<String>,
     pub volumes: Vec<AttachedVolume>,
     pub instance_name: String,
+    /// Nova's `r-…` reservation of the request that made it.
+    pub reservation_id: String,
+    /// The `user_data` it was created with (base64, as sent).
+    pub user_data: Option<String>,
     pub created: String,
     pub updated: String,
     pub launched_at: Option<String>,
@@ -266,6 +270,44 @@ fn int_field(v: &Value) -> Option<i64> {
 
 const GIB: i64 = 1024 * 1024 * 1024;
 
+/// Nova's schema for server metadata: keys of letters, digits and `-_:. ` (no `/`), at most
+/// 255 characters each, and string values of at most 255. The refusal quotes the metadata
+/// as Python prints a dict.
+fn check_metadata(metadata: &Value) -> Result<(), ApiError> {
+    let Some(m) = metadata.as_object() else {
+        return Ok(());
+    };
+    let repr = || {
+        let pairs: Vec<String> = m
+            .iter()
+            .map(|(k, v)| format!("'{k}': '{}'", v.as_str().unwrap_or_default()))
+            .collect();
+        format!("{{{}}}", pairs.join(", "))
+    };
+    for (k, v) in m {
+        let key_ok = (1..=255).contains(&k.chars().count())
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(bad_request(&format!(
+                "Invalid input for field/attribute metadata. Value: {}. '{k}' does not match any \
+                 of the regexes: '^[a-zA-Z0-9-_:. ]{{1,255}}$'",
+                repr()
+            )));
+        }
+        let problem = match v.as_str() {
+            Some(x) if x.chars().count() <= 255 => continue,
+            Some(x) => format!("'{x}' is too long"),
+            None => format!("{v} is not of type 'string'"),
+        };
+        return Err(bad_request(&format!(
+            "Invalid input for field/attribute metadata. Value: {}. {problem}",
+            repr()
+        )));
+    }
+    Ok(())
+}
+
 impl Cloud {
     /// Real time for `sim_seconds` of simulated time.
     pub fn sim_delay(&self, sim_seconds: f64) -> Duration {
@@ -351,6 +393,16 @@ impl Cloud {
             .fold((0, 0, 0), |(c, r, n), f| {
                 (c + f.vcpus, r + f.ram_mib, n + 1)
             })
+    }
+
+    /// The flavors' disk (GiB) of the servers placed on a hypervisor.
+    pub fn hypervisor_disk(&self, host: &str) -> i64 {
+        self.servers
+            .iter()
+            .filter(|s| s.host == host)
+            .filter_map(|s| self.flavors.iter().find(|f| f.id == s.flavor_id))
+            .map(|f| f.disk_gib)
+            .sum()
     }
 
     /// Instances, cores and RAM (MiB) a project's servers count against its Nova quota (every
@@ -468,6 +520,37 @@ impl Cloud {
             )));
         }
 
+        check_metadata(&req["metadata"])?;
+        // Nova looks the keypair up for the caller's user, and each security group but
+        // `default` in Neutron, within the project (`_validate_and_build_base_options`).
+        if let Some(key) = req["key_name"].as_str()
+            && !self.has_keypair(&caller.user_id, key)
+        {
+            return Err(bad_request("Invalid key_name provided."));
+        }
+        let mut security_groups: Vec<String> = req["security_groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if security_groups.is_empty() {
+            security_groups.push("default".into());
+        }
+        let mut group_ids = Vec::new();
+        for g in &security_groups {
+            match self.security_group_id(&project, g) {
+                Some(id) => group_ids.push(id),
+                None if g == "default" => {}
+                None => {
+                    return Err(bad_request(&format!(
+                        "Unable to find security_group with name or id '{g}'"
+                    )));
+                }
+            }
+        }
         let nics = self.requested_nics(req, &project)?;
         let bdms = self.requested_bdms(req, &project, microversion)?;
         let boots = !image_ref.is_empty() || bdms.iter().any(|b| b.boot_index == Some(0));
@@ -530,10 +613,9 @@ impl Cloud {
         match &host {
             // Nova never reaches a compute host: no ports bound, no volumes created.
             None => {
-                build_fault = Some((
-                    500,
-                    "No valid host was found. There are not enough hosts available.".to_string(),
-                ));
+                // Nova's text, trailing space included (the scheduler's reason is no longer
+                // appended).
+                build_fault = Some((500, "No valid host was found. ".to_string()));
             }
             Some((host_name, az)) => {
                 let new_volumes: Vec<i64> = bdms
@@ -554,6 +636,9 @@ impl Cloud {
                 } else {
                     (bound_ports, own_ports) =
                         self.bind_ports(&nics, &id, caller, host_name, az)?;
+                    for p in self.ports.iter_mut().filter(|p| own_ports.contains(&p.id)) {
+                        p.security_groups = group_ids.clone();
+                    }
                     attached = self.attach_volumes(&bdms, &id, caller, host_name, az);
                 }
             }
@@ -578,17 +663,6 @@ impl Cloud {
                 })
                 .unwrap_or_default()
         };
-        let mut security_groups: Vec<String> = req["security_groups"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| g["name"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if security_groups.is_empty() {
-            security_groups.push("default".into());
-        }
         let server = Server {
             id: id.clone(),
             name: name.to_string(),
@@ -612,6 +686,11 @@ impl Cloud {
             own_ports,
             volumes: attached,
             instance_name: format!("instance-{:08x}", self.instances_created),
+            reservation_id: format!(
+                "r-{}",
+                (0..8).map(|_| self.rng.lowercase()).collect::<String>()
+            ),
+            user_data: req["user_data"].as_str().map(str::to_string),
             created: now.clone(),
             updated: now,
             launched_at: None,
@@ -954,6 +1033,7 @@ impl Cloud {
             binding_host: String::new(),
             description: String::new(),
             tags: Vec::new(),
+            security_groups: Vec::new(),
             created: now_rfc3339(),
         };
         let id = port.id.clone();
@@ -1200,7 +1280,7 @@ impl Cloud {
             "accessIPv4": "", "accessIPv6": "",
             "links": self.server_links(&s.id),
             "OS-DCF:diskConfig": "MANUAL",
-            "progress": if s.status == ServerStatus::Build { 0 } else { 100 },
+
             "OS-EXT-AZ:availability_zone": s.availability_zone,
             "config_drive": if s.config_drive { "True" } else { "" },
             "key_name": s.key_name,
@@ -1213,6 +1293,18 @@ impl Cloud {
             "os-extended-volumes:volumes_attached": volumes,
             "locked": false,
         });
+        // Nova shows progress only in the states that make any.
+        match s.status {
+            ServerStatus::Build => v["progress"] = json!(0),
+            ServerStatus::Active => v["progress"] = json!(100),
+            ServerStatus::Error | ServerStatus::Shutoff => {}
+        }
+        // A server the scheduler never placed has no security groups applied.
+        if s.host.is_empty() && s.status == ServerStatus::Error {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("security_groups");
+            }
+        }
         if microversion >= (2, 19) {
             v["description"] = Value::Null;
         }
@@ -1227,6 +1319,23 @@ impl Cloud {
             v["OS-EXT-SRV-ATTR:host"] = json!(host);
             v["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(host);
             v["OS-EXT-SRV-ATTR:instance_name"] = json!(s.instance_name);
+            if microversion >= (2, 3) {
+                let extended = [
+                    ("hostname", json!(s.name)),
+                    ("reservation_id", json!(s.reservation_id)),
+                    ("launch_index", json!(0)),
+                    ("kernel_id", json!("")),
+                    ("ramdisk_id", json!("")),
+                    (
+                        "root_device_name",
+                        json!((!s.host.is_empty()).then_some("/dev/vda")),
+                    ),
+                    ("user_data", json!(s.user_data)),
+                ];
+                for (k, x) in extended {
+                    v[format!("OS-EXT-SRV-ATTR:{k}")] = x;
+                }
+            }
             if microversion >= (2, 16) {
                 v["host_status"] = json!(if host.is_some() { "UP" } else { "" });
             }
@@ -1432,6 +1541,7 @@ pub(super) fn state_json(s: &Server) -> Value {
         "fault": s.fault.as_ref().map(|f| json!({ "code": f.code, "message": f.message, "created": f.created })),
         "ports": s.ports, "volumes": s.volumes.iter().map(|v| v.id.clone()).collect::<Vec<_>>(),
         "metadata": s.metadata, "tags": s.tags, "flavor_id": s.flavor_id, "image_id": s.image_id,
+        "key_name": s.key_name, "security_groups": s.security_groups,
     })
 }
 
@@ -1500,10 +1610,7 @@ mod tests {
         let fault = s.fault.as_ref().unwrap();
         assert_eq!(
             (fault.code, fault.message.as_str()),
-            (
-                500,
-                "No valid host was found. There are not enough hosts available."
-            )
+            (500, "No valid host was found. ")
         );
 
         let fine = id(c.create_server(&t, &in_az1, (2, 60)).unwrap());
@@ -1529,6 +1636,43 @@ mod tests {
             gone.message(),
             format!("Instance {fine} could not be found.")
         );
+    }
+
+    #[test]
+    fn unknown_keypairs_security_groups_and_slashed_metadata_keys_are_refused_as_nova_does() {
+        let (mut c, t) = demo();
+        let (flavor, image) = (c.flavors[0].id.clone(), c.images[0].id.clone());
+        let req = |extra: Value| {
+            let mut r = json!({ "name": "w", "flavorRef": flavor, "imageRef": image,
+                                "networks": "none" });
+            for (k, v) in extra.as_object().unwrap() {
+                r[k] = v.clone();
+            }
+            r
+        };
+        let refused = |c: &mut Cloud, r: Value| c.create_server(&t, &r, (2, 60)).unwrap_err();
+        let e = refused(&mut c, req(json!({"key_name": "nope"})));
+        assert_eq!(
+            (e.status, e.message()),
+            (StatusCode::BAD_REQUEST, "Invalid key_name provided.".into())
+        );
+        let e = refused(&mut c, req(json!({"security_groups": [{"name": "web"}]})));
+        assert_eq!(
+            e.message(),
+            "Unable to find security_group with name or id 'web'"
+        );
+        let e = refused(&mut c, req(json!({"metadata": {"capstan.io/job": "j"}})));
+        assert_eq!(
+            e.message(),
+            "Invalid input for field/attribute metadata. Value: {'capstan.io/job': 'j'}. \
+             'capstan.io/job' does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{1,255}$'"
+        );
+        let fine = req(
+            json!({"key_name": "demo-key", "security_groups": [{"name": "default"}],
+                               "metadata": {"capstan.io:job": "j"}}),
+        );
+        c.create_server(&t, &fine, (2, 60)).unwrap();
+        assert_eq!(c.servers[0].key_name.as_deref(), Some("demo-key"));
     }
 
     #[test]

@@ -29,13 +29,29 @@ pub fn router() -> Router<Shared> {
         .nest("/v3/{project_in_path}", v3)
 }
 
-pub(super) async fn versions(State(cloud): State<Shared>) -> Json<Value> {
+/// Cinder lists its versions at its root with 300 Multiple Choices.
+pub(super) async fn versions(State(cloud): State<Shared>) -> Response {
+    let mut resp = versions_v3(State(cloud)).await.into_response();
+    *resp.status_mut() = StatusCode::MULTIPLE_CHOICES;
+    resp
+}
+
+/// The same list under `/v3`, with 200, for clients that discover at the catalog URL (real
+/// Cinder wants a token there).
+pub(super) async fn versions_v3(State(cloud): State<Shared>) -> Json<Value> {
     let base = cloud.lock().unwrap().base.clone();
-    Json(json!({ "versions": [version_doc(&base, "v3.0", "/volume/v3/", Some(("3.0", "3.71")))] }))
+    let v = version_doc(&base, "v3.0", "/volume/v3/", Some(("3.0", "3.71")));
+    let mut v = super::with_media_type(v, "application/vnd.openstack.volume+json;version=3", true);
+    // Cinder lists the documentation link before the self link.
+    if let Some(links) = v["links"].as_array_mut() {
+        links.reverse();
+    }
+    Json(json!({ "versions": [v] }))
 }
 
 fn type_json(t: &VolumeType) -> Value {
-    json!({ "id": t.id, "name": t.name, "is_public": true, "extra_specs": {}, "description": null,
+    let description = (t.name == super::DEFAULT_VOLUME_TYPE).then_some("Default Volume Type");
+    json!({ "id": t.id, "name": t.name, "is_public": true, "extra_specs": {}, "description": description,
             "os-volume-type-access:is_public": true, "qos_specs_id": null })
 }
 
@@ -54,7 +70,34 @@ async fn volume_type(State(cloud): State<Shared>, Path(id): Path<String>) -> Res
 }
 
 /// The detailed form, everywhere: the `openstack` crate parses even `?name=` results in full.
-pub(super) fn volume_json(v: &Volume) -> Value {
+/// The host and migration attributes are admin-only (Cinder's `volume_host_attribute` and
+/// `volume_mig_status_attribute` policies); `volume_image_metadata` is there only for a
+/// volume made from an image.
+pub(super) fn volume_json(v: &Volume, admin: bool) -> Value {
+    let mut out = created_json(v);
+    out["status"] = json!(if v.attachments.is_empty() {
+        "available"
+    } else {
+        "in-use"
+    });
+    out["os-vol-tenant-attr:tenant_id"] = json!(v.project_id);
+    if let Some(i) = &v.image_id {
+        out["volume_image_metadata"] = json!({ "image_id": i });
+    }
+    if admin {
+        out["os-vol-host-attr:host"] = json!(format!(
+            "sim-cinder@{}#{}",
+            v.availability_zone, v.volume_type
+        ));
+        out["os-vol-mig-status-attr:migstat"] = Value::Null;
+        out["os-vol-mig-status-attr:name_id"] = Value::Null;
+    }
+    out
+}
+
+/// A volume as `POST /volumes` answers it: still `creating`, without the attributes that
+/// only a show adds.
+fn created_json(v: &Volume) -> Value {
     let attachments: Vec<Value> = v
         .attachments
         .iter()
@@ -65,18 +108,12 @@ pub(super) fn volume_json(v: &Volume) -> Value {
             })
         })
         .collect();
-    let status = if v.attachments.is_empty() {
-        "available"
-    } else {
-        "in-use"
-    };
     json!({
-        "id": v.id, "name": v.name, "size": v.size_gib, "status": status, "volume_type": v.volume_type,
+        "id": v.id, "name": v.name, "size": v.size_gib, "status": "creating", "volume_type": v.volume_type,
         "availability_zone": v.availability_zone, "bootable": if v.image_id.is_some() { "true" } else { "false" },
         "encrypted": false, "multiattach": false, "metadata": {}, "attachments": attachments, "links": [],
-        "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id, "description": v.description,
+        "user_id": v.user_id, "description": v.description, "consistencygroup_id": null,
         "snapshot_id": null, "source_volid": null, "replication_status": null, "migration_status": null,
-        "volume_image_metadata": v.image_id.as_ref().map(|i| json!({ "image_id": i })),
         "created_at": cinder_time(&v.created), "updated_at": cinder_time(&v.created),
     })
 }
@@ -102,15 +139,11 @@ fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "badRequest", message)
 }
 
-/// The name of the volume type `wanted` names (an ID or a name; the first type when `None`),
+/// The name of the volume type `wanted` names (an ID or a name; `__DEFAULT__` when `None`),
 /// or Cinder's 404 message, worded by how the type was named.
 pub(super) fn volume_type_name(c: &Cloud, wanted: Option<&str>) -> Result<String, String> {
     let Some(wanted) = wanted else {
-        return Ok(c
-            .volume_types
-            .first()
-            .map(|t| t.name.clone())
-            .unwrap_or_default());
+        return Ok(super::DEFAULT_VOLUME_TYPE.to_string());
     };
     match c
         .volume_types
@@ -177,6 +210,23 @@ async fn create(
     if c.project(&t.project_id).is_none() {
         return not_found("Project", &t.project_id);
     }
+    // From an image: Cinder checks it and its min_disk before the quota.
+    if let Some(image) = req["imageRef"].as_str() {
+        let Some(min_disk) = c
+            .images
+            .iter()
+            .find(|i| i.id == image)
+            .map(|i| i.min_disk_gib)
+        else {
+            return bad_request("Invalid image identifier or unable to access requested image.");
+        };
+        if size < min_disk {
+            return bad_request(&format!(
+                "Invalid input received: Volume size {size}GB cannot be smaller than the \
+                 image minDisk size {min_disk}GB."
+            ));
+        }
+    }
     if let Some(message) = quota_refusal(&c, &t.project_id, size) {
         return over_limit(message);
     }
@@ -193,7 +243,7 @@ async fn create(
         attachments: Vec::new(),
         created: now_rfc3339(),
     };
-    let view = volume_json(&volume);
+    let view = created_json(&volume);
     c.volumes.push(volume);
     (StatusCode::ACCEPTED, Json(json!({ "volume": view }))).into_response()
 }
@@ -220,7 +270,7 @@ async fn volumes(
             }
         })
         .filter(|v| param(&q, "name").is_none_or(|n| n == v.name))
-        .map(volume_json)
+        .map(|v| volume_json(v, t.is_admin()))
         .collect();
     Json(json!({ "volumes": page(items, &q) }))
 }
@@ -232,7 +282,9 @@ async fn show(
 ) -> Response {
     let c = cloud.lock().unwrap();
     match position_owned(&c.volumes, &id, &t) {
-        Some(i) => Json(json!({ "volume": volume_json(&c.volumes[i]) })).into_response(),
+        Some(i) => {
+            Json(json!({ "volume": volume_json(&c.volumes[i], t.is_admin()) })).into_response()
+        }
         None => not_found("Volume", &id),
     }
 }
@@ -286,19 +338,33 @@ async fn quota_set(
     let with_usage = param(&q, "usage") == Some("true");
     let entry = |limit: i64, used: i64| {
         if with_usage {
-            json!({ "limit": limit, "in_use": used, "reserved": 0, "allocated": 0 })
+            json!({ "limit": limit, "in_use": used, "reserved": 0 })
         } else {
             json!(limit)
         }
     };
-    Json(json!({ "quota_set": {
+    let mut set = json!({
         "id": project,
         "volumes": entry(p.quotas.volumes, count),
         "gigabytes": entry(p.quotas.gigabytes, gigabytes),
         "snapshots": entry(10, 0),
         "per_volume_gigabytes": entry(-1, 0),
-    }}))
-    .into_response()
+        "backups": entry(10, 0),
+        "backup_gigabytes": entry(1000, 0),
+        "groups": entry(10, 0),
+    });
+    // Cinder adds unlimited per-type quotas for every type.
+    for t in &c.volume_types {
+        let typed = c
+            .volumes
+            .iter()
+            .filter(|v| v.project_id == project && v.volume_type == t.name);
+        let (n, gb) = typed.fold((0, 0), |(n, gb), v| (n + 1, gb + v.size_gib));
+        set[format!("volumes_{}", t.name)] = entry(-1, n);
+        set[format!("gigabytes_{}", t.name)] = entry(-1, gb);
+        set[format!("snapshots_{}", t.name)] = entry(-1, 0);
+    }
+    Json(json!({ "quota_set": set })).into_response()
 }
 
 /// The caller's project's absolute limits and usage (`openstack limits show --absolute`).
