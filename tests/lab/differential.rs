@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 
-use super::{Lab, TURN, lab_dir};
+use super::{TURN, World, lab_dir};
 
 /// A `capstan sim` process, killed when dropped.
 struct Sim {
@@ -194,7 +194,7 @@ async fn end_fault(console: &str, id: &str) {
 async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
     let Some(dir) = lab_dir() else { return };
     let _turn = TURN.lock().await;
-    let lab = Lab::start(dir);
+    let lab = World::lab(dir).await;
     let real = Cloud {
         kube: lab.kube().await,
         console: lab.sim_url.clone(),
