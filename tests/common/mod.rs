@@ -217,16 +217,6 @@ impl World {
         }
     }
 
-    /// A Machine's NodeHealthy once its Node's kubelet stopped posting (Node Ready and the
-    /// pressure conditions Unknown). Real CAPI v1.12 says Unknown (NodeConditionsFailed);
-    /// the simulator's CAPI says False, as it reads Ready alone.
-    pub fn not_ready_health(&self) -> &'static str {
-        match self.cloud {
-            Cloud::Sim => "False",
-            Cloud::Lab => "Unknown",
-        }
-    }
-
     /// Worker `i` of a scenario: on the simulator `demo-w-NN` pinned to a host by `i`, with a
     /// fixed IP `10.6.0.(20+i)`; on the lab the same under this World's prefix, with a free
     /// address.

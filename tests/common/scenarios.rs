@@ -430,7 +430,8 @@ pub async fn repair_not_ready(w: &mut World, kills: usize) {
     let fault = w
         .fault(json!({"kind": "node_not_ready", "node": name}))
         .await;
-    node_healthy(w, &name, w.not_ready_health()).await;
+    // Its kubelet stopped posting: upstream's NodeHealthy (v1beta1) is Unknown, not False.
+    node_healthy(w, &name, "Unknown").await;
     let (status, job) = w
         .submit(
             &json!({"kind": "repair", "cluster": "default/demo", "nodes": [name],

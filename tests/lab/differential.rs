@@ -269,4 +269,31 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
         seen[1], seen[0],
         "a healthy worker: simulator (left) vs real CAPI/CAPO (right)"
     );
+
+    // Its kubelet stops posting: the Machine's NodeHealthy as each CAPI reads the Node.
+    let mut seen = Vec::new();
+    for c in [&real, &simulated] {
+        let id = fault(
+            &c.console,
+            json!({"kind": "node_not_ready", "node": "diff-ok-1"}),
+        )
+        .await;
+        let machines = api(&c.kube, "cluster.x-k8s.io", "v1beta1", "Machine");
+        let mut healthy = Value::Null;
+        until("the Machine not NodeHealthy", async || {
+            let m = machines.get_opt("diff-ok-1").await.ok().flatten();
+            healthy = m
+                .map(|m| condition(&serde_json::to_value(m).unwrap(), "NodeHealthy"))
+                .unwrap_or(Value::Null);
+            healthy.is_object() && healthy["status"] != "True"
+        })
+        .await;
+        end_fault(&c.console, &id).await;
+        seen.push(healthy);
+    }
+    assert_eq!(
+        seen[1], seen[0],
+        "a NotReady worker: simulator (left) vs real CAPI (right)"
+    );
+    assert_eq!(seen[0]["status"], "Unknown", "{}", seen[0]);
 }

@@ -27,7 +27,7 @@ async fn a_node_capstan_did_not_make_is_read_back_and_replaced() {
     let before = node_view(&w, &name).await;
     w.fault(json!({"kind": "node_not_ready", "node": name}))
         .await;
-    node_healthy(&w, &name, "False").await;
+    node_healthy(&w, &name, "Unknown").await;
     let (status, job) = w
         .submit(
             &json!({"kind": "repair", "cluster": "default/demo", "nodes": [name],
@@ -89,7 +89,7 @@ async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }
     for n in &names[..3] {
-        node_healthy(&w, n, "False").await;
+        node_healthy(&w, n, "Unknown").await;
     }
     let before: Vec<String> = names.clone();
     let (status, body) = w
@@ -130,7 +130,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
     let fault = w
         .fault(json!({"kind": "node_not_ready", "node": "demo-w-05"}))
         .await;
-    node_healthy(&w, "demo-w-05", "False").await;
+    node_healthy(&w, "demo-w-05", "Unknown").await;
     let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
                        "params": {"unhealthy_after": "1s"}});
     let id = w.submit_ok(&sweep).await;
@@ -183,7 +183,7 @@ async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }
     for n in &names[..3] {
-        node_healthy(&w, n, "False").await;
+        node_healthy(&w, n, "Unknown").await;
     }
     let (_, job) = w
         .submit(
