@@ -158,6 +158,13 @@ impl World {
             .map(|i| format!("10.6.0.{i}"))
             .filter(|ip| !used.contains(ip))
             .collect();
+        // The lab keeps every earlier test's nodes: room for them in all that the
+        // scenarios do not set themselves (they set `instances`).
+        w.quota(
+            json!({"cores": 100_000, "ram_mib": 100_000_000, "volumes": 10_000,
+                       "gigabytes": 1_000_000, "ports": 10_000, "floatingip": 10_000}),
+        )
+        .await;
         w.start_serve();
         w
     }
@@ -403,7 +410,7 @@ impl World {
         self.capi("MachineSet").await
     }
 
-    /// The demo MachineSet's Machines (not being deleted), sorted by name.
+    /// The demo MachineSet's Machines (those being deleted too), sorted by name.
     pub async fn set_machines(&self) -> Vec<DynamicObject> {
         let mut out: Vec<DynamicObject> = self
             .machines()
@@ -411,10 +418,7 @@ impl World {
             .list(&kube::api::ListParams::default().labels("cluster.x-k8s.io/set-name=demo-md-0"))
             .await
             .unwrap()
-            .items
-            .into_iter()
-            .filter(|m| m.metadata.deletion_timestamp.is_none())
-            .collect();
+            .items;
         out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         out
     }

@@ -200,6 +200,28 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
         console: lab.sim_url.clone(),
         cloud_name: "capstan-sim",
     };
+    // The lab keeps what an earlier run made: that run's workers go first.
+    let machines = api(&real.kube, "cluster.x-k8s.io", "v1beta1", "Machine");
+    let osms = api(
+        &real.kube,
+        "infrastructure.cluster.x-k8s.io",
+        "v1beta1",
+        "OpenStackMachine",
+    );
+    for name in ["diff-err-1", "diff-ok-1"] {
+        let _ = machines.delete(name, &Default::default()).await;
+    }
+    until("an earlier run's workers gone", async || {
+        for name in ["diff-err-1", "diff-ok-1"] {
+            if machines.get_opt(name).await.unwrap().is_some()
+                || osms.get_opt(name).await.unwrap().is_some()
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     let sim = start_sim();
     let simulated = Cloud {
         kube: client(&sim.dir.path().join("kubeconfig")).await,
