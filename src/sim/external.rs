@@ -4,16 +4,20 @@
 //! here — the kubelet of each booted server: a server ACTIVE for the join delay gets a Node
 //! registered in the workload cluster (the external apiserver), with `spec.providerID` as
 //! CAPO writes it (`openstack:///<id>`), kubelet's labels and a Ready condition; a Node
-//! whose server is gone is removed, as the cloud controller manager would.
+//! whose server is gone is removed, as the cloud controller manager would. A Node under the
+//! `node_not_ready` fault is left as the node lifecycle controller leaves one whose kubelet
+//! stopped posting (the lab runs no such controller): its four conditions Unknown.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use super::controllers::Controllers;
 use super::openstack::Shared;
 
 /// Marks the Nodes this loop registered (and may remove).
@@ -65,6 +69,7 @@ fn booted(cloud: &Shared) -> Vec<Booted> {
 pub async fn kubelets(
     kubeconfig: &Path,
     cloud: Shared,
+    faults: Arc<Controllers>,
     join_after: Duration,
 ) -> anyhow::Result<()> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
@@ -75,6 +80,9 @@ pub async fn kubelets(
     loop {
         if let Err(e) = pass(&nodes, &cloud, join_after).await {
             tracing::warn!(error = %e, "registering Nodes in the external apiserver");
+        }
+        if let Err(e) = not_ready(&nodes, &faults).await {
+            tracing::warn!(error = %e, "posting Node conditions in the external apiserver");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -111,24 +119,12 @@ async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut addresses = vec![json!({"type": "Hostname", "address": s.name})];
         if let Some(a) = &s.address {
             addresses.push(json!({"type": "InternalIP", "address": a}));
         }
-        // All four of kubelet's conditions: CAPI's NodeHealthy wants the pressure ones
-        // False as well as Ready True (the lab found Machines never Ready without them).
-        let condition = |kind: &str, status: &str, reason: &str, message: &str| {
-            json!({"type": kind, "status": status, "reason": reason, "message": message,
-                   "lastHeartbeatTime": now, "lastTransitionTime": now})
-        };
         let status = json!({"status": {
-            "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-            ],
+            "conditions": posted(),
             "addresses": addresses,
             "nodeInfo": {"kubeletVersion": "v1.30.4", "kubeProxyVersion": "v1.30.4",
                 "operatingSystem": "linux", "architecture": "amd64",
@@ -143,6 +139,99 @@ async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow
     let alive: BTreeSet<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     for gone in have.iter().filter(|n| !alive.contains(n.as_str())) {
         let _ = nodes.delete(gone, &DeleteParams::default()).await;
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// All four of kubelet's conditions as a healthy kubelet posts them: CAPI's NodeHealthy wants
+/// the pressure ones False as well as Ready True (the lab found Machines never Ready without
+/// them).
+fn posted() -> serde_json::Value {
+    let now = now();
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        condition(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        condition(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        condition(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+/// The `node_not_ready` fault: a faulted Node's conditions go Unknown as the node lifecycle
+/// controller sets them once a kubelet stops posting (reason `NodeStatusUnknown`, the last
+/// heartbeat kept); when the fault ends the kubelet posts again. (Real CAPI v1.12 then reads
+/// the Machine's NodeHealthy as Unknown: Ready alone Unknown would still count as healthy.)
+async fn not_ready(nodes: &Api<Node>, faults: &Controllers) -> anyhow::Result<()> {
+    let now_sim = faults.clock.now();
+    let down: BTreeSet<String> = faults
+        .faults
+        .lock()
+        .unwrap()
+        .nodes_not_ready
+        .iter()
+        .filter(|(_, at)| now_sim >= *at)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let registered = nodes
+        .list(&kube::api::ListParams::default().labels(REGISTERED_BY))
+        .await?
+        .items;
+    for node in registered {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+        let ready = conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let conditions = match (ready, down.contains(&name)) {
+            (true, true) => {
+                let now = now();
+                let unknown: Vec<serde_json::Value> = conditions
+                    .iter()
+                    .map(|c| {
+                        json!({"type": c.type_, "status": "Unknown", "reason": "NodeStatusUnknown",
+                               "message": "Kubelet stopped posting node status.",
+                               "lastHeartbeatTime": c.last_heartbeat_time, "lastTransitionTime": now})
+                    })
+                    .collect();
+                json!(unknown)
+            }
+            (false, false) if !conditions.is_empty() => posted(),
+            _ => continue,
+        };
+        nodes
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": conditions}})),
+            )
+            .await?;
     }
     Ok(())
 }

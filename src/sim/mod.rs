@@ -154,11 +154,13 @@ impl Sim {
         }
         let controller_task = match &opts.external_kube {
             Some(kubeconfig) => {
-                let (kubeconfig, cloud) = (kubeconfig.clone(), cloud.clone());
+                let (kubeconfig, cloud, faults) =
+                    (kubeconfig.clone(), cloud.clone(), controllers.clone());
                 let join_after =
                     std::time::Duration::from_secs_f64(NODE_JOIN_SECONDS / opts.time_scale);
                 tokio::spawn(async move {
-                    if let Err(e) = external::kubelets(&kubeconfig, cloud, join_after).await {
+                    if let Err(e) = external::kubelets(&kubeconfig, cloud, faults, join_after).await
+                    {
                         tracing::error!(error = %e, "the external kubelets stopped");
                     }
                 })

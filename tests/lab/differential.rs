@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 
-use super::{Lab, TURN, lab_dir};
+use super::{TURN, World, lab_dir};
 
 /// A `capstan sim` process, killed when dropped.
 struct Sim {
@@ -194,12 +194,34 @@ async fn end_fault(console: &str, id: &str) {
 async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
     let Some(dir) = lab_dir() else { return };
     let _turn = TURN.lock().await;
-    let lab = Lab::start(dir);
+    let lab = World::lab(dir).await;
     let real = Cloud {
         kube: lab.kube().await,
         console: lab.sim_url.clone(),
         cloud_name: "capstan-sim",
     };
+    // The lab keeps what an earlier run made: that run's workers go first.
+    let machines = api(&real.kube, "cluster.x-k8s.io", "v1beta1", "Machine");
+    let osms = api(
+        &real.kube,
+        "infrastructure.cluster.x-k8s.io",
+        "v1beta1",
+        "OpenStackMachine",
+    );
+    for name in ["diff-err-1", "diff-ok-1"] {
+        let _ = machines.delete(name, &Default::default()).await;
+    }
+    until("an earlier run's workers gone", async || {
+        for name in ["diff-err-1", "diff-ok-1"] {
+            if machines.get_opt(name).await.unwrap().is_some()
+                || osms.get_opt(name).await.unwrap().is_some()
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     let sim = start_sim();
     let simulated = Cloud {
         kube: client(&sim.dir.path().join("kubeconfig")).await,
@@ -269,4 +291,31 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
         seen[1], seen[0],
         "a healthy worker: simulator (left) vs real CAPI/CAPO (right)"
     );
+
+    // Its kubelet stops posting: the Machine's NodeHealthy as each CAPI reads the Node.
+    let mut seen = Vec::new();
+    for c in [&real, &simulated] {
+        let id = fault(
+            &c.console,
+            json!({"kind": "node_not_ready", "node": "diff-ok-1"}),
+        )
+        .await;
+        let machines = api(&c.kube, "cluster.x-k8s.io", "v1beta1", "Machine");
+        let mut healthy = Value::Null;
+        until("the Machine not NodeHealthy", async || {
+            let m = machines.get_opt("diff-ok-1").await.ok().flatten();
+            healthy = m
+                .map(|m| condition(&serde_json::to_value(m).unwrap(), "NodeHealthy"))
+                .unwrap_or(Value::Null);
+            healthy.is_object() && healthy["status"] != "True"
+        })
+        .await;
+        end_fault(&c.console, &id).await;
+        seen.push(healthy);
+    }
+    assert_eq!(
+        seen[1], seen[0],
+        "a NotReady worker: simulator (left) vs real CAPI (right)"
+    );
+    assert_eq!(seen[0]["status"], "Unknown", "{}", seen[0]);
 }

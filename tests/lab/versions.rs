@@ -7,7 +7,20 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Lab, TURN, lab_dir, node, phase, request};
+use super::common::{World, request};
+use super::{TURN, lab_dir};
+
+/// The Machine's phase, as `kubectl get machine` shows it.
+async fn phase(w: &World, name: &str) -> Option<String> {
+    let m = w.capi("Machine").await.get_opt(name).await.unwrap()?;
+    m.data["status"]["phase"].as_str().map(str::to_string)
+}
+
+/// A plain worker of this World (its own name and a free fixed IP), in `az`.
+fn worker(w: &World, i: usize, az: &str) -> Value {
+    let n = w.node(i);
+    json!({"name": n["name"], "ip": n["ip"], "availability_zone": az})
+}
 
 /// The managedFields entries of an object written by Capstan's field manager.
 fn capstans_writes(o: &kube::api::DynamicObject) -> Vec<(String, String)> {
@@ -29,14 +42,16 @@ fn capstans_writes(o: &kube::api::DynamicObject) -> Vec<(String, String)> {
 async fn capstan_writes_its_machines_as_v1beta2_where_real_capi_serves_it() {
     let Some(dir) = lab_dir() else { return };
     let _turn = TURN.lock().await;
-    let lab = Lab::start(dir);
-    let (s, job) = lab.submit(&request(vec![node("lab-v2-1", "az1")])).await;
+    let lab = World::lab(dir).await;
+    let w1 = worker(&lab, 0, "az1");
+    let name = w1["name"].as_str().unwrap().to_string();
+    let (s, job) = lab.submit(&request(vec![w1])).await;
     assert_eq!(s, 202, "{job}");
     let done = lab.finished(job["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
-    // What `kubectl get machine lab-v2-1 -o yaml --show-managed-fields` shows: Capstan
+    // What `kubectl get machine <name> -o yaml --show-managed-fields` shows: Capstan
     // created the Machine through v1beta2, and its OpenStackMachine through CAPO's v1beta1.
-    let m = lab.capi("Machine").await.get("lab-v2-1").await.unwrap();
+    let m = lab.capi("Machine").await.get(&name).await.unwrap();
     let writes = capstans_writes(&m);
     assert!(!writes.is_empty(), "{:#?}", m.metadata.managed_fields);
     assert!(
@@ -46,7 +61,7 @@ async fn capstan_writes_its_machines_as_v1beta2_where_real_capi_serves_it() {
     assert_eq!(
         m.data["spec"]["infrastructureRef"],
         json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "OpenStackMachine",
-               "name": "lab-v2-1"})
+               "name": name})
     );
     let osm = kube::Api::<kube::api::DynamicObject>::namespaced_with(
         lab.kube().await,
@@ -57,7 +72,7 @@ async fn capstan_writes_its_machines_as_v1beta2_where_real_capi_serves_it() {
             "OpenStackMachine",
         )),
     )
-    .get("lab-v2-1")
+    .get(&name)
     .await
     .unwrap();
     assert!(
@@ -73,19 +88,19 @@ async fn capstan_writes_its_machines_as_v1beta2_where_real_capi_serves_it() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|n| n["machine"] == "lab-v2-1")
+        .find(|n| n["machine"] == name.as_str())
         .cloned()
         .unwrap_or_else(|| panic!("{nodes:#}"));
     assert_eq!(seen["phase"], "Running", "{seen}");
-    assert_eq!(seen["node"], "lab-v2-1", "{seen}");
+    assert_eq!(seen["node"], name.as_str(), "{seen}");
     assert_eq!(seen["healthy"]["status"], "True", "{seen}");
     assert_eq!(seen["job"], job["id"], "{seen}");
 }
 
 /// Deletes a server through Nova with the demo project's credentials (lab/demo's
 /// clouds.yaml), as an operator's `openstack server delete` would.
-async fn delete_server_behind_capos_back(lab: &Lab, id: &str) {
-    let text = std::fs::read_to_string(lab.dir.join("clouds.yaml")).unwrap();
+async fn delete_server_behind_capos_back(lab: &World, dir: &std::path::Path, id: &str) {
+    let text = std::fs::read_to_string(dir.join("clouds.yaml")).unwrap();
     let clouds: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let auth = &clouds["clouds"]["capstan-sim"]["auth"];
     let s = |k: &str| auth[k].as_str().unwrap().to_string();
@@ -136,13 +151,15 @@ async fn delete_server_behind_capos_back(lab: &Lab, id: &str) {
 async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repaired() {
     let Some(dir) = lab_dir() else { return };
     let _turn = TURN.lock().await;
-    let lab = Lab::start(dir);
-    let (s, job) = lab.submit(&request(vec![node("lab-v2-f", "az2")])).await;
+    let lab = World::lab(dir.clone()).await;
+    let wf = worker(&lab, 0, "az2");
+    let name = wf["name"].as_str().unwrap().to_string();
+    let (s, job) = lab.submit(&request(vec![wf])).await;
     assert_eq!(s, 202, "{job}");
     let done = lab.finished(job["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     let machines = lab.capi("Machine").await;
-    let before = machines.get("lab-v2-f").await.unwrap();
+    let before = machines.get(&name).await.unwrap();
     let server = before.data["spec"]["providerID"]
         .as_str()
         .and_then(|p| p.rsplit('/').next())
@@ -151,7 +168,7 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
     // The server goes behind CAPO's back: CAPO v0.14 fails the OpenStackMachine ("The server
     // was unexpectedly deleted") and CAPI copies that to the Machine — in v1beta2 under
     // status.deprecated.v1beta1, where v1beta1's status.failureMessage no longer is.
-    delete_server_behind_capos_back(&lab, &server).await;
+    delete_server_behind_capos_back(&lab, &dir, &server).await;
     let mut failed = Value::Null;
     for _ in 0..600 {
         let nodes = lab.get("/v1/clusters/default/demo/nodes").await.unwrap();
@@ -159,7 +176,7 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
             .as_array()
             .unwrap()
             .iter()
-            .find(|n| n["machine"] == "lab-v2-f" && n["failure_message"].is_string())
+            .find(|n| n["machine"] == name.as_str() && n["failure_message"].is_string())
         {
             failed = n.clone();
             break;
@@ -173,7 +190,7 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
         message.ends_with("The server was unexpectedly deleted"),
         "{message}"
     );
-    let m = machines.get("lab-v2-f").await.unwrap();
+    let m = machines.get(&name).await.unwrap();
     assert_eq!(
         m.data["status"]["deprecated"]["v1beta1"]["failureMessage"],
         message
@@ -181,7 +198,7 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
     assert!(m.data["status"]["failureMessage"].is_null(), "{:#}", m.data);
     // A repair reads the same failure as its reason, and replaces the node.
     let (s, job) = lab
-        .submit(&json!({"kind": "repair", "cluster": "default/demo", "nodes": ["lab-v2-f"]}))
+        .submit(&json!({"kind": "repair", "cluster": "default/demo", "nodes": [name]}))
         .await;
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
@@ -201,8 +218,8 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
     );
     let done = lab.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
-    assert_eq!(phase(&lab, "lab-v2-f").await.as_deref(), Some("Running"));
-    let after = machines.get("lab-v2-f").await.unwrap();
+    assert_eq!(phase(&lab, &name).await.as_deref(), Some("Running"));
+    let after = machines.get(&name).await.unwrap();
     assert_ne!(after.metadata.uid, before.metadata.uid, "a new Machine");
     assert_ne!(
         after.data["spec"]["providerID"], before.data["spec"]["providerID"],

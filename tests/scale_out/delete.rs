@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{World, by_name, node, request};
+use super::{World, by_name, node, request, scenarios};
 
 async fn machine_names(w: &World) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = w
@@ -33,72 +33,12 @@ async fn machine_names(w: &World) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_two_named_workers_of_a_set_takes_exactly_those_through_conflicts() {
-    set_delete(0).await;
+    scenarios::named_set_delete(&mut World::start(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_the_engine_during_a_set_delete_changes_nothing_of_the_outcome() {
-    set_delete(3).await;
-}
-
-async fn set_delete(kills: usize) {
-    let mut w = World::start();
-    w.scale_demo_set(5).await;
-    let sets = w.machine_sets().await;
-    // The two newest: the set's policy (Oldest) would never pick them.
-    let mut all = machine_names(&w).await;
-    all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-    let named: Vec<String> = all[..2].iter().map(|m| m.0.clone()).collect();
-    // Two writes to MachineSets answer 409 first: the guarded scale-down must read again.
-    w.fault(json!({"kind": "kube_error", "code": 409, "verbs": ["patch"], "resources": ["machinesets"], "count": 2}))
-        .await;
-    let id = w
-        .submit_ok(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": named}))
-        .await;
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..500))).await;
-        w.kill_serve();
-        w.start_serve();
-    }
-    let done = w.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let left = machine_names(&w).await;
-    let left_names: Vec<&String> = left.iter().map(|m| &m.0).collect();
-    for n in &named {
-        assert!(!left_names.contains(&n), "{n} still there: {left_names:?}");
-    }
-    // The rest keep their UIDs; no replacement appears.
-    let kept: Vec<(String, String)> = all[2..]
-        .iter()
-        .map(|m| (m.0.clone(), m.1.clone()))
-        .collect();
-    let mut now: Vec<(String, String)> = left.iter().map(|m| (m.0.clone(), m.1.clone())).collect();
-    now.sort();
-    let mut kept_sorted = kept.clone();
-    kept_sorted.sort();
-    assert_eq!(now, kept_sorted);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(machine_names(&w).await.len(), 3, "no replacement");
-    let set = sets.get("demo-md-0").await.unwrap();
-    assert_eq!(set.data["spec"]["replicas"], 3);
-    let events = w.events(&id).await;
-    assert!(
-        events.iter().any(|e| e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("deletion order Oldest"))),
-        "the set's policy is stated"
-    );
-    assert!(
-        events.iter().any(|e| e["kind"] == "retry"
-            || e["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("changed while lowering"))),
-        "the conflict was met and retried: {events:#?}"
-    );
-    let s = w.state().await;
-    for n in &named {
-        assert!(by_name(&s["servers"], n).is_empty(), "{n}'s server is gone");
-    }
+    scenarios::named_set_delete(&mut World::start(), 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,135 +5,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{World, by_name, node, request};
-
-/// What a user checks of a node after a repair: its server, address, floating IP, volumes.
-async fn node_view(w: &World, name: &str) -> (String, Value, Value, Vec<(String, i64, String)>) {
-    let s = w.state().await;
-    let server = by_name(&s["servers"], name)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let port = by_name(&s["ports"], &format!("{name}-0"))[0].clone();
-    let ip = port["fixed_ips"][0]["ip_address"].clone();
-    let fip = s["floating_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["port_id"] == port["id"])
-        .map(|f| f["floating_ip_address"].clone())
-        .unwrap_or(Value::Null);
-    let mut volumes: Vec<(String, i64, String)> = s["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["name"].as_str().unwrap().starts_with(&format!("{name}-")))
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_string(),
-                v["size"].as_i64().unwrap(),
-                v["volume_type"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    volumes.sort();
-    (server, ip, fip, volumes)
-}
-
-async fn node_healthy(w: &World, name: &str, want: &str) {
-    for _ in 0..600 {
-        let m = w.machines().await.get(name).await.unwrap();
-        let healthy = m.data["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "NodeHealthy")
-            .map(|c| c["status"].clone());
-        if healthy == Some(json!(want)) {
-            // Past the tests' `unhealthy_after` of 1s (transition times have seconds).
-            tokio::time::sleep(Duration::from_millis(2100)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} never NodeHealthy={want}");
-}
+use super::scenarios::{node_healthy, node_view};
+use super::{World, by_name, node, request, scenarios};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_ready_node_is_replaced_with_the_same_spec_and_a_healthy_one_left_alone() {
-    replace_not_ready(0).await;
+    scenarios::repair_not_ready(&mut World::start(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_the_engine_during_a_repair_changes_nothing_of_the_outcome() {
-    replace_not_ready(3).await;
-}
-
-async fn replace_not_ready(kills: usize) {
-    let mut w = World::start();
-    let id = w.submit_ok(&request(vec![node(7)])).await;
-    assert_eq!(w.finished(&id).await["state"], "succeeded");
-    let before = node_view(&w, "demo-w-07").await;
-    assert!(before.2.is_string(), "it has a floating IP");
-
-    let fault = w
-        .fault(json!({"kind": "node_not_ready", "node": "demo-w-07"}))
-        .await;
-    node_healthy(&w, "demo-w-07", "False").await;
-    let (status, job) = w
-        .submit(
-            &json!({"kind": "repair", "cluster": "default/demo", "nodes": ["demo-w-07"],
-                        "unhealthy_after": "1s"}),
-        )
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    // The kubelet of the new server is fine: the fault was the old one's.
-    w.until_event(&id, "the old Machine deleted", |e| {
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("standalone: deleted"))
-    })
-    .await;
-    w.end_fault(&fault).await;
-    for _ in 0..kills {
-        tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(0..500))).await;
-        w.kill_serve();
-        w.start_serve();
-    }
-    let done = w.finished(&id).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    let after = node_view(&w, "demo-w-07").await;
-    assert_eq!(
-        by_name(&w.state().await["servers"], "demo-w-07").len(),
-        1,
-        "one server"
-    );
-    assert_ne!(after.0, before.0, "a new server");
-    assert_eq!(after.1, before.1, "same IP");
-    assert_eq!(after.2, before.2, "same floating IP address");
-    assert_eq!(after.3, before.3, "same volumes");
-    node_healthy(&w, "demo-w-07", "True").await;
-    let s = w.state().await;
-    assert_eq!(
-        s["floating_ips"].as_array().unwrap().len(),
-        1,
-        "no doubled floating IP"
-    );
-
-    // A second repair finds it healthy and leaves it alone.
-    let id = w
-        .submit_ok(&json!({"kind": "repair", "cluster": "default/demo", "nodes": ["demo-w-07"]}))
-        .await;
-    assert_eq!(w.finished(&id).await["state"], "succeeded");
-    let events = w.events(&id).await;
-    assert!(
-        events.iter().any(|e| e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("healthy; left alone"))),
-        "{events:#?}"
-    );
-    assert_eq!(node_view(&w, "demo-w-07").await.0, after.0, "untouched");
+    scenarios::repair_not_ready(&mut World::start(), 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +27,7 @@ async fn a_node_capstan_did_not_make_is_read_back_and_replaced() {
     let before = node_view(&w, &name).await;
     w.fault(json!({"kind": "node_not_ready", "node": name}))
         .await;
-    node_healthy(&w, &name, "False").await;
+    node_healthy(&w, &name, "Unknown").await;
     let (status, job) = w
         .submit(
             &json!({"kind": "repair", "cluster": "default/demo", "nodes": [name],
@@ -207,7 +89,7 @@ async fn three_of_five_not_ready_stops_at_max_unhealthy_and_says_why() {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }
     for n in &names[..3] {
-        node_healthy(&w, n, "False").await;
+        node_healthy(&w, n, "Unknown").await;
     }
     let before: Vec<String> = names.clone();
     let (status, body) = w
@@ -248,7 +130,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
     let fault = w
         .fault(json!({"kind": "node_not_ready", "node": "demo-w-05"}))
         .await;
-    node_healthy(&w, "demo-w-05", "False").await;
+    node_healthy(&w, "demo-w-05", "Unknown").await;
     let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
                        "params": {"unhealthy_after": "1s"}});
     let id = w.submit_ok(&sweep).await;
@@ -301,7 +183,7 @@ async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
         w.fault(json!({"kind": "node_not_ready", "node": n})).await;
     }
     for n in &names[..3] {
-        node_healthy(&w, n, "False").await;
+        node_healthy(&w, n, "Unknown").await;
     }
     let (_, job) = w
         .submit(

@@ -752,24 +752,15 @@ pub fn reconcile_machines(ctl: &Controllers) {
                 Some(nd) => {
                     st["nodeRef"] = json!({"apiVersion": "v1", "kind": "Node", "name": nd["metadata"]["name"], "uid": nd["metadata"]["uid"]});
                     st["nodeInfo"] = nd["status"]["nodeInfo"].clone();
-                    let ready = nd["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|c| c["type"] == "Ready")
-                        .and_then(|c| c["status"].as_str())
-                        .unwrap_or("Unknown")
-                        .to_string();
-                    if ready == "True" {
-                        set_condition(st, "NodeHealthy", "True", "", "");
-                    } else {
-                        set_condition(
+                    match node_health(nd) {
+                        ("True", _) => set_condition(st, "NodeHealthy", "True", "", ""),
+                        (status, message) => set_condition(
                             st,
                             "NodeHealthy",
-                            "False",
+                            status,
                             "NodeConditionsFailed",
-                            &format!("Node condition Ready is {ready}."),
-                        );
+                            &message,
+                        ),
                     }
                 }
                 None if st["nodeRef"].is_object() => {
@@ -808,8 +799,101 @@ pub fn reconcile_machines(ctl: &Controllers) {
     }
 }
 
+/// A healthy kubelet's four conditions, in its order.
+fn kubelet_conditions() -> Value {
+    let now = timestamp();
+    let c = |kind: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+/// What the node lifecycle controller makes of a Node whose kubelet stopped posting: every
+/// condition Unknown, the last heartbeat kept.
+fn stopped_posting(conditions: &Value) -> Value {
+    let now = timestamp();
+    let list: Vec<Value> = conditions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"type": c["type"], "status": "Unknown", "reason": "NodeStatusUnknown",
+                   "message": "Kubelet stopped posting node status.",
+                   "lastHeartbeatTime": c["lastHeartbeatTime"], "lastTransitionTime": now})
+        })
+        .collect();
+    json!(list)
+}
+
+/// Upstream's v1beta1 NodeHealthy from a Node's conditions (`summarizeNodeV1beta1Conditions`):
+/// False if a condition says trouble (a pressure True, Ready False), Unknown only when all
+/// four are unknown or bad, else True; the message names each condition not as it should be.
+fn node_health(node: &Value) -> (&'static str, String) {
+    let (mut bad, mut unknown) = (0, 0);
+    let mut message = String::new();
+    for c in node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let good = match c["type"].as_str().unwrap_or_default() {
+            "MemoryPressure" | "DiskPressure" | "PIDPressure" => "False",
+            "Ready" => "True",
+            _ => continue,
+        };
+        let status = c["status"].as_str().unwrap_or_default();
+        if status == good {
+            continue;
+        }
+        message += &format!(
+            "Node condition {} is {status}. ",
+            c["type"].as_str().unwrap_or_default()
+        );
+        if status == "Unknown" {
+            unknown += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    let message = message.trim_end_matches(". ").to_string();
+    if bad > 0 {
+        ("False", message)
+    } else if bad + unknown < 4 {
+        ("True", message)
+    } else {
+        ("Unknown", message)
+    }
+}
+
 /// The workload clusters' kubelets: a Node joins some time after its server went ACTIVE,
-/// goes NotReady when its server breaks or a fault says so.
+/// goes NotReady when its server breaks or a fault says so (as upstream leaves a Node whose
+/// kubelet stopped posting).
 pub fn reconcile_nodes(ctl: &Controllers) {
     let now = ctl.clock.now();
     let join_after = ctl.node_join_seconds;
@@ -864,9 +948,7 @@ pub fn reconcile_nodes(ctl: &Controllers) {
                     }},
                     "spec": {"providerID": provider_id},
                     "status": {
-                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status", "lastHeartbeatTime": timestamp(),
-                            "lastTransitionTime": timestamp()}],
+                        "conditions": kubelet_conditions(),
                         "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": n}],
                         "nodeInfo": {"kubeletVersion": "v1.30.4", "osImage": "Ubuntu 22.04.4 LTS",
                             "containerRuntimeVersion": "containerd://1.7.13", "architecture": "amd64",
@@ -878,18 +960,18 @@ pub fn reconcile_nodes(ctl: &Controllers) {
                 let _ = workload.create(ix::NODE, "", node, true, false);
             }
             Some(nd) => {
-                let ready = nd["status"]["conditions"][0]["status"] == "True";
+                let ready = nd["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
                 if ready != healthy {
                     workload.modify(ix::NODE, "", &n, Target::Status, |o| {
-                        o["status"]["conditions"] = json!([if healthy {
-                            json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status", "lastHeartbeatTime": timestamp(),
-                                "lastTransitionTime": timestamp()})
+                        o["status"]["conditions"] = if healthy {
+                            kubelet_conditions()
                         } else {
-                            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": timestamp(),
-                                "lastTransitionTime": timestamp()})
-                        }]);
+                            stopped_posting(&o["status"]["conditions"])
+                        };
                     });
                 }
             }
