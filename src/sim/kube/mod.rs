@@ -9,8 +9,10 @@
 
 mod http;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod store;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,905 @@
+//! What kube-apiserver does to a custom resource with a structural schema, for the kinds
+//! the simulator serves: prune unknown fields (reporting their paths, for
+//! `fieldValidation`), drop nulls the schema does not allow, apply `default`s, and validate
+//! types, enums, required fields, bounds, lengths, item counts and patterns, with
+//! kube-apiserver's field paths and texts (k8s.io/apiextensions-apiserver v0.34: pruning,
+//! defaulting, `kubeOpenAPIResultToFieldErrors`; kube-openapi's messages).
+//!
+//! The schemas are upstream's, checked in as `schemas.json` (written by `lab/sim-schemas`
+//! from the CRDs in the Go module cache) and compiled once per process.
+//! Not done: `x-kubernetes-validations` (CEL rules), list-map/set uniqueness, formats other
+//! than `uuid` and `ipv4`.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+
+use super::resources::KINDS;
+
+/// One field error, as `k8s.io/apimachinery`'s `field.Error` renders it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    /// `FieldValueRequired`, `FieldValueInvalid`, …
+    pub reason: &'static str,
+    pub field: String,
+    /// The error without its field: `Required value`, `Invalid value: 0: …`.
+    pub body: String,
+}
+
+impl FieldError {
+    pub fn required(field: &str, detail: &str) -> FieldError {
+        FieldError::new("FieldValueRequired", field, "Required value", None, detail)
+    }
+
+    pub fn forbidden(field: &str, detail: &str) -> FieldError {
+        FieldError::new("FieldValueForbidden", field, "Forbidden", None, detail)
+    }
+
+    pub fn invalid(field: &str, value: &Value, detail: &str) -> FieldError {
+        FieldError::new(
+            "FieldValueInvalid",
+            field,
+            "Invalid value",
+            Some(value),
+            detail,
+        )
+    }
+
+    fn type_invalid(field: &str, value: &Value, detail: &str) -> FieldError {
+        FieldError::new(
+            "FieldValueTypeInvalid",
+            field,
+            "Invalid value",
+            Some(value),
+            detail,
+        )
+    }
+
+    fn new(
+        reason: &'static str,
+        field: &str,
+        what: &str,
+        value: Option<&Value>,
+        detail: &str,
+    ) -> FieldError {
+        let mut body = what.to_string();
+        if let Some(v) = value {
+            body.push_str(": ");
+            body.push_str(&go_value(v));
+        }
+        if !detail.is_empty() {
+            body.push_str(": ");
+            body.push_str(detail);
+        }
+        FieldError {
+            reason,
+            field: field.to_string(),
+            body,
+        }
+    }
+}
+
+/// A value as `field.Error` prints it: strings quoted, numbers and booleans bare,
+/// anything else as JSON.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => go_quote(s),
+        other => other.to_string(),
+    }
+}
+
+/// Go's `%q` for the strings these messages hold.
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ty {
+    Object,
+    Array,
+    String,
+    Integer,
+    Number,
+    Boolean,
+    IntOrString,
+    Any,
+}
+
+impl Ty {
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Object => "object",
+            Ty::Array => "array",
+            Ty::String => "string",
+            Ty::Integer => "integer",
+            Ty::Number => "number",
+            Ty::Boolean => "boolean",
+            Ty::IntOrString => "integer,string",
+            Ty::Any => "",
+        }
+    }
+}
+
+/// One compiled schema node.
+#[derive(Debug)]
+struct Node {
+    ty: Ty,
+    properties: BTreeMap<String, Node>,
+    additional: Option<Box<Node>>,
+    items: Option<Box<Node>>,
+    preserve_unknown: bool,
+    nullable: bool,
+    default: Option<Value>,
+    required: Vec<String>,
+    enumeration: Vec<Value>,
+    minimum: Option<(f64, bool)>,
+    maximum: Option<(f64, bool)>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    pattern: Option<(String, regex::Regex)>,
+    format: Option<String>,
+}
+
+impl Node {
+    fn compile(s: &Value) -> Node {
+        let num = |k: &str| s.get(k).and_then(Value::as_f64);
+        let count = |k: &str| s.get(k).and_then(Value::as_u64);
+        let flag = |k: &str| s.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let ty = if flag("x-kubernetes-int-or-string") {
+            Ty::IntOrString
+        } else {
+            match s.get("type").and_then(Value::as_str) {
+                Some("object") => Ty::Object,
+                Some("array") => Ty::Array,
+                Some("string") => Ty::String,
+                Some("integer") => Ty::Integer,
+                Some("number") => Ty::Number,
+                Some("boolean") => Ty::Boolean,
+                _ => Ty::Any,
+            }
+        };
+        let pattern = s.get("pattern").and_then(Value::as_str).map(|p| {
+            let re = regex::Regex::new(p)
+                .unwrap_or_else(|e| panic!("upstream pattern {p:?} does not compile: {e}"));
+            (p.to_string(), re)
+        });
+        Node {
+            ty,
+            properties: s
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), Node::compile(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            additional: match s.get("additionalProperties") {
+                Some(v @ Value::Object(_)) => Some(Box::new(Node::compile(v))),
+                Some(Value::Bool(true)) => Some(Box::new(Node::compile(&Value::Null))),
+                _ => None,
+            },
+            items: s.get("items").map(|v| Box::new(Node::compile(v))),
+            preserve_unknown: flag("x-kubernetes-preserve-unknown-fields"),
+            nullable: flag("nullable"),
+            default: s.get("default").cloned(),
+            required: s
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            enumeration: s
+                .get("enum")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            minimum: num("minimum").map(|m| (m, flag("exclusiveMinimum"))),
+            maximum: num("maximum").map(|m| (m, flag("exclusiveMaximum"))),
+            min_length: count("minLength"),
+            max_length: count("maxLength"),
+            min_items: count("minItems"),
+            max_items: count("maxItems"),
+            min_properties: count("minProperties"),
+            max_properties: count("maxProperties"),
+            pattern,
+            format: s.get("format").and_then(Value::as_str).map(str::to_string),
+        }
+    }
+
+    /// The schema of a map's field `k`: a property, or `additionalProperties`.
+    fn field(&self, k: &str) -> Option<&Node> {
+        self.properties.get(k).or(self.additional.as_deref())
+    }
+}
+
+/// The fields of `ObjectMeta`; anything else under `metadata` is unknown.
+const OBJECT_META: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+const SCHEMAS_JSON: &str = include_str!("schemas.json");
+
+/// Compiled schemas by index into [`KINDS`] (`None`: a built-in kind, not checked here).
+static SCHEMAS: LazyLock<Vec<Option<Node>>> = LazyLock::new(|| {
+    let doc: Value = serde_json::from_str(SCHEMAS_JSON).expect("schemas.json is JSON");
+    KINDS
+        .iter()
+        .map(|k| {
+            if !k.is_custom() {
+                return None;
+            }
+            let key = format!("{}/{}/{}", k.group, k.version, k.kind);
+            let s = doc["kinds"]
+                .get(&key)
+                .unwrap_or_else(|| panic!("schemas.json has no schema for {key}"));
+            Some(Node::compile(s))
+        })
+        .collect()
+});
+
+/// The warning every request for a deprecated version gets, by index into [`KINDS`].
+static DEPRECATIONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| {
+    let doc: Value = serde_json::from_str(SCHEMAS_JSON).expect("schemas.json is JSON");
+    KINDS
+        .iter()
+        .map(|k| {
+            let key = format!("{}/{}/{}", k.group, k.version, k.kind);
+            doc["deprecated"][&key].as_str().map(str::to_string)
+        })
+        .collect()
+});
+
+/// `cluster.x-k8s.io/v1beta1 Machine is deprecated; use cluster.x-k8s.io/v1beta2 Machine`
+/// for the versions upstream marks deprecated.
+pub fn deprecation(kind: usize) -> Option<&'static str> {
+    DEPRECATIONS.get(kind).and_then(Option::as_deref)
+}
+
+fn schema(kind: usize) -> Option<&'static Node> {
+    SCHEMAS.get(kind).and_then(Option::as_ref)
+}
+
+/// Compiles every schema now (at startup), so no request pays for it.
+pub fn load() {
+    LazyLock::force(&SCHEMAS);
+    LazyLock::force(&DEPRECATIONS);
+}
+
+/// Removes fields the schema does not know, as the apiserver's decoder does, and returns
+/// their paths (`spec.foo`, `spec.ports[0].bar`, `metadata.foo`), sorted. Built-in kinds
+/// are left alone.
+pub fn prune(kind: usize, obj: &mut Value) -> Vec<String> {
+    let Some(root) = schema(kind) else {
+        return Vec::new();
+    };
+    let mut unknown = Vec::new();
+    if let Some(Value::Object(m)) = obj.get_mut("metadata") {
+        m.retain(|k, _| {
+            let known = OBJECT_META.contains(&k.as_str());
+            if !known {
+                unknown.push(format!("metadata.{k}"));
+            }
+            known
+        });
+    }
+    let Value::Object(top) = obj else {
+        return unknown;
+    };
+    let mut path = String::new();
+    top.retain(|k, v| {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            return true;
+        }
+        match root.properties.get(k) {
+            Some(s) => {
+                path.clear();
+                path.push_str(k);
+                prune_value(v, Some(s), &mut path, &mut unknown);
+                true
+            }
+            None => {
+                unknown.push(k.clone());
+                false
+            }
+        }
+    });
+    prune_nulls(top, root);
+    unknown.sort();
+    unknown
+}
+
+fn prune_value(x: &mut Value, s: Option<&Node>, path: &mut String, unknown: &mut Vec<String>) {
+    if s.is_some_and(|s| s.preserve_unknown) {
+        // Known fields below are still pruned; unknown ones are kept.
+        let s = s.expect("checked");
+        match x {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if let Some(sub) = s.field(k) {
+                        let len = path.len();
+                        push_key(path, k);
+                        prune_value(v, Some(sub), path, unknown);
+                        path.truncate(len);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    if let Some(items) = s.items.as_deref()
+                        && items.preserve_unknown
+                    {
+                        prune_value(v, Some(items), path, unknown);
+                    }
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    match x {
+        Value::Object(m) => {
+            m.retain(|k, v| {
+                let len = path.len();
+                push_key(path, k);
+                let keep = match s.and_then(|s| s.field(k)) {
+                    Some(sub) => {
+                        prune_value(v, Some(sub), path, unknown);
+                        true
+                    }
+                    None => {
+                        unknown.push(path.clone());
+                        false
+                    }
+                };
+                path.truncate(len);
+                keep
+            });
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                prune_value(v, s.and_then(|s| s.items.as_deref()), path, unknown);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn push_key(path: &mut String, k: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(k);
+}
+
+/// Drops `null`s where the schema allows no null and has no default to put there.
+fn prune_nulls(m: &mut Map<String, Value>, s: &Node) {
+    m.retain(|k, v| {
+        let sub = s.field(k);
+        if v.is_null() && sub.is_some_and(|sub| !sub.nullable && sub.default.is_none()) {
+            return false;
+        }
+        match v {
+            Value::Object(inner) => {
+                if let Some(sub) = sub {
+                    prune_nulls(inner, sub);
+                }
+            }
+            Value::Array(a) => {
+                if let Some(items) = sub.and_then(|sub| sub.items.as_deref()) {
+                    for item in a.iter_mut() {
+                        if let Value::Object(inner) = item {
+                            prune_nulls(inner, items);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+}
+
+/// Applies the schema's `default`s: a missing field (or a null one the schema does not
+/// allow) with a default gets it, and defaults nest.
+pub fn default(kind: usize, obj: &mut Value) {
+    if let Some(root) = schema(kind) {
+        default_value(obj, root);
+    }
+}
+
+fn default_value(x: &mut Value, s: &Node) {
+    match x {
+        Value::Object(m) => {
+            for (k, prop) in &s.properties {
+                let Some(d) = &prop.default else { continue };
+                let missing = match m.get(k) {
+                    None => true,
+                    Some(v) => v.is_null() && !prop.nullable,
+                };
+                if missing {
+                    m.insert(k.clone(), d.clone());
+                }
+            }
+            for (k, v) in m.iter_mut() {
+                if let Some(prop) = s.properties.get(k) {
+                    default_value(v, prop);
+                } else if let Some(extra) = s.additional.as_deref() {
+                    if v.is_null()
+                        && !extra.nullable
+                        && let Some(d) = &extra.default
+                    {
+                        *v = d.clone();
+                    }
+                    default_value(v, extra);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.items.as_deref() {
+                for v in a.iter_mut() {
+                    if v.is_null()
+                        && !items.nullable
+                        && let Some(d) = &items.default
+                    {
+                        *v = d.clone();
+                    }
+                    default_value(v, items);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks an object against its kind's schema (`status_only`: only its `status`, as a write
+/// to `/status` is checked). With `old` (an update) errors in parts equal to the old
+/// object's are not reported: the apiserver's validation ratcheting, by path.
+pub fn validate(
+    kind: usize,
+    obj: &Value,
+    old: Option<&Value>,
+    status_only: bool,
+) -> Vec<FieldError> {
+    let Some(root) = schema(kind) else {
+        return Vec::new();
+    };
+    let mut errs = Vec::new();
+    if status_only {
+        if let (Some(status), Some(s)) = (obj.get("status"), root.properties.get("status")) {
+            check(
+                status,
+                s,
+                old.and_then(|o| o.get("status")),
+                "status",
+                &mut errs,
+            );
+        }
+    } else {
+        check(obj, root, old, "", &mut errs);
+    }
+    errs
+}
+
+fn child(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+/// What kube-openapi calls a value's type.
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_ok(ty: Ty, v: &Value) -> bool {
+    let integral = |v: &Value| {
+        v.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.is_finite())
+    };
+    match ty {
+        Ty::Any => true,
+        Ty::Object => v.is_object(),
+        Ty::Array => v.is_array(),
+        Ty::String => v.is_string(),
+        Ty::Boolean => v.is_boolean(),
+        Ty::Number => v.is_number(),
+        Ty::Integer => v.is_number() && integral(v),
+        Ty::IntOrString => v.is_string() || (v.is_number() && integral(v)),
+    }
+}
+
+fn in_body(path: &str) -> String {
+    format!("{path} in body")
+}
+
+/// Go's `%v` of a float64 bound: `1`, `0.5`.
+fn go_float(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+fn check(v: &Value, s: &Node, old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    if old == Some(v) {
+        // Ratcheting: an unchanged part is not re-checked.
+        return;
+    }
+    let field = path.to_string();
+    if !type_ok(s.ty, v) {
+        if v.is_null() && s.nullable {
+            return;
+        }
+        let found = type_of(v);
+        errs.push(FieldError::type_invalid(
+            &field,
+            &Value::String(found.into()),
+            &format!(
+                "{} must be of type {}: {}",
+                in_body(path),
+                s.ty.name(),
+                go_quote(found)
+            ),
+        ));
+        if s.enumeration.is_empty() {
+            return;
+        }
+    }
+    match v {
+        Value::String(text) => {
+            let chars = text.chars().count() as u64;
+            if let Some(max) = s.max_length
+                && chars > max
+            {
+                let unit = if max == 1 { "byte" } else { "bytes" };
+                errs.push(FieldError::new(
+                    "FieldValueTooLong",
+                    &field,
+                    "Too long",
+                    None,
+                    &format!("may not be more than {max} {unit}"),
+                ));
+            } else if let Some(min) = s.min_length
+                && chars < min
+            {
+                errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    &format!("{} should be at least {min} chars long", in_body(path)),
+                ));
+            } else if let Some((p, re)) = &s.pattern
+                && !re.is_match(text)
+            {
+                errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    &format!("{} should match '{p}'", in_body(path)),
+                ));
+            }
+            if let Some(f) = s.format.as_deref()
+                && !format_ok(f, text)
+            {
+                errs.push(FieldError::type_invalid(
+                    &field,
+                    v,
+                    &format!("{} must be of type {f}: {}", in_body(path), go_quote(text)),
+                ));
+            }
+        }
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if let Some((max, exclusive)) = s.maximum
+                && (f > max || (exclusive && f == max))
+            {
+                let how = if exclusive {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    &format!("{} should be {how} {}", in_body(path), go_float(max)),
+                ));
+            }
+            if let Some((min, exclusive)) = s.minimum
+                && (f < min || (exclusive && f == min))
+            {
+                let how = if exclusive {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    &format!("{} should be {how} {}", in_body(path), go_float(min)),
+                ));
+            }
+        }
+        Value::Array(items) => {
+            let old_items = old.and_then(Value::as_array);
+            if let Some(item) = s.items.as_deref() {
+                for (i, x) in items.iter().enumerate() {
+                    let was = old_items.and_then(|o| o.get(i));
+                    check(x, item, was, &format!("{path}[{i}]"), errs);
+                }
+            }
+            let n = items.len() as u64;
+            if let Some(min) = s.min_items
+                && n < min
+            {
+                errs.push(FieldError::invalid(
+                    &field,
+                    &Value::from(n),
+                    &format!("{} should have at least {min} items", in_body(path)),
+                ));
+            }
+            if let Some(max) = s.max_items
+                && n > max
+            {
+                let unit = if max == 1 { "item" } else { "items" };
+                errs.push(FieldError::new(
+                    "FieldValueTooMany",
+                    &field,
+                    "Too many",
+                    Some(&Value::from(n)),
+                    &format!("must have at most {max} {unit}"),
+                ));
+            }
+        }
+        Value::Object(m) => {
+            let old_map = old.and_then(Value::as_object);
+            let n = m.len() as u64;
+            if let Some(min) = s.min_properties
+                && n < min
+            {
+                errs.push(FieldError::invalid(
+                    &field,
+                    &Value::from(n),
+                    &format!("{} should have at least {min} properties", in_body(path)),
+                ));
+            }
+            if let Some(max) = s.max_properties
+                && n > max
+            {
+                errs.push(FieldError::new(
+                    "FieldValueTooMany",
+                    &field,
+                    "Too many",
+                    Some(&Value::from(n)),
+                    &format!("must have at most {max} items"),
+                ));
+            }
+            for (k, x) in m {
+                let (sub, at_root) = (s.field(k), path.is_empty());
+                if at_root && matches!(k.as_str(), "metadata" | "apiVersion" | "kind") {
+                    continue;
+                }
+                if let Some(sub) = sub {
+                    let was = old_map.and_then(|o| o.get(k));
+                    check(x, sub, was, &child(path, k), errs);
+                }
+            }
+            for k in &s.required {
+                if !m.contains_key(k) {
+                    errs.push(FieldError::required(&child(path, k), ""));
+                }
+            }
+        }
+        _ => {}
+    }
+    if !s.enumeration.is_empty() && !s.enumeration.iter().any(|e| enum_eq(e, v)) {
+        let supported: Vec<String> = s
+            .enumeration
+            .iter()
+            .map(|e| match e {
+                Value::String(s) => go_quote(s),
+                other => go_quote(&other.to_string()),
+            })
+            .collect();
+        errs.push(FieldError::new(
+            "FieldValueNotSupported",
+            &field,
+            "Unsupported value",
+            Some(v),
+            &format!("supported values: {}", supported.join(", ")),
+        ));
+    }
+}
+
+/// The string formats kube-openapi checks that upstream schemas use (`uuid`: dashes
+/// optional, any case; `ipv4`); others pass.
+fn format_ok(format: &str, text: &str) -> bool {
+    match format {
+        "uuid" => {
+            let hex: String = text.chars().filter(|c| *c != '-').collect();
+            let groups: Vec<usize> = text.split('-').map(str::len).collect();
+            hex.len() == 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+                && (groups == [32] || groups == [8, 4, 4, 4, 12])
+        }
+        "ipv4" => text.parse::<std::net::Ipv4Addr>().is_ok(),
+        _ => true,
+    }
+}
+
+fn enum_eq(e: &Value, v: &Value) -> bool {
+    match (e, v) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => e == v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::resources::ix;
+    use super::*;
+    use serde_json::json;
+
+    fn machine() -> Value {
+        json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+            "metadata": {"name": "m"},
+            "spec": {"clusterName": "demo", "bootstrap": {"dataSecretName": "b"},
+                     "infrastructureRef": {"kind": "OpenStackMachine", "name": "m"}},
+        })
+    }
+
+    #[test]
+    fn every_served_custom_kind_has_a_schema_and_its_patterns_compile() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert_eq!(schema(i).is_some(), k.is_custom(), "{}", k.kind);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_pruned_and_named_but_preserved_where_the_schema_says() {
+        let mut m = machine();
+        m["spec"]["foo"] = json!(1);
+        m["spec"]["infrastructureRef"]["bar"] = json!("x");
+        m["metadata"]["colour"] = json!("blue");
+        m["top"] = json!(true);
+        m["status"] =
+            json!({"addresses": [{"type": "InternalIP", "address": "1.2.3.4", "zone": "a"}]});
+        let unknown = prune(ix::MACHINE, &mut m);
+        assert_eq!(
+            unknown,
+            [
+                "metadata.colour",
+                "spec.foo",
+                "spec.infrastructureRef.bar",
+                "status.addresses[0].zone",
+                "top"
+            ]
+        );
+        assert!(m["spec"].get("foo").is_none());
+        assert!(m.get("top").is_none());
+        assert_eq!(m["spec"]["clusterName"], "demo");
+        // Maps of additionalProperties (labels, a filter's tags) keep their keys.
+        let mut osm = json!({"metadata": {"name": "o", "labels": {"a": "b"}},
+            "spec": {"flavor": "m1", "image": {"filter": {"name": "ubuntu"}}}});
+        assert!(prune(ix::OPENSTACK_MACHINE, &mut osm).is_empty());
+        assert_eq!(osm["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn defaults_fill_missing_and_nested_fields() {
+        let mut osm = json!({"metadata": {"name": "o"}, "spec": {"flavor": "m1",
+            "identityRef": {"name": "creds", "cloudName": "c"},
+            "rootVolume": {"sizeGiB": 10, "availabilityZone": {}},
+            "additionalBlockDevices": [{"name": "data", "sizeGiB": 1,
+                "storage": {"type": "Volume", "volume": {"availabilityZone": null}}}]}});
+        default(ix::OPENSTACK_MACHINE, &mut osm);
+        assert_eq!(osm["spec"]["identityRef"]["type"], "Secret");
+        assert_eq!(
+            osm["spec"]["rootVolume"]["availabilityZone"]["from"],
+            "Name"
+        );
+        assert_eq!(
+            osm["spec"]["additionalBlockDevices"][0]["storage"]["volume"]["availabilityZone"],
+            Value::Null,
+            "a null with no default of its own is left for pruning"
+        );
+        let mut bare = json!({"metadata": {"name": "o"}, "spec": {"flavor": "m1"}});
+        default(ix::OPENSTACK_MACHINE, &mut bare);
+        assert!(
+            bare["spec"].get("identityRef").is_none(),
+            "only fields present get their members defaulted"
+        );
+    }
+
+    #[test]
+    fn wrong_types_required_fields_enums_and_bounds_read_as_kube_writes_them() {
+        let mut m = machine();
+        m["spec"].as_object_mut().unwrap().remove("clusterName");
+        m["spec"]["nodeDrainTimeout"] = json!(true);
+        m["spec"]["readinessGates"] = json!([{"conditionType": ""}]);
+        let errs = validate(ix::MACHINE, &m, None, false);
+        let text: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{} {}: {}", e.reason, e.field, e.body))
+            .collect();
+        assert!(
+            text.contains(&"FieldValueRequired spec.clusterName: Required value".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "FieldValueTypeInvalid spec.nodeDrainTimeout: Invalid value: \"boolean\": spec.nodeDrainTimeout in body must be of type string: \"boolean\""
+            )),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "FieldValueInvalid spec.readinessGates[0].conditionType: Invalid value: \"\": spec.readinessGates[0].conditionType in body should be at least 1 chars long"
+            )),
+            "{text:?}"
+        );
+        let mut ms = json!({"metadata": {"name": "ms"}, "spec": {"clusterName": "demo",
+            "deletePolicy": "Sideways", "selector": {},
+            "template": {"spec": {"clusterName": "demo", "bootstrap": {},
+            "infrastructureRef": {}}}}});
+        default(ix::MACHINE_SET, &mut ms);
+        let errs = validate(ix::MACHINE_SET, &ms, None, false);
+        assert_eq!(
+            errs,
+            [FieldError {
+                reason: "FieldValueNotSupported",
+                field: "spec.deletePolicy".into(),
+                body: r#"Unsupported value: "Sideways": supported values: "Random", "Newest", "Oldest""#
+                    .into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn unchanged_invalid_parts_are_not_rechecked_on_update() {
+        let mut old = machine();
+        old["spec"]["nodeDrainTimeout"] = json!(true);
+        let mut new = old.clone();
+        new["spec"]["version"] = json!("v1.31.0");
+        assert!(validate(ix::MACHINE, &new, Some(&old), false).is_empty());
+        assert_eq!(validate(ix::MACHINE, &new, None, false).len(), 1);
+    }
+}
