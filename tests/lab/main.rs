@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 mod differential;
+mod schemas;
 
 const TOKEN: &str = "lab-test-token-0001";
 

@@ -135,6 +135,15 @@ fn unknown_fields(
     Ok(())
 }
 
+/// A create or update body with unknown fields, under `Strict`: the decoder's error as the
+/// handler words it.
+fn undecodable(kind: &Kind, why: String) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {why}",
+        kind.kind, kind.version, kind.kind
+    ))
+}
+
 /// A patch whose result has unknown fields, under `Strict`: the patch handler's `Invalid`
 /// with neither kind nor name, the patched object quoted.
 fn strict_patch_error(patched: &Value, why: String) -> ApiError {
@@ -217,7 +226,7 @@ fn serve(
         ("create", None, None) => {
             let mut obj = parse_body(body, content_type)?;
             unknown_fields(t.kind, &mut obj, field_validation(&q)?, warnings)
-                .map_err(ApiError::bad_request)?;
+                .map_err(|why| undecodable(kind, why))?;
             let created = objects.create(t.kind, ns, obj, false, dry_run)?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
@@ -260,7 +269,7 @@ fn serve(
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let mut obj = parse_body(body, content_type)?;
             unknown_fields(t.kind, &mut obj, field_validation(&q)?, warnings)
-                .map_err(ApiError::bad_request)?;
+                .map_err(|why| undecodable(kind, why))?;
             let target = if sub.is_some() {
                 Target::Status
             } else {

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::resources::KINDS;
 
@@ -260,14 +260,29 @@ static SCHEMAS: LazyLock<Vec<Option<Node>>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The warning every request for a deprecated version gets, by index into [`KINDS`].
-static DEPRECATIONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| {
+/// What the schema file says of each kind besides its schema, by index into [`KINDS`].
+struct Versions {
+    /// The schema has `x-kubernetes-validations` (CEL rules, not evaluated here).
+    rules: bool,
+    /// The warning every request for a deprecated version gets.
+    deprecation: Option<String>,
+    /// Stored in another version: writes go through the conversion webhook.
+    converted: bool,
+}
+
+static VERSIONS: LazyLock<Vec<Versions>> = LazyLock::new(|| {
     let doc: Value = serde_json::from_str(SCHEMAS_JSON).expect("schemas.json is JSON");
     KINDS
         .iter()
         .map(|k| {
             let key = format!("{}/{}/{}", k.group, k.version, k.kind);
-            doc["deprecated"][&key].as_str().map(str::to_string)
+            Versions {
+                rules: doc["kinds"]
+                    .get(&key)
+                    .is_some_and(|s| s.to_string().contains("\"x-kubernetes-validations\"")),
+                deprecation: doc["deprecated"][&key].as_str().map(str::to_string),
+                converted: doc["storage"].get(&key).is_some(),
+            }
         })
         .collect()
 });
@@ -275,7 +290,251 @@ static DEPRECATIONS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| {
 /// `cluster.x-k8s.io/v1beta1 Machine is deprecated; use cluster.x-k8s.io/v1beta2 Machine`
 /// for the versions upstream marks deprecated.
 pub fn deprecation(kind: usize) -> Option<&'static str> {
-    DEPRECATIONS.get(kind).and_then(Option::as_deref)
+    VERSIONS.get(kind).and_then(|v| v.deprecation.as_deref())
+}
+
+/// What kube-apiserver adds to the errors of a kind with CEL rules when one of them is of
+/// a kind that stops the rules from running (unsupported, required, too long, too many,
+/// wrong type).
+pub fn rules_not_checked(kind: usize, errs: &[FieldError]) -> Option<FieldError> {
+    const BLOCKING: [&str; 5] = [
+        "FieldValueNotSupported",
+        "FieldValueRequired",
+        "FieldValueTooLong",
+        "FieldValueTooMany",
+        "FieldValueTypeInvalid",
+    ];
+    let rules = VERSIONS.get(kind).is_some_and(|v| v.rules);
+    (rules && errs.iter().any(|e| BLOCKING.contains(&e.reason))).then(|| {
+        FieldError::invalid(
+            "<nil>",
+            &Value::Null,
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        )
+    })
+}
+
+/// Whether the served version is not the stored one (CAPI's v1beta1 since v1.11): every
+/// write is converted by CAPI's conversion webhook, which decodes it into Go types.
+pub fn converted(kind: usize) -> bool {
+    VERSIONS.get(kind).is_some_and(|v| v.converted)
+}
+
+/// What Go's `encoding/json` says when the conversion webhook decodes a value of the wrong
+/// type: `json: cannot unmarshal string into Go struct field MachineSetSpec.spec.replicas
+/// of type int32`. The Go type names are reconstructed from the schema (a struct's name
+/// from its field's), so they are upstream's only for the common cases.
+pub fn go_decode_error(kind: usize, obj: &Value) -> Option<String> {
+    let root = schema(kind)?;
+    let Value::Object(top) = obj else {
+        return None;
+    };
+    let mut segs: Vec<&str> = Vec::new();
+    for (k, v) in top {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        if let Some(s) = root.properties.get(k)
+            && let Some(e) = go_mismatch(v, s, k, &mut segs, KINDS[kind].kind)
+        {
+            return Some(e);
+        }
+    }
+    None
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn go_type(s: &Node, field: &str) -> String {
+    match s.ty {
+        Ty::String => "string".into(),
+        Ty::Boolean => "bool".into(),
+        Ty::Number => "float64".into(),
+        Ty::Integer => match s.format.as_deref() {
+            Some("int32") => "int32".into(),
+            Some("int64") => "int64".into(),
+            _ => "int".into(),
+        },
+        Ty::Array => format!(
+            "[]{}",
+            s.items
+                .as_deref()
+                .map(|i| go_type(i, field))
+                .unwrap_or_default()
+        ),
+        Ty::Object if s.properties.is_empty() && s.additional.is_some() => format!(
+            "map[string]{}",
+            s.additional
+                .as_deref()
+                .map(|a| go_type(a, field))
+                .unwrap_or_default()
+        ),
+        _ => format!("v1beta1.{}", capitalised(field)),
+    }
+}
+
+fn go_mismatch<'a>(
+    v: &'a Value,
+    s: &Node,
+    field: &'a str,
+    segs: &mut Vec<&'a str>,
+    kind: &str,
+) -> Option<String> {
+    segs.push(field);
+    let out = go_mismatch_here(v, s, field, segs, kind);
+    segs.pop();
+    out
+}
+
+fn go_mismatch_here<'a>(
+    v: &'a Value,
+    s: &Node,
+    field: &'a str,
+    segs: &mut Vec<&'a str>,
+    kind: &str,
+) -> Option<String> {
+    // Types with their own decoding (quantities, times, int-or-string) are left alone.
+    if v.is_null()
+        || matches!(s.ty, Ty::Any | Ty::IntOrString)
+        || s.format.as_deref() == Some("date-time")
+    {
+        return None;
+    }
+    if !type_ok(s.ty, v) {
+        let found = match v {
+            Value::String(_) => "string".to_string(),
+            Value::Bool(_) => "bool".to_string(),
+            Value::Array(_) => "array".to_string(),
+            Value::Object(_) => "object".to_string(),
+            Value::Number(n) => format!("number {n}"),
+            Value::Null => "null".to_string(),
+        };
+        let found = if found.starts_with("number") && s.ty != Ty::Integer {
+            "number".to_string()
+        } else {
+            found
+        };
+        // The struct that holds the field: `<Kind>Spec` for `spec.x`, else the parent's
+        // field name.
+        let holder = match segs.len() {
+            0 | 1 => kind.to_string(),
+            2 => format!("{kind}{}", capitalised(segs[0])),
+            n => capitalised(segs[n - 2]),
+        };
+        return Some(format!(
+            "json: cannot unmarshal {found} into Go struct field {holder}.{} of type {}",
+            segs.join("."),
+            go_type(s, field)
+        ));
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if let Some(sub) = s.properties.get(k) {
+                    if let Some(e) = go_mismatch(x, sub, k, segs, kind) {
+                        return Some(e);
+                    }
+                } else if let Some(extra) = s.additional.as_deref()
+                    && !type_ok(extra.ty, x)
+                    && !x.is_null()
+                    && extra.ty != Ty::Any
+                {
+                    return Some(format!(
+                        "json: cannot unmarshal {} into Go value of type {}",
+                        type_of(x).replace("boolean", "bool"),
+                        go_type(extra, k)
+                    ));
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.items.as_deref() {
+                for x in a {
+                    if items.ty == Ty::Object || items.ty == Ty::Array {
+                        // Go names an element's fields from the slice's field.
+                        let Value::Object(m) = x else {
+                            if let Some(e) = go_mismatch_here(x, items, field, segs, kind) {
+                                return Some(e);
+                            }
+                            continue;
+                        };
+                        for (k, y) in m {
+                            if let Some(sub) = items.properties.get(k)
+                                && let Some(e) = go_mismatch(y, sub, k, segs, kind)
+                            {
+                                return Some(e);
+                            }
+                        }
+                    } else if let Some(e) = go_mismatch_here(x, items, field, segs, kind) {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
+/// What decoding into Go types and encoding back adds: a required field (one Go writes
+/// even when empty) that is missing comes back as its zero value — `""`, `0`, `false`,
+/// `{}` — so kube-apiserver then validates the zero value (a missing `clusterName` is
+/// "should be at least 1 chars long", not "Required value"). Times and lists (which Go
+/// writes as null) are left out.
+pub fn fill_required(kind: usize, obj: &mut Value) {
+    if let Some(root) = schema(kind)
+        && let Value::Object(top) = obj
+    {
+        for (k, v) in top.iter_mut() {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            if let Some(s) = root.properties.get(k) {
+                zero_fill(v, s);
+            }
+        }
+    }
+}
+
+fn zero_fill(v: &mut Value, s: &Node) {
+    match v {
+        Value::Object(m) => {
+            for k in &s.required {
+                if m.contains_key(k) {
+                    continue;
+                }
+                let Some(sub) = s.properties.get(k) else {
+                    continue;
+                };
+                let zero = match sub.ty {
+                    Ty::String if sub.format.as_deref() != Some("date-time") => json!(""),
+                    Ty::Integer | Ty::Number => json!(0),
+                    Ty::Boolean => json!(false),
+                    Ty::Object => json!({}),
+                    _ => continue,
+                };
+                m.insert(k.clone(), zero);
+            }
+            for (k, x) in m.iter_mut() {
+                if let Some(sub) = s.properties.get(k) {
+                    zero_fill(x, sub);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.items.as_deref() {
+                for x in a {
+                    zero_fill(x, items);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn schema(kind: usize) -> Option<&'static Node> {
@@ -285,7 +544,7 @@ fn schema(kind: usize) -> Option<&'static Node> {
 /// Compiles every schema now (at startup), so no request pays for it.
 pub fn load() {
     LazyLock::force(&SCHEMAS);
-    LazyLock::force(&DEPRECATIONS);
+    LazyLock::force(&VERSIONS);
 }
 
 /// Removes fields the schema does not know, as the apiserver's decoder does, and returns
@@ -775,7 +1034,6 @@ fn enum_eq(e: &Value, v: &Value) -> bool {
 mod tests {
     use super::super::resources::ix;
     use super::*;
-    use serde_json::json;
 
     fn machine() -> Value {
         json!({
@@ -901,5 +1159,50 @@ mod tests {
         new["spec"]["version"] = json!("v1.31.0");
         assert!(validate(ix::MACHINE, &new, Some(&old), false).is_empty());
         assert_eq!(validate(ix::MACHINE, &new, None, false).len(), 1);
+    }
+
+    #[test]
+    fn the_conversion_webhooks_go_decoding_names_the_field_and_fills_zero_values() {
+        assert!(converted(ix::MACHINE_SET) && !converted(ix::OPENSTACK_MACHINE));
+        let mut ms = json!({"metadata": {"name": "ms"}, "spec": {"clusterName": "demo",
+            "replicas": "three", "selector": {}, "template": {"spec": {}}}});
+        assert_eq!(
+            go_decode_error(ix::MACHINE_SET, &ms).as_deref(),
+            Some(
+                "json: cannot unmarshal string into Go struct field MachineSetSpec.spec.replicas of type int32"
+            )
+        );
+        ms["spec"]["replicas"] = json!(1);
+        assert_eq!(go_decode_error(ix::MACHINE_SET, &ms), None);
+        let mut m = json!({"metadata": {"name": "m"}, "spec": {"bootstrap": {}}});
+        fill_required(ix::MACHINE, &mut m);
+        assert_eq!(m["spec"]["clusterName"], "");
+        assert_eq!(m["spec"]["infrastructureRef"], json!({}));
+        let errs = validate(ix::MACHINE, &m, None, false);
+        assert_eq!(
+            errs,
+            [FieldError::invalid(
+                "spec.clusterName",
+                &json!(""),
+                "spec.clusterName in body should be at least 1 chars long"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_kind_with_cel_rules_says_they_were_not_checked_after_a_blocking_error() {
+        let osm = json!({"metadata": {"name": "o"}, "spec": {"flavor": 5}});
+        let errs = validate(ix::OPENSTACK_MACHINE, &osm, None, false);
+        let notice = rules_not_checked(ix::OPENSTACK_MACHINE, &errs).unwrap();
+        assert_eq!(notice.field, "<nil>");
+        assert!(
+            notice
+                .body
+                .starts_with("Invalid value: null: some validation rules")
+        );
+        let bounds = json!({"metadata": {"name": "o"}, "spec": {"image": {}}});
+        let errs = validate(ix::OPENSTACK_MACHINE, &bounds, None, false);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(rules_not_checked(ix::OPENSTACK_MACHINE, &errs), None);
     }
 }

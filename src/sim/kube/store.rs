@@ -412,6 +412,7 @@ impl Objects {
         schema::prune(kind_ix, &mut obj);
         schema::default(kind_ix, &mut obj);
         meta_mut(&mut obj).insert("name".into(), json!(name));
+        convert(kind_ix, &mut obj)?;
         webhooks::mutate(kind_ix, &mut obj, None);
         let mut errs = Vec::new();
         if let Err(why) = check_name(&name) {
@@ -423,10 +424,12 @@ impl Objects {
         }
         errs.extend(owner_reference_errors(&obj));
         errs.extend(schema::validate(kind_ix, &obj, None, false));
+        errs.extend(schema::rules_not_checked(kind_ix, &errs));
         if !errs.is_empty() {
             return Err(ApiError::invalid_fields(kind, &name, errs));
         }
         webhooks::validate(kind_ix, &obj, None, dry_run)?;
+        webhooks::convert_back(kind_ix, &mut obj, ns);
         let key_ns = if kind.namespaced { ns } else { "" };
         if self.get(kind_ix, key_ns, &name).is_some() {
             return Err(ApiError::new(
@@ -563,6 +566,7 @@ impl Objects {
         }
         schema::prune(kind_ix, &mut new);
         schema::default(kind_ix, &mut new);
+        convert(kind_ix, &mut new)?;
         if target == Target::Main {
             webhooks::mutate(kind_ix, &mut new, Some(old));
         }
@@ -585,12 +589,14 @@ impl Objects {
             Some(old),
             target == Target::Status,
         ));
+        errs.extend(schema::rules_not_checked(kind_ix, &errs));
         if !errs.is_empty() {
             return Err(ApiError::invalid_fields(kind, name, errs));
         }
         if target == Target::Main {
             webhooks::validate(kind_ix, &new, Some(old), dry_run)?;
         }
+        webhooks::convert_back(kind_ix, &mut new, ns);
         normalise(kind_ix, &mut new);
         if kind.is_custom() && target == Target::Main && !same_spec(&new, old) {
             let g = old_meta
@@ -824,6 +830,29 @@ impl Objects {
         }
         written.ok()
     }
+}
+
+/// A write to a kind stored in another version goes through CAPI's conversion webhook,
+/// which decodes it into Go types: a value of the wrong type fails the request (500, the
+/// webhook's error), and missing fields Go always writes come back as zero values.
+fn convert(kind_ix: usize, obj: &mut Value) -> Result<(), ApiError> {
+    if !schema::converted(kind_ix) {
+        return Ok(());
+    }
+    if let Some(why) = schema::go_decode_error(kind_ix, obj) {
+        let kind = &KINDS[kind_ix];
+        let e = format!(
+            "conversion webhook for {}, Kind={} failed: {why}",
+            kind.api_version(),
+            kind.kind
+        );
+        let message = format!("Internal error occurred: {e}");
+        let mut err = ApiError::new(500, "InternalError", message.clone());
+        err.details = json!({ "causes": [{ "message": message }] });
+        return Err(err);
+    }
+    schema::fill_required(kind_ix, obj);
+    Ok(())
 }
 
 /// Lowercase letters and digits, as the apiserver's `generateName` suffixes (5 characters).

@@ -138,6 +138,34 @@ fn replicas_default(obj: &Value, old: Option<&Value>) -> i64 {
     1
 }
 
+/// What the conversion back from CAPI's stored v1beta2 leaves of v1beta1 object
+/// references: `apiVersion`, `kind`, `name` and the object's own namespace (v1beta2 keeps
+/// only group, kind and name).
+pub fn convert_back(kind: usize, obj: &mut Value, ns: &str) {
+    let refs: &[&[&str]] = match kind {
+        ix::MACHINE => &[
+            &["spec", "infrastructureRef"],
+            &["spec", "bootstrap", "configRef"],
+        ],
+        ix::MACHINE_SET | ix::MACHINE_DEPLOYMENT => &[
+            &["spec", "template", "spec", "infrastructureRef"],
+            &["spec", "template", "spec", "bootstrap", "configRef"],
+        ],
+        ix::CLUSTER => &[&["spec", "infrastructureRef"], &["spec", "controlPlaneRef"]],
+        _ => return,
+    };
+    for path in refs {
+        let mut at = Some(&mut *obj);
+        for seg in *path {
+            at = at.and_then(|v| v.get_mut(*seg));
+        }
+        if let Some(Value::Object(r)) = at {
+            r.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "name"));
+            r.insert("namespace".into(), json!(ns));
+        }
+    }
+}
+
 /// The validating webhooks; `Err` is the apiserver's answer to a denied request.
 pub fn validate(
     kind: usize,
