@@ -328,6 +328,24 @@ async fn the_simulators_apiserver_prunes_defaults_and_refuses_as_kube_apiserver_
         &refusal(&simulated),
     );
 
+    // Server-side apply with an unknown field: structured-merge-diff cannot type it.
+    let name = format!("schemas-{tag}-apply");
+    let mut osm = openstack_machine(&name);
+    osm["spec"]["foo"] = json!(1);
+    let path = format!("{CAPO}/openstackmachines/{name}?fieldManager=schemas");
+    let [real, simulated] = p
+        .both(Method::PATCH, &path, "application/apply-patch+yaml", &osm)
+        .await;
+    p.same(
+        "apply: code, reason, message",
+        &json!([real.code, real.body["reason"], real.body["message"]]),
+        &json!([
+            simulated.code,
+            simulated.body["reason"],
+            simulated.body["message"]
+        ]),
+    );
+
     // The Machine webhook: clusterName is immutable; bootstrap needs one of its two.
     let path = format!("{machines}/schemas-{tag}-warn");
     let patch = json!({"spec": {"clusterName": "schemas-elsewhere"}});

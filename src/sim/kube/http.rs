@@ -135,6 +135,36 @@ fn unknown_fields(
     Ok(())
 }
 
+/// Server-side apply cannot type an applied configuration with fields the schema does not
+/// know: structured-merge-diff's 500, whatever `fieldValidation` says.
+fn apply_unknown_fields(kind: &Kind, kind_ix: usize, body: &Bytes) -> Result<(), ApiError> {
+    let mut applied = parse_body(body, "application/apply-patch+yaml")?;
+    let unknown = schema::prune(kind_ix, &mut applied);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = unknown
+        .iter()
+        .map(|p| format!(".{p}: field not declared in schema"))
+        .collect();
+    let errors = match errors.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    let meta = &applied["metadata"];
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {}, Kind={}): {errors}",
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+            kind.api_version(),
+            kind.kind
+        ),
+    ))
+}
+
 /// A create or update body with unknown fields, under `Strict`: the decoder's error as the
 /// handler words it.
 fn undecodable(kind: &Kind, why: String) -> ApiError {
@@ -330,6 +360,9 @@ fn serve(
                 return Err(ApiError::bad_request(
                     "PATCH requests with apply patch type require fieldManager to be set",
                 ));
+            }
+            if apply {
+                apply_unknown_fields(kind, t.kind, body)?;
             }
             let Some(current) = objects.get(t.kind, ns, name).cloned() else {
                 if apply && target == Target::Main {

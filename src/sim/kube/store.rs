@@ -119,11 +119,18 @@ impl ApiError {
     }
 
     pub fn status(&self) -> Value {
-        json!({
+        let mut s = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "details": self.details,
-            "code": self.code,
-        })
+            "message": self.message, "code": self.code,
+        });
+        // As metav1.Status is written: no empty reason or details.
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
+        if self.details.as_object().is_some_and(|d| !d.is_empty()) {
+            s["details"] = self.details.clone();
+        }
+        s
     }
 }
 
