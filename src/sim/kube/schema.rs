@@ -591,34 +591,8 @@ pub fn prune(kind: usize, obj: &mut Value) -> Vec<String> {
 }
 
 fn prune_value(x: &mut Value, s: Option<&Node>, path: &mut String, unknown: &mut Vec<String>) {
-    if s.is_some_and(|s| s.preserve_unknown) {
-        // Known fields below are still pruned; unknown ones are kept.
-        let s = s.expect("checked");
-        match x {
-            Value::Object(m) => {
-                for (k, v) in m.iter_mut() {
-                    if let Some(sub) = s.field(k) {
-                        let len = path.len();
-                        push_key(path, k);
-                        prune_value(v, Some(sub), path, unknown);
-                        path.truncate(len);
-                    }
-                }
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter_mut().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    if let Some(items) = s.items.as_deref()
-                        && items.preserve_unknown
-                    {
-                        prune_value(v, Some(items), path, unknown);
-                    }
-                    path.truncate(len);
-                }
-            }
-            _ => {}
-        }
+    if let Some(s) = s.filter(|s| s.preserve_unknown) {
+        skip_prune(x, s, path, unknown);
         return;
     }
     match x {
@@ -646,6 +620,34 @@ fn prune_value(x: &mut Value, s: Option<&Node>, path: &mut String, unknown: &mut
                 path.push_str(&format!("[{i}]"));
                 prune_value(v, s.and_then(|s| s.items.as_deref()), path, unknown);
                 path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Under `x-kubernetes-preserve-unknown-fields`: unknown fields stay, known ones are
+/// pruned as usual (list items likewise, by their own schema).
+fn skip_prune(x: &mut Value, s: &Node, path: &mut String, unknown: &mut Vec<String>) {
+    match x {
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if let Some(sub) = s.field(k) {
+                    let len = path.len();
+                    push_key(path, k);
+                    prune_value(v, Some(sub), path, unknown);
+                    path.truncate(len);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.items.as_deref() {
+                for (i, v) in a.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    skip_prune(v, items, path, unknown);
+                    path.truncate(len);
+                }
             }
         }
         _ => {}
@@ -1079,6 +1081,18 @@ mod tests {
             "spec": {"flavor": "m1", "image": {"filter": {"name": "ubuntu"}}}});
         assert!(prune(ix::OPENSTACK_MACHINE, &mut osm).is_empty());
         assert_eq!(osm["metadata"]["labels"]["a"], "b");
+        // A topology variable's value is x-kubernetes-preserve-unknown-fields.
+        let mut cluster = json!({"metadata": {"name": "c"}, "spec": {"topology": {
+            "class": "k", "version": "v1.31.0",
+            "variables": [{"name": "v", "value": {"any": {"thing": [1, 2]}}, "extra": 1}]}}});
+        assert_eq!(
+            prune(ix::CLUSTER, &mut cluster),
+            ["spec.topology.variables[0].extra"]
+        );
+        assert_eq!(
+            cluster["spec"]["topology"]["variables"][0]["value"]["any"]["thing"],
+            json!([1, 2])
+        );
     }
 
     #[test]

@@ -571,6 +571,11 @@ impl Objects {
                 old_meta["resourceVersion"].clone(),
             );
         }
+        if &new == old {
+            // Nothing changes (a controller's write at rest): no new version, no event,
+            // and nothing for the schema or the webhooks to look at.
+            return Ok(new);
+        }
         schema::prune(kind_ix, &mut new);
         schema::default(kind_ix, &mut new);
         convert(kind_ix, &mut new)?;
