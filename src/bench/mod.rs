@@ -270,7 +270,8 @@ pub struct SimBenchArgs {
 }
 
 /// The demo scenario with room for `n` workers: quotas, hypervisors and the subnet raised,
-/// and `demo-md-0` starting empty (it is grown once its template has a root volume).
+/// and `demo-md-0` starting empty (it is grown once it points at a template with a root
+/// volume).
 fn bench_scenario(n: usize) -> String {
     let n = n as i64 + 100;
     crate::sim::scenario::DEMO
