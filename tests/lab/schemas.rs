@@ -360,6 +360,15 @@ async fn the_simulators_apiserver_prunes_defaults_and_refuses_as_kube_apiserver_
         &real.body["message"],
         &simulated.body["message"],
     );
+    // Upstream's webhook leaves the references alone: they may change.
+    let patch = json!({"spec": {"infrastructureRef": {"name": "schemas-other"},
+                                "bootstrap": {"dataSecretName": "schemas-other"}}});
+    let [real, simulated] = p.both(Method::PATCH, &path, MERGE, &patch).await;
+    p.same(
+        "changed references: code and spec",
+        &json!([real.code, real.body["spec"]]),
+        &json!([simulated.code, simulated.body["spec"]]),
+    );
     let mut m = machine(&format!("schemas-{tag}-bootstrap"));
     m["spec"]["bootstrap"] = json!({});
     let [real, simulated] = p.both(Method::POST, &machines, JSON, &m).await;
@@ -388,6 +397,28 @@ async fn the_simulators_apiserver_prunes_defaults_and_refuses_as_kube_apiserver_
                "version": a.body["spec"]["template"]["spec"]["version"]})
     };
     p.same("machineset defaults", &view(&real), &view(&simulated));
+    // A MachineDeployment's defaults: replicas, selector, labels, strategy.
+    let mut md = machine_set(&format!("schemas-{tag}-md"));
+    md["kind"] = json!("MachineDeployment");
+    md["spec"].as_object_mut().unwrap().remove("replicas");
+    let [real, simulated] = p
+        .both(
+            Method::POST,
+            &format!("{CAPI}/machinedeployments"),
+            JSON,
+            &md,
+        )
+        .await;
+    let md_view = |a: &Answer| {
+        let mut v = view(a);
+        v["strategy"] = a.body["spec"]["strategy"].clone();
+        v
+    };
+    p.same(
+        "machinedeployment defaults",
+        &md_view(&real),
+        &md_view(&simulated),
+    );
     // A template whose labels the selector does not match.
     let mut ms = machine_set(&format!("schemas-{tag}-selector"));
     ms["spec"]["selector"] = json!({"matchLabels": {"pool": "a"}});
