@@ -270,7 +270,8 @@ pub struct SimBenchArgs {
 }
 
 /// The demo scenario with room for `n` workers: quotas, hypervisors and the subnet raised,
-/// and `demo-md-0` starting empty (it is grown once its template has a root volume).
+/// and `demo-md-0` starting empty (it is grown once it points at a template with a root
+/// volume).
 fn bench_scenario(n: usize) -> String {
     let n = n as i64 + 100;
     crate::sim::scenario::DEMO
@@ -318,18 +319,22 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
     {
         let mut clusters = sim.kube.clusters.lock().unwrap();
         let objects = clusters.get_mut(MANAGEMENT).expect("management");
-        objects.modify(
-            ix::OPENSTACK_MACHINE_TEMPLATE,
-            "default",
-            "demo-md-0",
-            Target::Main,
-            |o| {
-                o["spec"]["template"]["spec"]["rootVolume"] =
-                    serde_json::json!({"sizeGiB": ROOT_VOLUME_GIB, "type": "ssd"});
-            },
-        );
+        // A template's spec is immutable (CAPO's webhook): a new one with root volumes,
+        // and the set pointed at it, as a user changes a MachineSet's machines.
+        let mut template = objects
+            .get(ix::OPENSTACK_MACHINE_TEMPLATE, "default", "demo-md-0")
+            .expect("the scenario's template")
+            .clone();
+        template["metadata"] = serde_json::json!({"name": "demo-md-0-bench"});
+        template["spec"]["template"]["spec"]["rootVolume"] =
+            serde_json::json!({"sizeGiB": ROOT_VOLUME_GIB, "type": "ssd"});
+        objects
+            .create_own(ix::OPENSTACK_MACHINE_TEMPLATE, "default", template)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         objects.modify(ix::MACHINE_SET, "default", "demo-md-0", Target::Main, |o| {
             o["spec"]["replicas"] = serde_json::json!(n);
+            o["spec"]["template"]["spec"]["infrastructureRef"]["name"] =
+                serde_json::json!("demo-md-0-bench");
         });
     }
     let running = || -> usize {

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod differential;
+mod schemas;
 mod versions;
 
 use std::path::PathBuf;

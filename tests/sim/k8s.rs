@@ -989,3 +989,79 @@ async fn a_machine_deployment_scales_through_its_one_machine_set_and_takes_it_al
     // The demo's own MachineSet is untouched.
     assert_eq!(machines_of(&machines, "demo-md-0").await.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn unknown_fields_are_refused_warned_about_or_dropped_as_field_validation_says() {
+    let sim = start_sim();
+    let token = std::fs::read_to_string(&sim.kubeconfig)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+        .unwrap();
+    let http = reqwest::Client::new();
+    let machine = |name: &str| {
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
+               "metadata": {"name": name},
+               "spec": {"clusterName": "demo", "foo": 1,
+                        "bootstrap": {"dataSecretName": "demo-bootstrap"},
+                        "infrastructureRef": {"kind": "OpenStackMachine", "name": name}}})
+    };
+    let post = |name: &str, mode: &str| {
+        http.post(format!(
+            "{}/apis/cluster.x-k8s.io/v1beta1/namespaces/default/machines{mode}",
+            sim.url
+        ))
+        .bearer_auth(&token)
+        .json(&machine(name))
+        .send()
+    };
+    let strict = post("strict", "?fieldValidation=Strict").await.unwrap();
+    assert_eq!(strict.status().as_u16(), 400);
+    let body: Value = strict.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "Machine in version \"v1beta1\" cannot be handled as a Machine: strict decoding error: unknown field \"spec.foo\""
+    );
+    let warned = post("warned", "").await.unwrap();
+    assert_eq!(warned.status().as_u16(), 201);
+    let warnings: Vec<String> = warned
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "299 - \"cluster.x-k8s.io/v1beta1 Machine is deprecated; use cluster.x-k8s.io/v1beta2 Machine\"",
+            "299 - \"unknown field \\\"spec.foo\\\"\""
+        ]
+    );
+    let stored: Value = warned.json().await.unwrap();
+    assert!(stored["spec"].get("foo").is_none(), "{stored}");
+    assert_eq!(
+        stored["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "demo",
+        "CAPI's defaulting webhook labels the Machine"
+    );
+    let ignored = post("ignored", "?fieldValidation=Ignore").await.unwrap();
+    assert_eq!(ignored.status().as_u16(), 201);
+    assert_eq!(ignored.headers().get_all("warning").iter().count(), 1);
+    // A changed clusterName is the Machine webhook's refusal.
+    let resp = http
+        .patch(format!(
+            "{}/apis/cluster.x-k8s.io/v1beta1/namespaces/default/machines/warned",
+            sim.url
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"spec": {"clusterName": "other"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "admission webhook \"validation.machine.cluster.x-k8s.io\" denied the request: Machine.cluster.x-k8s.io \"warned\" is invalid: spec.clusterName: Forbidden: field is immutable"
+    );
+}

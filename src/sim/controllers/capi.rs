@@ -321,7 +321,7 @@ pub fn reconcile_machine_deployments(kube: &KubeWorld) {
                     },
                     "spec": set_spec,
                 });
-                let _ = objects.create(ix::MACHINE_SET, &ns, set, false, false);
+                let _ = objects.create_own(ix::MACHINE_SET, &ns, set);
             }
             Some(set) => {
                 objects.modify(ix::MACHINE_SET, &ns, &name(set), Target::Main, |s| {
@@ -458,10 +458,7 @@ fn create_machine(objects: &mut Objects, set: &Value) {
             },
             "spec": osmt["spec"]["template"]["spec"],
         });
-        if objects
-            .create(ix::OPENSTACK_MACHINE, &ns, osm, false, false)
-            .is_err()
-        {
+        if objects.create_own(ix::OPENSTACK_MACHINE, &ns, osm).is_err() {
             return;
         }
         spec["infrastructureRef"] = json!({
@@ -482,7 +479,7 @@ fn create_machine(objects: &mut Objects, set: &Value) {
             "metadata": {"name": machine_name, "labels": labels},
             "spec": tmpl["spec"]["template"]["spec"],
         });
-        let _ = objects.create(ix::KUBEADM_CONFIG, &ns, config, false, false);
+        let _ = objects.create_own(ix::KUBEADM_CONFIG, &ns, config);
         spec["bootstrap"]["configRef"] = json!({
             "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1", "kind": "KubeadmConfig",
             "name": machine_name, "namespace": ns,
@@ -493,7 +490,7 @@ fn create_machine(objects: &mut Objects, set: &Value) {
         "metadata": {"name": machine_name, "labels": labels, "ownerReferences": [owner_ref(set)]},
         "spec": spec,
     });
-    let _ = objects.create(ix::MACHINE, &ns, machine, false, false);
+    let _ = objects.create_own(ix::MACHINE, &ns, machine);
 }
 
 /// The kubeadm bootstrap provider: a KubeadmConfig gets its data Secret only once the
@@ -533,7 +530,7 @@ pub fn reconcile_kubeadm_configs(kube: &KubeWorld) {
             "metadata": {"name": n, "labels": {CLUSTER_NAME_LABEL: cluster}, "ownerReferences": [owner_ref(&cfg)]},
             "stringData": {"format": "cloud-config", "value": "#cloud-config\n"},
         });
-        let _ = objects.create(ix::SECRET, &ns, secret, false, false);
+        let _ = objects.create_own(ix::SECRET, &ns, secret);
         objects.modify(ix::KUBEADM_CONFIG, &ns, &n, Target::Status, |c| {
             c["status"]["ready"] = json!(true);
             c["status"]["dataSecretName"] = json!(n);

@@ -86,7 +86,9 @@ pub fn reconcile_machines(ctl: &Controllers) {
             let mut server_spec = json!({
                 "flavor": spec["flavor"], "image": spec["image"], "ports": spec["ports"],
                 "identityRef": spec["identityRef"], "userDataRef": {"name": data_secret},
-                "securityGroups": spec["securityGroups"], "sshKeyName": spec["sshKeyName"],
+                "securityGroups": spec["securityGroups"],
+                // A plain string in CAPO's type: always sent, empty when the machine has none.
+                "sshKeyName": spec["sshKeyName"].as_str().unwrap_or(""),
                 "tags": spec["tags"], "serverMetadata": spec["serverMetadata"],
                 "rootVolume": spec["rootVolume"], "additionalBlockDevices": spec["additionalBlockDevices"],
                 "configDrive": spec["configDrive"], "trunk": false,
@@ -103,7 +105,7 @@ pub fn reconcile_machines(ctl: &Controllers) {
                     "ownerReferences": [owner_ref(&osm)]},
                 "spec": server_spec,
             });
-            let _ = objects.create(ix::OPENSTACK_SERVER, &ns, oss, false, false);
+            let _ = objects.create_own(ix::OPENSTACK_SERVER, &ns, oss);
             continue;
         };
         let st = &server["status"];

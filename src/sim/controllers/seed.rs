@@ -80,13 +80,16 @@ fn cluster_objects(
         ids(&format!("project:{}", project.name)),
         s.region
     );
-    // The (absent) control plane's endpoint: the tenth address of the cluster's subnet.
-    let endpoint = s
+    let subnet_cidr = s
         .networks
         .iter()
         .flat_map(|n| &n.subnets)
         .find(|x| x.name == c.subnet)
-        .and_then(|x| crate::ipv4::Cidr::parse(&x.cidr).ok())
+        .map(|x| x.cidr.clone())
+        .unwrap_or_default();
+    // The (absent) control plane's endpoint: the tenth address of the cluster's subnet.
+    let endpoint = crate::ipv4::Cidr::parse(&subnet_cidr)
+        .ok()
         .map(|cidr| std::net::Ipv4Addr::from(u32::from(cidr.network) + 10).to_string())
         .unwrap_or_else(|| "10.6.0.10".into());
     let workload_server = format!("{base}/workload/{ns}/{name}");
@@ -139,7 +142,7 @@ fn cluster_objects(
             "status": {
                 "ready": true,
                 "network": {"id": ids(&format!("network:{}", c.network)), "name": c.network,
-                    "subnets": [{"id": ids(&format!("subnet:{}", c.subnet)), "name": c.subnet}]},
+                    "subnets": [{"id": ids(&format!("subnet:{}", c.subnet)), "name": c.subnet, "cidr": subnet_cidr}]},
                 "externalNetwork": {"id": ids(&format!("network:{}", c.external_network)), "name": c.external_network},
                 "failureDomains": Value::Object(s.availability_zones.iter().map(|z| (z.clone(), json!({"controlPlane": true}))).collect()),
             },

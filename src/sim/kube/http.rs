@@ -7,12 +7,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 
 use super::resources::{KINDS, Kind};
+use super::schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{ApiError, Objects, Target, Write};
 use super::{Kube, MANAGEMENT};
@@ -23,6 +24,7 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 const WATCH_MAX: Duration = Duration::from_secs(1800);
 
 pub fn router(kube: Kube) -> Router {
+    schema::load();
     Router::new()
         .route("/version", any(handle))
         .route("/api", any(handle))
@@ -72,10 +74,116 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match serve(&kube, &method, &uri, &headers, &body) {
+    let mut warnings = Vec::new();
+    let mut response = match serve(&kube, &method, &uri, &headers, &body, &mut warnings) {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    for w in warnings {
+        // The apiserver's `Warning: 299 - "<text>"`, one header per warning.
+        let quoted = serde_json::to_string(&w).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {quoted}")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
     }
+    response
+}
+
+/// `?fieldValidation=`: what to do with fields the schema does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    /// Refuse the request.
+    Strict,
+    /// Drop them and say so in a `Warning` header (the default).
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+fn field_validation(q: &HashMap<String, String>) -> Result<FieldValidation, ApiError> {
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}, supported values: \"Ignore\", \"Warn\", \"Strict\""
+        ))),
+    }
+}
+
+/// Prunes the fields a custom resource's schema does not know from a request body and
+/// answers for them as `fieldValidation` says: `Strict` refuses the request with the
+/// decoder's `strict decoding error`, `Warn` adds a warning per field.
+fn unknown_fields(
+    kind: usize,
+    obj: &mut Value,
+    how: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let unknown = schema::prune(kind, obj);
+    if unknown.is_empty() || how == FieldValidation::Ignore {
+        return Ok(());
+    }
+    let texts: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    if how == FieldValidation::Strict {
+        return Err(format!("strict decoding error: {}", texts.join(", ")));
+    }
+    warnings.extend(texts);
+    Ok(())
+}
+
+/// Server-side apply cannot type an applied configuration with fields the schema does not
+/// know: structured-merge-diff's 500, whatever `fieldValidation` says.
+fn apply_unknown_fields(kind: &Kind, kind_ix: usize, body: &Bytes) -> Result<(), ApiError> {
+    let mut applied = parse_body(body, "application/apply-patch+yaml")?;
+    let unknown = schema::prune(kind_ix, &mut applied);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = unknown
+        .iter()
+        .map(|p| format!(".{p}: field not declared in schema"))
+        .collect();
+    let errors = match errors.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    let meta = &applied["metadata"];
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {}, Kind={}): {errors}",
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+            kind.api_version(),
+            kind.kind
+        ),
+    ))
+}
+
+/// A create or update body with unknown fields, under `Strict`: the decoder's error as the
+/// handler words it.
+fn undecodable(kind: &Kind, why: String) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {why}",
+        kind.kind, kind.version, kind.kind
+    ))
+}
+
+/// A patch whose result has unknown fields, under `Strict`: the patch handler's `Invalid`
+/// with neither kind nor name, the patched object quoted.
+fn strict_patch_error(patched: &Value, why: String) -> ApiError {
+    let quoted = serde_json::to_string(&patched.to_string()).unwrap_or_default();
+    let body = format!("Invalid value: {quoted}: {why}");
+    let mut e = ApiError::new(422, "Invalid", format!(" \"\" is invalid: patch: {body}"));
+    e.details = json!({
+        "causes": [{ "reason": "FieldValueInvalid", "message": body, "field": "patch" }],
+    });
+    e
 }
 
 fn serve(
@@ -84,6 +192,7 @@ fn serve(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
+    warnings: &mut Vec<String>,
 ) -> Result<Response, ApiError> {
     let segs: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let (cluster, rest) = match segs.as_slice() {
@@ -125,6 +234,9 @@ fn serve(
             .ok_or_else(unknown_path);
     }
     let t = parse_target(group, version, path, workload)?;
+    if let Some(w) = schema::deprecation(t.kind) {
+        warnings.push(w.to_string());
+    }
     let verb = verb(method, &t, &q);
     inject_fault(kube, &verb, KINDS[t.kind].plural)?;
     if verb == "watch" {
@@ -142,7 +254,9 @@ fn serve(
     match (verb.as_str(), &t.name, t.sub.as_deref()) {
         ("list", None, None) => list(objects, &t, &q),
         ("create", None, None) => {
-            let obj = parse_body(body, content_type)?;
+            let mut obj = parse_body(body, content_type)?;
+            unknown_fields(t.kind, &mut obj, field_validation(&q)?, warnings)
+                .map_err(|why| undecodable(kind, why))?;
             let created = objects.create(t.kind, ns, obj, false, dry_run)?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
@@ -183,7 +297,9 @@ fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(obj)))
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
-            let obj = parse_body(body, content_type)?;
+            let mut obj = parse_body(body, content_type)?;
+            unknown_fields(t.kind, &mut obj, field_validation(&q)?, warnings)
+                .map_err(|why| undecodable(kind, why))?;
             let target = if sub.is_some() {
                 Target::Status
             } else {
@@ -239,15 +355,21 @@ fn serve(
                 Target::Main
             };
             let apply = content_type.starts_with("application/apply-patch");
+            let how = field_validation(&q)?;
             if apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
                 return Err(ApiError::bad_request(
                     "PATCH requests with apply patch type require fieldManager to be set",
                 ));
             }
+            if apply {
+                apply_unknown_fields(kind, t.kind, body)?;
+            }
             let Some(current) = objects.get(t.kind, ns, name).cloned() else {
                 if apply && target == Target::Main {
                     let mut obj = parse_body(body, "application/apply-patch+yaml")?;
                     obj["metadata"]["name"] = json!(name);
+                    unknown_fields(t.kind, &mut obj, how, warnings)
+                        .map_err(|why| strict_patch_error(&obj, why))?;
                     let created = objects.create(t.kind, ns, obj, false, dry_run)?;
                     return Ok(json_response(StatusCode::CREATED, &created));
                 }
@@ -255,6 +377,10 @@ fn serve(
             };
             let mut next = current;
             apply_patch(kind, &mut next, body, content_type)?;
+            // Kept only to quote in a strict refusal.
+            let patched = (how == FieldValidation::Strict).then(|| next.clone());
+            unknown_fields(t.kind, &mut next, how, warnings)
+                .map_err(|why| strict_patch_error(patched.as_ref().unwrap_or(&Value::Null), why))?;
             let updated = objects.update(
                 t.kind,
                 ns,

@@ -4,13 +4,16 @@
 //!
 //! Clients see the apiserver's protocol: JSON `Status` errors with the upstream reasons,
 //! resourceVersions and conflicts, merge/JSON/apply patches, `/status` and `/scale`,
-//! finalizers, garbage collection, NDJSON watches with bookmarks and 410 Gone, and the
-//! discovery documents.
+//! finalizers, garbage collection, NDJSON watches with bookmarks and 410 Gone, the
+//! discovery documents, and for the custom resources upstream's CRD schemas (pruning,
+//! defaults, validation, `fieldValidation`) and CAPI's and CAPO's admission webhooks.
 
 mod http;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod store;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
