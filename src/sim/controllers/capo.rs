@@ -602,7 +602,9 @@ async fn create(ctl: &Controllers, s: &Value, os: &Session) -> Result<(), ()> {
             if let Some(ud) = user_data {
                 server["user_data"] = json!(ud);
             }
-            if let Some(k) = spec["sshKeyName"].as_str() {
+            // gophercloud's `key_name` is `omitempty`: CAPO's empty sshKeyName (its Go type
+            // always writes the field) sends no key at all.
+            if let Some(k) = spec["sshKeyName"].as_str().filter(|k| !k.is_empty()) {
                 server["key_name"] = json!(k);
             }
             match os
