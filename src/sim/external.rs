@@ -4,7 +4,9 @@
 //! here — the kubelet of each booted server: a server ACTIVE for the join delay gets a Node
 //! registered in the workload cluster (the external apiserver), with `spec.providerID` as
 //! CAPO writes it (`openstack:///<id>`), kubelet's labels and a Ready condition; a Node
-//! whose server is gone is removed, as the cloud controller manager would.
+//! whose server is gone is removed, as the cloud controller manager would. The servers come
+//! from the simulated cloud, or (`--follow-nova`) from a real Nova (`real_nova.rs`): a
+//! [`Source`].
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,18 +17,37 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::openstack::Shared;
+use super::real_nova::RealNova;
 
 /// Marks the Nodes this loop registered (and may remove).
 const REGISTERED_BY: &str = "sim.capstan.io/kubelet";
 
 /// One server the loop may register.
-struct Booted {
-    name: String,
-    id: String,
-    zone: String,
-    flavor: String,
-    address: Option<String>,
-    ready_at: Instant,
+pub(super) struct Booted {
+    pub(super) name: String,
+    pub(super) id: String,
+    pub(super) zone: String,
+    pub(super) flavor: String,
+    pub(super) address: Option<String>,
+    /// When it became ACTIVE; its Node joins the join delay later.
+    pub(super) ready_at: Instant,
+}
+
+/// Where the kubelets learn which servers have booted.
+pub enum Source {
+    /// The simulated cloud of this process.
+    Sim(Shared),
+    /// A real Nova, read over HTTP (the upstream lab with real OpenStack).
+    Nova(Box<RealNova>),
+}
+
+impl Source {
+    async fn booted(&mut self) -> anyhow::Result<Vec<Booted>> {
+        match self {
+            Source::Sim(cloud) => Ok(booted(cloud)),
+            Source::Nova(nova) => nova.booted().await,
+        }
+    }
 }
 
 fn booted(cloud: &Shared) -> Vec<Booted> {
@@ -64,7 +85,7 @@ fn booted(cloud: &Shared) -> Vec<Booted> {
 /// Registers and removes Nodes in the external apiserver until the process ends.
 pub async fn kubelets(
     kubeconfig: &Path,
-    cloud: Shared,
+    mut source: Source,
     join_after: Duration,
 ) -> anyhow::Result<()> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
@@ -73,15 +94,15 @@ pub async fn kubelets(
             .await?;
     let nodes: Api<Node> = Api::all(kube::Client::try_from(config)?);
     loop {
-        if let Err(e) = pass(&nodes, &cloud, join_after).await {
+        if let Err(e) = pass(&nodes, &mut source, join_after).await {
             tracing::warn!(error = %e, "registering Nodes in the external apiserver");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow::Result<()> {
-    let servers = booted(cloud);
+async fn pass(nodes: &Api<Node>, source: &mut Source, join_after: Duration) -> anyhow::Result<()> {
+    let servers = source.booted().await?;
     let existing = nodes
         .list(&kube::api::ListParams::default().labels(REGISTERED_BY))
         .await?
