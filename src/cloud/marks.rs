@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use super::ClusterRef;
 
 /// Server metadata keys Capstan sets (through the OpenStackMachine's `serverMetadata`, which
-/// CAPO passes to Nova).
-pub const SERVER_CLUSTER_KEY: &str = "capstan.io/cluster";
-pub const SERVER_JOB_KEY: &str = "capstan.io/job";
+/// CAPO passes to Nova). Nova's schema allows only letters, digits and `-_:. ` in a key: a
+/// `/` is a 400 for the whole server create (the lab's real Nova refused `capstan.io/cluster`).
+pub const SERVER_CLUSTER_KEY: &str = "capstan.io:cluster";
+pub const SERVER_JOB_KEY: &str = "capstan.io:job";
 
 /// The `serverMetadata` of an OpenStackMachine Capstan creates.
 pub fn server_metadata(cluster: &ClusterRef, job: &str) -> Value {
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_server_is_marked_only_for_its_own_cluster() {
-        let s = json!({"metadata": {"capstan.io/cluster": "acme/prod"}});
+        let s = json!({"metadata": {"capstan.io:cluster": "acme/prod"}});
         assert!(server_is_marked(&s, &acme()));
         assert!(!server_is_marked(
             &s,

@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 mod differential;
+mod real_openstack;
 
 const TOKEN: &str = "lab-test-token-0001";
 
@@ -253,7 +254,7 @@ async fn real_capi_and_capo_run_capstans_workers_as_specified() {
         .unwrap()
         .clone();
     assert_eq!(server["host"], "compute-2");
-    assert_eq!(server["metadata"]["capstan.io/cluster"], "default/demo");
+    assert_eq!(server["metadata"]["capstan.io:cluster"], "default/demo");
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(lab.kube().await);
     let n = nodes.get("lab-w-01").await.unwrap();
     let labels = n.metadata.labels.unwrap();

@@ -409,7 +409,7 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
             // As Capstan's OpenStackMachines make it: marked for the cluster.
             json!({"server": {"name": "demo-w-09", "flavorRef": flavor, "imageRef": image,
                                "networks": [{"port": port}], "tags": ["capstan"],
-                               "metadata": {"capstan.io/cluster": "default/demo"}}}),
+                               "metadata": {"capstan.io:cluster": "default/demo"}}}),
         ),
     )
     .await;

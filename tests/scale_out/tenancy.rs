@@ -356,7 +356,7 @@ async fn each_tenant_works_in_its_own_project_and_sees_only_its_own_quota() {
         acme.as_str(),
         "made with acme's credentials"
     );
-    assert_eq!(server["metadata"]["capstan.io/cluster"], "acme/prod");
+    assert_eq!(server["metadata"]["capstan.io:cluster"], "acme/prod");
     // Quota: each cluster's project, for whoever may see the cluster, and for no one else.
     let (s, q) = w
         .call(Method::GET, "/v1/clusters/acme/prod/quota", EVE, None)
@@ -461,7 +461,7 @@ async fn orphan_server(w: &World, token: &str, name: &str, cluster: &str) -> Str
         "ubuntu-2204-kube-v1.30",
     );
     let body = json!({"server": {"name": name, "flavorRef": flavor, "imageRef": image,
-        "networks": "none", "metadata": {"capstan.io/cluster": cluster}, "tags": ["capstan"]}});
+        "networks": "none", "metadata": {"capstan.io:cluster": cluster}, "tags": ["capstan"]}});
     let resp = reqwest::Client::new()
         .post(format!("{}/compute/v2.1/servers", w.sim_url))
         .header("x-auth-token", token)
