@@ -42,6 +42,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// How often to look: a real Nova is asked over HTTP, so less often than the sim.
+    fn period(&self) -> Duration {
+        match self {
+            Source::Sim(_) => Duration::from_millis(250),
+            Source::Nova(_) => Duration::from_secs(1),
+        }
+    }
+
     async fn booted(&mut self) -> anyhow::Result<Vec<Booted>> {
         match self {
             Source::Sim(cloud) => Ok(booted(cloud)),
@@ -97,7 +105,7 @@ pub async fn kubelets(
         if let Err(e) = pass(&nodes, &mut source, join_after).await {
             tracing::warn!(error = %e, "registering Nodes in the external apiserver");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(source.period()).await;
     }
 }
 

@@ -188,7 +188,11 @@ impl RealLab {
             serve: None,
             api: String::new(),
             db: tempfile::tempdir().unwrap(),
-            http: reqwest::Client::new(),
+            // Bounded, so that a hanging Capstan fails the test instead of hanging it.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(180))
+                .build()
+                .unwrap(),
         };
         lab.start_serve();
         Some(lab)
@@ -789,5 +793,104 @@ async fn a_kill_9_of_capstan_mid_job_on_real_openstack_makes_each_server_once() 
         "one floating IP made: {now:?}"
     );
     lab.delete(&["os-k9-1", "os-k9-2"]).await;
+    lab.no_leaks(&before).await;
+}
+
+/// A service of the OpenStack lab stopped (SIGSTOP to its process group: it holds its
+/// connections and answers nothing, as a hung broker or database does), resumed when
+/// dropped, whatever the test did meanwhile.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(lab: &RealLab, service: &str) -> Stopped {
+        let group = lab.service_group(service);
+        signal("-STOP", group);
+        Stopped(group)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(sig: &str, group: i32) {
+    let ok = Command::new("kill")
+        .args([sig, "--", &format!("-{group}")])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} -{group}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_stopped_while_real_capo_creates_the_server_only_delays_the_node() {
+    let _turn = TURN.lock().await;
+    let Some(lab) = RealLab::start().await else {
+        return;
+    };
+    let before = lab.census().await;
+    // Held at the quota wait, so the outage meets the node when CAPO creates its server.
+    lab.instance_quota(lab.servers_used().await).await;
+    let (s, job) = lab.submit(&request(vec![node("os-mq-1", "az2")])).await;
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    lab.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
+        .await;
+    let stopped = Stopped::new(&lab, "rabbitmq");
+    lab.instance_quota(50).await; // Nova's quota API needs only the database
+    lab.until_event(&id, "the Machine", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Machine and OpenStackMachine os-mq-1 created"))
+    })
+    .await;
+    // The broker stays away for a while; Capstan's API answers meanwhile.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let during = lab.get(&format!("/v1/jobs/{id}")).await.expect("the job");
+    println!("with RabbitMQ stopped 45 s: job {}", during["state"]);
+    for line in lab.story(&id).await {
+        println!("  {line}");
+    }
+    drop(stopped);
+    let done = lab.finished(&id).await;
+    for line in lab.story(&id).await {
+        println!("  {line}");
+    }
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    lab.server("os-mq-1").await; // exactly one
+    assert_eq!(lab.phase("os-mq-1").await.as_deref(), Some("Running"));
+    lab.delete(&["os-mq-1"]).await;
+    lab.no_leaks(&before).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_stopped_makes_a_submit_answer_503_in_bounded_time_and_nothing_is_made() {
+    let _turn = TURN.lock().await;
+    let Some(lab) = RealLab::start().await else {
+        return;
+    };
+    let before = lab.census().await;
+    let body = request(vec![node("os-db-1", "az1")]);
+    // Logged in once (a token cached) before the database goes.
+    let (s, _) = lab
+        .submit(&json!({"kind": "scale_out", "cluster": "default/demo",
+        "nodes": [{"name": "os-db-0", "availability_zone": "az1", "flavor": "nope"}]}))
+        .await;
+    assert_eq!(s, 422);
+    let stopped = Stopped::new(&lab, "mariadb");
+    let (s, refusal) = lab.submit(&body).await;
+    println!("with MariaDB stopped: {s} {refusal}");
+    assert_eq!(s, 503, "{refusal:#}");
+    assert!(
+        refusal.to_string().contains("no answer within"),
+        "{refusal:#}"
+    );
+    drop(stopped);
+    assert_eq!(lab.census().await, before, "nothing was made");
+    let done = lab.run(&body).await;
+    assert_eq!(done["state"], "succeeded");
+    lab.delete(&["os-db-1"]).await;
     lab.no_leaks(&before).await;
 }
