@@ -159,7 +159,7 @@ fn lab_dirs() -> Result<(PathBuf, PathBuf), String> {
     )?;
     let (os, k8s) = (PathBuf::from(os), PathBuf::from(k8s));
     let pointed = std::fs::read_to_string(k8s.join("openstack-dir")).unwrap_or_default();
-    let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if !same(Path::new(pointed.trim()), &os) {
         return Err(format!(
             "the Kubernetes lab at {} was not demo'd with --openstack real --openstack-dir {}",
