@@ -310,6 +310,7 @@ pub async fn sim(args: SimBenchArgs) -> anyhow::Result<()> {
         seed: 1,
         time_scale: args.time_scale,
         external_kube: None,
+        follow_nova: None,
     })
     .await?;
     println!(

@@ -103,6 +103,18 @@ pub struct SimArgs {
     /// serves only OpenStack and registers the booted servers' Nodes there.
     #[arg(long)]
     pub external_kube: Option<PathBuf>,
+    /// With --external-kube: the kubelets follow the real Nova of this clouds.yaml (the
+    /// upstream lab's real OpenStack) instead of the simulated one.
+    #[arg(long, requires = "external_kube")]
+    pub follow_nova: Option<PathBuf>,
+    /// The clouds.yaml entry --follow-nova logs in as: an admin's, so that every project's
+    /// servers are listed.
+    #[arg(
+        long,
+        default_value = "capstan-lab-cloud-admin",
+        requires = "follow_nova"
+    )]
+    pub follow_cloud: String,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8780")]
     pub listen: SocketAddr,
@@ -282,6 +294,7 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
         seed: a.seed,
         time_scale: a.time_scale,
         external_kube: a.external_kube,
+        follow_nova: a.follow_nova.map(|p| (p, a.follow_cloud)),
     };
     let sim = crate::sim::Sim::start(&opts).await?;
     // Tests and scripts read these lines.
@@ -313,6 +326,7 @@ async fn start_embedded_sim(
         seed: 1,
         time_scale,
         external_kube: None,
+        follow_nova: None,
     };
     let sim = crate::sim::Sim::start(&opts).await?;
     println!("capstan: simulated cloud on http://{}", sim.addr);

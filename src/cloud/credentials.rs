@@ -333,22 +333,33 @@ async fn login(
                 "is not a clouds.yaml cloud entry (a field has the wrong type)".into(),
             )
         })?;
-    let session = config.create_session().await;
+    let session = tokio::time::timeout(super::os::CALL_TIMEOUT, config.create_session()).await;
     drop(cert_file);
-    let session = session.map_err(|e| login_error(key, e))?;
+    let unavailable = |reason: String| CredentialError::LoginUnavailable {
+        ns: key.ns.clone(),
+        name: key.name.clone(),
+        cloud: key.cloud.clone(),
+        reason,
+    };
+    let session = session
+        .map_err(|_| {
+            unavailable(format!(
+                "Keystone gave no answer within {}",
+                crate::duration::format(super::os::CALL_TIMEOUT)
+            ))
+        })?
+        .map_err(|e| login_error(key, e))?;
     let os = OpenStack::from_session(session, project_id.clone().unwrap_or_default());
     if project_id.is_some() {
         return Ok(os);
     }
-    let id = os
-        .scoped_project_id(&auth_url, project_name.as_deref())
-        .await
-        .map_err(|e| CredentialError::LoginUnavailable {
-            ns: key.ns.clone(),
-            name: key.name.clone(),
-            cloud: key.cloud.clone(),
-            reason: format!("finding the project's ID: {e}"),
-        })?;
+    let id = tokio::time::timeout(
+        super::os::CALL_TIMEOUT,
+        os.scoped_project_id(&auth_url, project_name.as_deref()),
+    )
+    .await
+    .unwrap_or_else(|_| Err("Keystone gave no answer in time".into()))
+    .map_err(|e| unavailable(format!("finding the project's ID: {e}")))?;
     Ok(OpenStack::from_session(os.into_session(), id))
 }
 

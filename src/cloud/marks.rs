@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::ClusterRef;
 
 /// Server metadata keys Capstan sets (through the OpenStackMachine's `serverMetadata`, which
-/// CAPO passes to Nova). Nova allows only letters, digits and `-_:. ` in a metadata key (a
-/// `/` is refused with 400), hence the colon where Kubernetes would have a slash.
+/// CAPO passes to Nova). Nova's schema allows only letters, digits and `-_:. ` in a key: a
+/// `/` is a 400 for the whole server create (the lab's real Nova refused `capstan.io/cluster`).
 pub const SERVER_CLUSTER_KEY: &str = "capstan.io:cluster";
 pub const SERVER_JOB_KEY: &str = "capstan.io:job";
 

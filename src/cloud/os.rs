@@ -56,6 +56,11 @@ pub struct OpenStack {
 /// The Nova microversion Capstan speaks (tags on servers, UUID hypervisors).
 const NOVA: ApiVersion = ApiVersion(2, 60);
 
+/// How long one call may take, answer included. A service whose database or message queue
+/// is stopped does not answer 5xx, it hangs (the lab's real Nova and Cinder with RabbitMQ or
+/// MariaDB stopped): without a bound a step, or a submit's preflight, would hang with it.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl OpenStack {
     /// A logged-in session scoped to `project_id` (see `credentials`, which makes them).
     pub fn from_session(session: Session, project_id: String) -> OpenStack {
@@ -100,6 +105,32 @@ impl OpenStack {
 
     /// One call; a status outside 2xx (or no answer) is a `CallError` with the raw body.
     pub async fn call(
+        &self,
+        service: Service,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        match tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.call_unbounded(service, method, path, query, body),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(CallError {
+                service,
+                status: 0,
+                text: format!(
+                    "no answer within {} (the service hangs: its database or message queue may be down)",
+                    crate::duration::format(CALL_TIMEOUT)
+                ),
+            }),
+        }
+    }
+
+    async fn call_unbounded(
         &self,
         service: Service,
         method: Method,

@@ -4,9 +4,11 @@
 //! here — the kubelet of each booted server: a server ACTIVE for the join delay gets a Node
 //! registered in the workload cluster (the external apiserver), with `spec.providerID` as
 //! CAPO writes it (`openstack:///<id>`), kubelet's labels and a Ready condition; a Node
-//! whose server is gone is removed, as the cloud controller manager would. A Node under the
-//! `node_not_ready` fault is left as the node lifecycle controller leaves one whose kubelet
-//! stopped posting (the lab runs no such controller): its four conditions Unknown.
+//! whose server is gone is removed, as the cloud controller manager would. The servers come
+//! from the simulated cloud, or (`--follow-nova`) from a real Nova (`real_nova.rs`): a
+//! [`Source`]. A Node under the `node_not_ready` fault is left as the node lifecycle
+//! controller leaves one whose kubelet stopped posting (the lab runs no such controller): its
+//! four conditions Unknown.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,18 +21,45 @@ use serde_json::json;
 
 use super::controllers::Controllers;
 use super::openstack::Shared;
+use super::real_nova::RealNova;
 
 /// Marks the Nodes this loop registered (and may remove).
 const REGISTERED_BY: &str = "sim.capstan.io/kubelet";
 
 /// One server the loop may register.
-struct Booted {
-    name: String,
-    id: String,
-    zone: String,
-    flavor: String,
-    address: Option<String>,
-    ready_at: Instant,
+pub(super) struct Booted {
+    pub(super) name: String,
+    pub(super) id: String,
+    pub(super) zone: String,
+    pub(super) flavor: String,
+    pub(super) address: Option<String>,
+    /// When it became ACTIVE; its Node joins the join delay later.
+    pub(super) ready_at: Instant,
+}
+
+/// Where the kubelets learn which servers have booted.
+pub enum Source {
+    /// The simulated cloud of this process.
+    Sim(Shared),
+    /// A real Nova, read over HTTP (the upstream lab with real OpenStack).
+    Nova(Box<RealNova>),
+}
+
+impl Source {
+    /// How often to look: a real Nova is asked over HTTP, so less often than the sim.
+    fn period(&self) -> Duration {
+        match self {
+            Source::Sim(_) => Duration::from_millis(250),
+            Source::Nova(_) => Duration::from_secs(1),
+        }
+    }
+
+    async fn booted(&mut self) -> anyhow::Result<Vec<Booted>> {
+        match self {
+            Source::Sim(cloud) => Ok(booted(cloud)),
+            Source::Nova(nova) => nova.booted().await,
+        }
+    }
 }
 
 fn booted(cloud: &Shared) -> Vec<Booted> {
@@ -68,7 +97,7 @@ fn booted(cloud: &Shared) -> Vec<Booted> {
 /// Registers and removes Nodes in the external apiserver until the process ends.
 pub async fn kubelets(
     kubeconfig: &Path,
-    cloud: Shared,
+    mut source: Source,
     faults: Arc<Controllers>,
     join_after: Duration,
 ) -> anyhow::Result<()> {
@@ -78,18 +107,18 @@ pub async fn kubelets(
             .await?;
     let nodes: Api<Node> = Api::all(kube::Client::try_from(config)?);
     loop {
-        if let Err(e) = pass(&nodes, &cloud, join_after).await {
+        if let Err(e) = pass(&nodes, &mut source, join_after).await {
             tracing::warn!(error = %e, "registering Nodes in the external apiserver");
         }
         if let Err(e) = not_ready(&nodes, &faults).await {
             tracing::warn!(error = %e, "posting Node conditions in the external apiserver");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(source.period()).await;
     }
 }
 
-async fn pass(nodes: &Api<Node>, cloud: &Shared, join_after: Duration) -> anyhow::Result<()> {
-    let servers = booted(cloud);
+async fn pass(nodes: &Api<Node>, source: &mut Source, join_after: Duration) -> anyhow::Result<()> {
+    let servers = source.booted().await?;
     let existing = nodes
         .list(&kube::api::ListParams::default().labels(REGISTERED_BY))
         .await?

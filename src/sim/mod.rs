@@ -15,6 +15,7 @@
 mod control;
 pub mod controllers;
 mod external;
+mod real_nova;
 
 pub mod kube;
 pub mod openstack;
@@ -50,6 +51,9 @@ pub struct SimOptions {
     /// serves OpenStack and registers booted servers' Nodes there (`external.rs`). Its own
     /// Kubernetes side is not seeded and its controllers do not run.
     pub external_kube: Option<PathBuf>,
+    /// With `external_kube`: the kubelets follow a real Nova instead of the simulated one —
+    /// this `clouds.yaml` and the entry to log in as (an admin's: it lists every project).
+    pub follow_nova: Option<(PathBuf, String)>,
 }
 
 /// Simulated seconds from a server's ACTIVE to its Node joining the workload cluster.
@@ -154,12 +158,18 @@ impl Sim {
         }
         let controller_task = match &opts.external_kube {
             Some(kubeconfig) => {
-                let (kubeconfig, cloud, faults) =
-                    (kubeconfig.clone(), cloud.clone(), controllers.clone());
+                let (kubeconfig, faults) = (kubeconfig.clone(), controllers.clone());
+                let source = match &opts.follow_nova {
+                    Some((clouds, name)) => external::Source::Nova(Box::new(
+                        real_nova::RealNova::from_clouds_yaml(clouds, name)?,
+                    )),
+                    None => external::Source::Sim(cloud.clone()),
+                };
                 let join_after =
                     std::time::Duration::from_secs_f64(NODE_JOIN_SECONDS / opts.time_scale);
                 tokio::spawn(async move {
-                    if let Err(e) = external::kubelets(&kubeconfig, cloud, faults, join_after).await
+                    if let Err(e) =
+                        external::kubelets(&kubeconfig, source, faults, join_after).await
                     {
                         tracing::error!(error = %e, "the external kubelets stopped");
                     }

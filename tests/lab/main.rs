@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod differential;
+mod real_openstack;
 mod schemas;
 mod versions;
 

@@ -10,9 +10,20 @@ use serde_json::{Value, json};
 use super::common::{World, request};
 use super::{TURN, lab_dir};
 
+/// Machines as `kubectl get machines` reads them on current CAPI: at v1beta2, the stored
+/// version (the World's `capi` reads v1beta1, through the conversion webhook).
+async fn machines_v1beta2(w: &World) -> kube::Api<kube::api::DynamicObject> {
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "Machine",
+    ));
+    kube::Api::namespaced_with(w.kube().await, "default", &ar)
+}
+
 /// The Machine's phase, as `kubectl get machine` shows it.
 async fn phase(w: &World, name: &str) -> Option<String> {
-    let m = w.capi("Machine").await.get_opt(name).await.unwrap()?;
+    let m = machines_v1beta2(w).await.get_opt(name).await.unwrap()?;
     m.data["status"]["phase"].as_str().map(str::to_string)
 }
 
@@ -51,7 +62,7 @@ async fn capstan_writes_its_machines_as_v1beta2_where_real_capi_serves_it() {
     assert_eq!(done["state"], "succeeded", "{done:#}");
     // What `kubectl get machine <name> -o yaml --show-managed-fields` shows: Capstan
     // created the Machine through v1beta2, and its OpenStackMachine through CAPO's v1beta1.
-    let m = lab.capi("Machine").await.get(&name).await.unwrap();
+    let m = machines_v1beta2(&lab).await.get(&name).await.unwrap();
     let writes = capstans_writes(&m);
     assert!(!writes.is_empty(), "{:#?}", m.metadata.managed_fields);
     assert!(
@@ -158,7 +169,7 @@ async fn a_machine_real_capi_marks_failed_in_v1beta2_is_read_as_failed_and_repai
     assert_eq!(s, 202, "{job}");
     let done = lab.finished(job["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
-    let machines = lab.capi("Machine").await;
+    let machines = machines_v1beta2(&lab).await;
     let before = machines.get(&name).await.unwrap();
     let server = before.data["spec"]["providerID"]
         .as_str()

@@ -199,7 +199,7 @@ async fn a_name_taken_after_preflight_asks_for_input_and_leaves_the_other_node_a
         !m.metadata
             .labels
             .unwrap_or_default()
-            .contains_key("capstan.io/job"),
+            .contains_key("capstan.io:job"),
         "and it was not adopted"
     );
 }

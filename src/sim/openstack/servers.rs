@@ -194,6 +194,14 @@ fn schema_error(req: &Value, reason: &str) -> ApiError {
     ))
 }
 
+/// A server metadata key Nova's schema accepts.
+fn metadata_key_ok(key: &str) -> bool {
+    (1..=255).contains(&key.chars().count())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c))
+}
+
 fn instance_not_found(id: &str) -> ApiError {
     ApiError::nova(
         StatusCode::NOT_FOUND,
@@ -452,6 +460,27 @@ impl Cloud {
                     req,
                     &format!("Additional properties are not allowed ('{field}' was unexpected)"),
                 ));
+            }
+        }
+        if let Some(m) = req["metadata"].as_object() {
+            // Nova's schema (`metadata` in nova/api/validation/parameter_types.py): keys of
+            // 1-255 characters from letters, digits and `-_:. ` only — no `/`.
+            let bad: Vec<String> = m
+                .keys()
+                .filter(|k| !metadata_key_ok(k))
+                .map(|k| format!("'{k}'"))
+                .collect();
+            if !bad.is_empty() {
+                let value: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("'{k}': '{}'", v.as_str().unwrap_or_default()))
+                    .collect();
+                return Err(bad_request(&format!(
+                    "Invalid input for field/attribute metadata. Value: {{{}}}. {} do not match \
+                     any of the regexes: '^[a-zA-Z0-9-_:. ]{{1,255}}$'",
+                    value.join(", "),
+                    bad.join(", ")
+                )));
             }
         }
         let flavor_id = last_segment(&flavor_ref).to_string();
