@@ -1095,7 +1095,8 @@ async fn full_hosts_and_full_quotas_fail_as_nova_does() {
         (status, body["badRequest"]["message"].as_str()),
         (400, Some("Compute host compute-9 could not be found."))
     );
-    // Nova's schema allows no `/` in a metadata key (the lab's real Nova refused one).
+    // Nova's schema allows no `/` in a metadata key (the lab's real Nova refused one; with
+    // one such key jsonschema says "does", with several "do").
     let mut slashed = create("x", small.id(), "az2");
     slashed["server"]["metadata"] = json!({"capstan.io/cluster": "default/demo", "ok:key": "v"});
     let (status, body) = post(slashed).await;
@@ -1103,7 +1104,7 @@ async fn full_hosts_and_full_quotas_fail_as_nova_does() {
     assert_eq!(
         body["badRequest"]["message"],
         "Invalid input for field/attribute metadata. Value: {'capstan.io/cluster': \
-         'default/demo', 'ok:key': 'v'}. 'capstan.io/cluster' do not match any of the regexes: \
+         'default/demo', 'ok:key': 'v'}. 'capstan.io/cluster' does not match any of the regexes: \
          '^[a-zA-Z0-9-_:. ]{1,255}$'"
     );
 
