@@ -670,19 +670,18 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         })?;
     let port_id = port["id"].as_str().unwrap_or_default().to_string();
     let description = marks::floating_ip_description(&cluster, &ctx.job_id, &spec.name);
+    // Every floating IP described for this node. More than one means a POST that timed out
+    // on our side was done by Neutron after all (a database outage holds requests, then
+    // completes them) and the retry made another: one is kept, the rest released below.
+    let described = described_floating_ips(&os, &description).await?;
     let mut fip_id = ctx
         .external("floating_ip_id")
         .and_then(|v| v.as_str().map(str::to_string));
     if fip_id.is_none() {
-        let all = os
-            .get(Service::Network, &["floatingips"], &[])
-            .await
-            .map_err(|e| os_error("listing floating IPs", e))?;
-        fip_id = all["floatingips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["description"] == description.as_str())
+        fip_id = described
+            .iter()
+            .find(|f| f["port_id"] == port_id.as_str())
+            .or_else(|| described.first())
             .and_then(|f| f["id"].as_str())
             .map(str::to_string);
     }
@@ -710,17 +709,27 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
                     .unwrap_or_default()
                     .to_string(),
                 Err(e) => {
-                    let cl = os_failure(&e);
-                    if cl.class == FailureClass::InvalidSpec {
-                        return Ok(Outcome::needs_input(
-                            Some(cl.class),
-                            format!("floating IP: {e}"),
+                    // An exact address "already allocated" may be ours: an earlier POST
+                    // that timed out here and went through there.
+                    if let Some(id) = described_floating_ips(&os, &description)
+                        .await?
+                        .first()
+                        .and_then(|f| f["id"].as_str())
+                    {
+                        id.to_string()
+                    } else {
+                        let cl = os_failure(&e);
+                        if cl.class == FailureClass::InvalidSpec {
+                            return Ok(Outcome::needs_input(
+                                Some(cl.class),
+                                format!("floating IP: {e}"),
+                            ));
+                        }
+                        return Err(StepError::new(
+                            cl.class,
+                            format!("allocating a floating IP: {e}"),
                         ));
                     }
-                    return Err(StepError::new(
-                        cl.class,
-                        format!("allocating a floating IP: {e}"),
-                    ));
                 }
             }
         }
@@ -730,6 +739,40 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
             "floating_ip_id",
             json!(fip_id),
             Some(format!("floating IP {fip_id} allocated for {}", spec.name)),
+        )
+        .await?;
+    }
+    // Extras described for this node (proof they are this job's) are released; the node
+    // keeps the recorded one.
+    for extra in described_floating_ips(&os, &description)
+        .await?
+        .iter()
+        .filter(|f| f["id"] != fip_id.as_str())
+    {
+        let id = extra["id"].as_str().unwrap_or_default();
+        let address = extra["floating_ip_address"].as_str().unwrap_or_default();
+        match os
+            .call(
+                Service::Network,
+                Method::DELETE,
+                &["floatingips", id],
+                &[],
+                None,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.status == 404 => {}
+            Err(e) => return Err(os_error("releasing a second floating IP", e)),
+        }
+        ctx.event(
+            EventKind::Note,
+            format!(
+                "released floating IP {address}: a second one allocated for {} (an allocation \
+                 that timed out here went through after all)",
+                spec.name
+            ),
+            Some(json!({ "floating_ip": address, "floating_ip_id": id })),
         )
         .await?;
     }
@@ -759,6 +802,24 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         .await?;
     }
     Ok(Outcome::next("ok"))
+}
+
+/// The floating IPs whose description is `description` (Capstan's mark for one node).
+async fn described_floating_ips(
+    os: &OpenStack,
+    description: &str,
+) -> Result<Vec<Value>, StepError> {
+    let all = os
+        .get(Service::Network, &["floatingips"], &[])
+        .await
+        .map_err(|e| os_error("listing floating IPs", e))?;
+    Ok(all["floatingips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["description"] == description)
+        .cloned()
+        .collect())
 }
 
 // ---- join --------------------------------------------------------------------------------

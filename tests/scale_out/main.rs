@@ -119,6 +119,63 @@ async fn ports_and_volumes_leaked_by_capo_on_delete_are_removed_by_cleanup() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_floating_ip_allocated_twice_for_a_node_is_released_and_the_node_keeps_one() {
+    // What a POST /floatingips that timed out on Capstan's side and went through on
+    // Neutron's leaves (a database outage holds requests, then completes them): more than
+    // one floating IP described for the node. The node waits for quota meanwhile.
+    let w = World::start();
+    w.quota(json!({"instances": w.servers_used().await})).await;
+    let id = w.submit_ok(&request(vec![node(0)])).await;
+    w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
+        .await;
+    let t = repair::os_token(&w).await;
+    let get = reqwest::Method::GET;
+    let public = repair::os(
+        &w,
+        &t,
+        get.clone(),
+        "/networking/v2.0/networks?name=public",
+        None,
+    )
+    .await;
+    let network = public["networks"][0]["id"].as_str().unwrap().to_string();
+    let description = format!("capstan cluster default/demo job {id} node demo-w-00");
+    for _ in 0..2 {
+        let made = repair::os(
+            &w,
+            &t,
+            reqwest::Method::POST,
+            "/networking/v2.0/floatingips",
+            Some(json!({"floatingip": {"floating_network_id": network,
+                                       "description": description}})),
+        )
+        .await;
+        assert!(made["floatingip"]["id"].is_string(), "{made}");
+    }
+    w.quota(json!({"instances": 50})).await;
+    let done = w.finished(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    // One floating IP is the node's, on its port; the other is gone.
+    let fips = repair::os(&w, &t, get.clone(), "/networking/v2.0/floatingips", None).await;
+    let described: Vec<&serde_json::Value> = fips["floatingips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["description"] == description.as_str())
+        .collect();
+    assert_eq!(described.len(), 1, "{fips:#}");
+    let state = w.state().await;
+    let port = &by_name(&state["ports"], "demo-w-00-0")[0]["id"];
+    assert_eq!(&described[0]["port_id"], port, "{:#}", described[0]);
+    assert!(
+        w.events(&id).await.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("released floating IP"))),
+        "the release is in the job's history"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_name_taken_after_preflight_asks_for_input_and_leaves_the_other_node_alone() {
     let w = World::start();
     // The node waits for a floating IP's quota, so someone can take its name after

@@ -209,7 +209,7 @@ async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
 }
 
 /// A token and the service URLs of the simulated cloud, for calls a user makes by hand.
-async fn os_token(w: &World) -> String {
+pub(super) async fn os_token(w: &World) -> String {
     let text = std::fs::read_to_string(w.path("clouds.yaml")).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let auth = &doc["clouds"]["capstan-sim"]["auth"];
@@ -230,7 +230,7 @@ async fn os_token(w: &World) -> String {
         .to_string()
 }
 
-async fn os(
+pub(super) async fn os(
     w: &World,
     token: &str,
     method: reqwest::Method,
