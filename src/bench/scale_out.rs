@@ -162,7 +162,10 @@ pub async fn run(args: ScaleOutBenchArgs) -> anyhow::Result<()> {
         "capstan: listening on ",
     )?;
     let client = kube_client(&kubeconfig).await?;
-    let capi = Capi::new(client.clone(), CapiVersion::discover(&client).await?);
+    let version = CapiVersion::discover(&client)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the apiserver serves no Cluster API (cluster.x-k8s.io)"))?;
+    let capi = Capi::new(client.clone(), version);
     let machines = capi.machines("default");
     let sets = capi.machine_sets("default");
     let cloud = match &sim_url {

@@ -103,19 +103,23 @@ impl Clients {
     }
 }
 
-/// `kube`'s CAPI, its version discovered on first use and kept in `version`.
+/// `kube`'s CAPI, its version discovered on first use and kept in `version`. An apiserver
+/// that serves no CAPI yet is asked again next time (its calls meanwhile go to v1beta1 and
+/// fail by name), so a version is never kept from before CAPI was installed.
 pub(crate) async fn capi_of(
     kube: &kube::Client,
     version: &tokio::sync::OnceCell<capi::CapiVersion>,
 ) -> Result<capi::Capi, kube::Error> {
-    let v = version
-        .get_or_try_init(|| async {
-            let v = capi::CapiVersion::discover(kube).await?;
-            tracing::info!(version = %v, "the management cluster serves Cluster API {v}; Capstan speaks it");
-            Ok::<_, kube::Error>(v)
-        })
-        .await?;
-    Ok(capi::Capi::new(kube.clone(), *v))
+    if let Some(v) = version.get() {
+        return Ok(capi::Capi::new(kube.clone(), *v));
+    }
+    let Some(v) = capi::CapiVersion::discover(kube).await? else {
+        return Ok(capi::Capi::new(kube.clone(), capi::CapiVersion::V1Beta1));
+    };
+    if version.set(v).is_ok() {
+        tracing::info!(version = %v, "the management cluster serves Cluster API {v}; Capstan speaks it");
+    }
+    Ok(capi::Capi::new(kube.clone(), *version.get().unwrap_or(&v)))
 }
 
 #[cfg(test)]

@@ -61,15 +61,17 @@ impl CapiVersion {
         }
     }
 
-    /// Asks the apiserver which versions of `cluster.x-k8s.io` it serves (one `GET /apis`).
-    pub async fn discover(kube: &kube::Client) -> Result<CapiVersion, kube::Error> {
+    /// Asks the apiserver which versions of `cluster.x-k8s.io` it serves (one `GET /apis`);
+    /// `None` when it serves the group not at all (CAPI not installed yet, or mid-upgrade):
+    /// a guess then must not be kept.
+    pub async fn discover(kube: &kube::Client) -> Result<Option<CapiVersion>, kube::Error> {
         let groups = kube.list_api_groups().await?;
-        let served = groups
-            .groups
-            .iter()
-            .filter(|g| g.name == CAPI_GROUP)
-            .flat_map(|g| g.versions.iter().map(|v| v.version.as_str()));
-        Ok(CapiVersion::choose(served))
+        let Some(group) = groups.groups.iter().find(|g| g.name == CAPI_GROUP) else {
+            return Ok(None);
+        };
+        Ok(Some(CapiVersion::choose(
+            group.versions.iter().map(|v| v.version.as_str()),
+        )))
     }
 }
 
