@@ -600,11 +600,24 @@ fn check_keypair(i: usize, s: &NodeSpec, listed: &Value) -> Option<FieldError> {
     })
 }
 
-/// Each of the node's security groups exists in the cluster's project, by name (the
-/// OpenStackMachine asks CAPO for them by a name filter). CAPO looks them up there before it
-/// makes the node's ports and stops, with no server, at the first it cannot find.
-fn check_security_groups(i: usize, s: &NodeSpec, listed: &Value) -> Vec<FieldError> {
-    let names = names(listed, "security_groups");
+/// Each of the node's security groups is one the cluster's project can use, by name (the
+/// OpenStackMachine asks CAPO for them by a name filter): its own, or one shared with it
+/// (Neutron RBAC marks those `shared`). Another project's group, which credentials with the
+/// admin role also list, does not count. CAPO looks them up before it makes the node's
+/// ports and stops, with no server, at the first it cannot find.
+fn check_security_groups(
+    i: usize,
+    s: &NodeSpec,
+    listed: &Value,
+    project_id: &str,
+) -> Vec<FieldError> {
+    let names: HashSet<&str> = listed["security_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["project_id"] == project_id || g["shared"] == true)
+        .filter_map(|g| g["name"].as_str())
+        .collect();
     s.security_groups
         .iter()
         .enumerate()
@@ -723,9 +736,8 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         None
     };
     let groups = if specs.iter().any(|s| !s.security_groups.is_empty()) {
-        let mine = [("project_id", os.project_id.as_str())];
         Some(
-            os.get(Service::Network, &["security-groups"], &mine)
+            os.get(Service::Network, &["security-groups"], &[])
                 .await
                 .map_err(|e| unavailable("security groups", e))?,
         )
@@ -902,7 +914,7 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
             errs.extend(check_keypair(i, s, k));
         }
         if let Some(g) = &groups {
-            errs.extend(check_security_groups(i, s, g));
+            errs.extend(check_security_groups(i, s, g, &os.project_id));
         }
         // Cinder refuses a volume smaller than its image's min_disk (400).
         let min_disk = images["images"]

@@ -83,4 +83,62 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
         .find(|x| x["name"] == "demo-w-41")
         .expect("the node's server");
     assert_eq!(server["key_name"], "demo-key");
+
+    // Another project's keypair and security group do not count, although the demo
+    // cluster's credentials (admin role in demo) list every project's groups.
+    let acme = acme_token(&w).await;
+    for (path, body) in [
+        (
+            "/compute/v2.1/os-keypairs",
+            json!({"keypair": {"name": "acme-key", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhYg acme"}}),
+        ),
+        (
+            "/networking/v2.0/security-groups",
+            json!({"security_group": {"name": "acme-web"}}),
+        ),
+    ] {
+        let resp = w
+            .http
+            .post(format!("{}{path}", w.sim_url))
+            .header("X-Auth-Token", &acme)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+    let (status, body) = w
+        .submit(&request(vec![worker(
+            "demo-w-42",
+            "acme-key",
+            &["acme-web"],
+        )]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["nodes[0].ssh_key", "nodes[0].security_groups[0]"]);
+}
+
+/// A token of acme's user in project acme (the simulator's second tenant).
+async fn acme_token(w: &World) -> String {
+    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "acme-admin", "domain": {"name": "Default"}, "password": "acme-secret"}}},
+        "scope": {"project": {"name": "acme", "domain": {"name": "Default"}}}}});
+    let resp = w
+        .http
+        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    resp.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
