@@ -850,6 +850,11 @@ async fn rabbitmq_stopped_while_real_capo_creates_the_server_only_delays_the_nod
     tokio::time::sleep(Duration::from_secs(45)).await;
     let during = lab.get(&format!("/v1/jobs/{id}")).await.expect("the job");
     println!("with RabbitMQ stopped 45 s: job {}", during["state"]);
+    // The node cannot boot without the message queue: the job is still at work.
+    assert!(
+        matches!(during["state"].as_str(), Some("queued" | "running")),
+        "finished while RabbitMQ was stopped: {during:#}"
+    );
     for line in lab.story(&id).await {
         println!("  {line}");
     }
