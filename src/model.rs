@@ -1,4 +1,5 @@
-//! The vocabulary every layer shares: job and node states, failure classes and event kinds.
+//! The vocabulary every layer shares: job and node states, failure classes, event kinds, and
+//! the cluster a job acts on.
 //!
 //! Each enum has exactly one string form, used verbatim by the database columns, the JSON
 //! API and the log lines, so an operator can grep one word across all three.
@@ -61,6 +62,58 @@ macro_rules! string_enum {
             }
         }
     };
+}
+
+/// A CAPI cluster: its namespace and name, `ns/name` in requests and in the stored job.
+/// Parsed once where a request comes in (and by steps from the stored string, which can then
+/// only fail on a record that was never admitted); there is no default namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterRef {
+    pub ns: String,
+    pub name: String,
+}
+
+impl ClusterRef {
+    /// Reads `namespace/name`, both DNS-1123 labels; the error says which part is wrong.
+    pub fn parse(s: &str) -> Result<ClusterRef, String> {
+        let Some((ns, name)) = s.split_once('/') else {
+            return Err(format!("`{s}` is not `namespace/name`"));
+        };
+        check_dns_label(ns).map_err(|e| format!("namespace: {e}"))?;
+        check_dns_label(name).map_err(|e| format!("name: {e}"))?;
+        Ok(ClusterRef {
+            ns: ns.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The mark Capstan puts on the OpenStack resources it has made for this cluster
+    /// (server metadata, port tags, floating IP descriptions): `<ns>/<name>`.
+    pub fn mark(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for ClusterRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ns, self.name)
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes and Nova both accept as a node name, and what a
+/// cluster's namespace and name are.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    let ok_chars = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_ends = s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if s.is_empty() || s.len() > 63 || !ok_chars || !ok_ends {
+        return Err(format!(
+            "`{s}` is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric, at most 63)"
+        ));
+    }
+    Ok(())
 }
 
 string_enum! {
@@ -209,5 +262,23 @@ mod tests {
             err.contains("`sideways`") && err.contains("needs_input"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_cluster_is_namespace_slash_name_with_no_default() {
+        let c = ClusterRef::parse("acme/prod").unwrap();
+        assert_eq!((c.ns.as_str(), c.name.as_str()), ("acme", "prod"));
+        assert_eq!(c.to_string(), "acme/prod");
+        for (bad, says) in [
+            ("prod", "is not `namespace/name`"),
+            ("/prod", "namespace: "),
+            ("acme/", "name: "),
+            ("a/b/c", "name: `b/c`"),
+            ("Acme/prod", "namespace: `Acme`"),
+            ("", "is not `namespace/name`"),
+        ] {
+            let err = ClusterRef::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

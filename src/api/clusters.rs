@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::cloud::capi::{CLUSTER_NAME_LABEL, JOB_LABEL, Machine};
+use crate::cloud::capi::{CLUSTER_NAME_LABEL, Condition, JOB_LABEL, Machine, capo};
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
 use crate::config::Principal;
@@ -20,9 +20,9 @@ fn clients(st: &AppState) -> Result<&crate::cloud::Clients, ApiError> {
     })
 }
 
-fn condition(m: &Machine, kind: &str) -> Value {
-    m.condition(kind)
-        .map(|c| json!({ "status": c.status, "reason": c.reason, "message": c.message }))
+/// A condition as the API shows it.
+fn condition(c: Option<&Condition>) -> Value {
+    c.map(|c| json!({ "status": c.status, "reason": c.reason, "message": c.message }))
         .unwrap_or(Value::Null)
 }
 
@@ -64,8 +64,7 @@ pub async fn nodes(
             .filter(|p| {
                 p["name"]
                     .as_str()
-                    .and_then(|n| n.strip_prefix(&format!("{machine}-")))
-                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                    .is_some_and(|n| capo::is_port_of(n, &machine))
             })
             .map(|p| &p["id"])
             .collect();
@@ -81,7 +80,7 @@ pub async fn nodes(
             "machine": machine,
             "phase": m.phase,
             "node": m.node,
-            "healthy": condition(&m, "NodeHealthy"),
+            "healthy": condition(m.node_health()),
             "failure_domain": m.failure_domain,
             "provider_id": m.provider_id,
             "addresses": m.addresses,

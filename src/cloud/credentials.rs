@@ -171,16 +171,12 @@ impl Clouds {
                 ns: ns.to_string(),
                 name: infra.clone(),
             })?;
-        let identity = &osc.data["spec"]["identityRef"];
-        let Some(secret_name) = identity["name"].as_str().filter(|s| !s.is_empty()) else {
+        let osc = capi::capo::OpenStackCluster::read(&osc);
+        let Some(secret_name) = osc.identity_secret.as_deref() else {
             return self.fallback(ns, &infra).await;
         };
         // CAPO's default when cloudName is empty.
-        let cloud = identity["cloudName"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("openstack")
-            .to_string();
+        let cloud = osc.identity_cloud.unwrap_or_else(|| "openstack".into());
         let key = SecretKey {
             ns: ns.to_string(),
             name: secret_name.to_string(),

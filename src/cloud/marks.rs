@@ -60,23 +60,6 @@ pub fn capo_volume_described_for(volume: &Value, node: &str) -> bool {
     d == format!("Root volume for {node}") || d == format!("Additional block device for {node}")
 }
 
-/// CAPO's names for a node's ports and volumes.
-pub fn port_name(node: &str, index: usize) -> String {
-    format!("{node}-{index}")
-}
-
-pub fn volume_name(node: &str, device: &str) -> String {
-    format!("{node}-{device}")
-}
-
-/// The server ID in a Machine's `spec.providerID`: `openstack:///<id>` or, with a region,
-/// `openstack://<region>/<id>`.
-pub fn server_id_of_provider_id(provider_id: &str) -> Option<&str> {
-    let rest = provider_id.strip_prefix("openstack://")?;
-    let id = rest.rsplit('/').next()?;
-    (!id.is_empty()).then_some(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,16 +87,5 @@ mod tests {
             &ClusterRef::parse("default/demo").unwrap()
         ));
         assert!(!server_is_marked(&json!({"name": "w-1"}), &acme()));
-    }
-
-    #[test]
-    fn provider_ids_with_and_without_a_region() {
-        assert_eq!(server_id_of_provider_id("openstack:///abc"), Some("abc"));
-        assert_eq!(
-            server_id_of_provider_id("openstack://RegionOne/abc"),
-            Some("abc")
-        );
-        assert_eq!(server_id_of_provider_id("aws:///abc"), None);
-        assert_eq!(server_id_of_provider_id("openstack:///"), None);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub use crate::model::ClusterRef;
 pub use credentials::{CredentialError, Fallback};
 
 /// Where the management cluster is, and the optional server-wide OpenStack credentials.
@@ -21,41 +22,6 @@ pub struct CloudConfig {
     pub kubeconfig: PathBuf,
     /// Used only for clusters whose OpenStackCluster names no identityRef.
     pub fallback: Option<Fallback>,
-}
-
-/// A CAPI cluster: its namespace and name, as `ns/name` in requests. Parsed once at the
-/// edge; there is no default namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClusterRef {
-    pub ns: String,
-    pub name: String,
-}
-
-impl ClusterRef {
-    /// Reads `ns/name`; both parts must be present.
-    pub fn parse(s: &str) -> Result<ClusterRef, String> {
-        match s.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(ClusterRef {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                })
-            }
-            _ => Err(format!("`{s}` is not `namespace/name`")),
-        }
-    }
-
-    /// The mark Capstan puts on the OpenStack resources it has made for this cluster
-    /// (server metadata, port tags, floating IP descriptions): `<ns>/<name>`.
-    pub fn mark(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl std::fmt::Display for ClusterRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.ns, self.name)
-    }
 }
 
 /// The connected clients.
@@ -120,19 +86,4 @@ pub(crate) async fn capi_of(
         tracing::info!(version = %v, "the management cluster serves Cluster API {v}; Capstan speaks it");
     }
     Ok(capi::Capi::new(kube.clone(), *version.get().unwrap_or(&v)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ClusterRef;
-
-    #[test]
-    fn a_cluster_is_namespace_slash_name_with_no_default() {
-        let c = ClusterRef::parse("acme/prod").unwrap();
-        assert_eq!((c.ns.as_str(), c.name.as_str()), ("acme", "prod"));
-        assert_eq!(c.to_string(), "acme/prod");
-        for bad in ["prod", "/prod", "acme/", "a/b/c", ""] {
-            assert!(ClusterRef::parse(bad).is_err(), "{bad} accepted");
-        }
-    }
 }

@@ -159,8 +159,9 @@ impl Intake {
     }
 
     fn tenant(&self, p: &Principal, req: &JobRequest) -> Result<String, Refused> {
-        let ns = req.cluster.split('/').next().unwrap_or_default();
-        Ok(self.auth.tenant_for(p, req.tenant.as_deref(), ns)?)
+        Ok(self
+            .auth
+            .tenant_for(p, req.tenant.as_deref(), &req.cluster.ns)?)
     }
 
     async fn admit(

@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::workflow::Workflow;
+use crate::model::ClusterRef;
+pub use crate::model::check_dns_label;
 use crate::store::{NewJob, now_ms};
 
 /// One problem with one field of a request.
@@ -34,7 +36,8 @@ impl FieldError {
 #[derive(Debug, Clone)]
 pub struct JobRequest {
     pub kind: String,
-    pub cluster: String,
+    /// Parsed here, once; stored as its `ns/name` string.
+    pub cluster: ClusterRef,
     pub tenant: Option<String>,
     pub nodes: Vec<(String, Value)>,
     pub deadline: Option<Duration>,
@@ -92,22 +95,23 @@ pub fn parse(
         }
     };
     let cluster = match obj.get("cluster") {
-        Some(Value::String(c)) => {
-            if let Err(e) = check_cluster(c) {
+        Some(Value::String(c)) => match ClusterRef::parse(c) {
+            Ok(c) => Some(c),
+            Err(e) => {
                 errs.push(FieldError::new("cluster", e));
+                None
             }
-            c.clone()
-        }
+        },
         Some(_) => {
             errs.push(FieldError::new(
                 "cluster",
                 "must be a string `namespace/name`",
             ));
-            String::new()
+            None
         }
         None => {
             errs.push(FieldError::new("cluster", "is required (`namespace/name`)"));
-            String::new()
+            None
         }
     };
     let tenant = match obj.get("tenant") {
@@ -161,9 +165,9 @@ pub fn parse(
             Value::Null
         }
     };
-    if !errs.is_empty() {
+    let Some(cluster) = cluster.filter(|_| errs.is_empty()) else {
         return Err(errs);
-    }
+    };
     Ok(JobRequest {
         kind,
         cluster,
@@ -240,30 +244,6 @@ fn parse_nodes(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Vec<(String, Va
     out
 }
 
-/// `namespace/name`, both DNS-1123 labels.
-fn check_cluster(c: &str) -> Result<(), String> {
-    let Some((ns, name)) = c.split_once('/') else {
-        return Err(format!("`{c}` is not `namespace/name`"));
-    };
-    check_dns_label(ns).map_err(|e| format!("namespace: {e}"))?;
-    check_dns_label(name).map_err(|e| format!("name: {e}"))
-}
-
-/// A DNS-1123 label: what Kubernetes and Nova both accept as a node name.
-pub fn check_dns_label(s: &str) -> Result<(), String> {
-    let ok_chars = s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let ok_ends = s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if s.is_empty() || s.len() > 63 || !ok_chars || !ok_ends {
-        return Err(format!(
-            "`{s}` is not a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric, at most 63)"
-        ));
-    }
-    Ok(())
-}
-
 impl JobRequest {
     /// The job to persist for this request, for `tenant` and `owner`.
     pub fn into_job(
@@ -279,7 +259,7 @@ impl JobRequest {
             kind: self.kind,
             tenant: tenant.to_string(),
             owner: owner.to_string(),
-            cluster: self.cluster,
+            cluster: self.cluster.to_string(),
             params: self.params,
             deadline_at: deadline.map(|d| now_ms() + d.as_millis() as i64),
             concurrency: self.concurrency.unwrap_or(wf.concurrency) as i64,

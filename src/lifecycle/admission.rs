@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec, parse_request_nodes};
-use crate::cloud::capi;
+use crate::cloud::capi::{self, capo};
 use crate::cloud::marks;
 use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef, CredentialError};
@@ -85,9 +85,11 @@ impl Admission for Lifecycle {
             }
             // The node checks preflight makes, against the cluster's cloud, for this node;
             // quota is waited for, not refused.
+            let cluster = ClusterRef::parse(cluster)
+                .map_err(|e| Refusal::Invalid(vec![FieldError::new("cluster", e)]))?;
             let mut req = JobRequest {
                 kind: "scale_out".into(),
-                cluster: cluster.to_string(),
+                cluster,
                 tenant: None,
                 nodes: vec![(
                     spec.name.clone(),
@@ -116,9 +118,9 @@ impl Admission for Lifecycle {
                 "delete_nodes" => resolve_for_delete(&self.clients, req).await,
                 "repair" => admit_repair(&self.clients, &self.store, req).await,
                 // The sweeps act on their cluster with its credentials: both must exist.
-                "repair_sweep" | "orphan_sweep" => cluster_os(&self.clients, &cluster_ref(req)?)
-                    .await
-                    .map(|_| ()),
+                "repair_sweep" | "orphan_sweep" => {
+                    cluster_os(&self.clients, &req.cluster).await.map(|_| ())
+                }
                 _ => Ok(()),
             }
         })
@@ -211,11 +213,6 @@ fn kube_unavailable(e: kube::Error) -> Refusal {
     Refusal::Unavailable(format!("could not read the cluster: {e}"))
 }
 
-fn cluster_ref(req: &JobRequest) -> Result<ClusterRef, Refusal> {
-    ClusterRef::parse(&req.cluster)
-        .map_err(|e| Refusal::Invalid(vec![FieldError::new("cluster", e)]))
-}
-
 /// The cluster's OpenStack, with its own credentials. A cluster that does not exist, or
 /// whose credentials are missing or refused, is a 422 naming the Secret and the field; a
 /// cloud that cannot be reached is a 503.
@@ -262,12 +259,12 @@ async fn cluster_machines(
 /// carries the cluster's mark, or the port CAPO's description for this cluster), so a
 /// second delete job finishes what a first one left.
 async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
-    let cluster = cluster_ref(req)?;
+    let cluster = req.cluster.clone();
     let os = cluster_os(c, &cluster).await?;
     let (ns, name) = (&cluster.ns, &cluster.name);
     let all = cluster_machines(c, ns, name).await?;
     let nodes: Vec<k8s_openapi::api::core::v1::Node> =
-        match super::scale_out::workload_client(c, &req.cluster).await {
+        match super::common::workload_client(c, &cluster).await {
             Ok(w) => kube::Api::all(w)
                 .list(&Default::default())
                 .await
@@ -277,13 +274,7 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
         };
     let servers = read(&os, Service::Compute, &["servers", "detail"], "servers").await?;
     let ports = read(&os, Service::Network, &["ports"], "ports").await?;
-    let server_of_machine = |m: &kube::api::DynamicObject| {
-        capi::Machine::read(m)
-            .provider_id
-            .as_deref()
-            .and_then(marks::server_id_of_provider_id)
-            .map(str::to_string)
-    };
+    let server_of_machine = |m: &kube::api::DynamicObject| capi::Machine::read(m).server_id();
     let port_mark = marks::capo_port_description(&cluster);
     let mut errs = Vec::new();
     let mut resolved = Vec::new();
@@ -296,10 +287,9 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
             let node = nodes
                 .iter()
                 .find(|n| n.metadata.name.as_deref() == Some(given.as_str()))?;
-            let pid = node.spec.as_ref()?.provider_id.as_deref()?;
-            let id = marks::server_id_of_provider_id(pid)?;
+            let id = capo::server_id_of(node.spec.as_ref()?.provider_id.as_deref())?;
             all.iter()
-                .find(|m| server_of_machine(m).as_deref() == Some(id))
+                .find(|m| server_of_machine(m) == Some(id.clone()))
         };
         let by_server = || {
             all.iter()
@@ -323,7 +313,7 @@ async fn resolve_for_delete(c: &Clients, req: &mut JobRequest) -> Result<(), Ref
                 return s["name"].as_str().map(str::to_string);
             }
             let marked_port = ports["ports"].as_array().into_iter().flatten().any(|p| {
-                p["name"] == marks::port_name(given, 0).as_str()
+                p["name"] == capo::port_name(given, 0).as_str()
                     && p["description"] == port_mark.as_str()
             });
             marked_port.then(|| given.clone())
@@ -379,8 +369,9 @@ pub(crate) async fn admit_repair(
     store: &crate::store::Store,
     req: &mut JobRequest,
 ) -> Result<(), Refusal> {
-    use super::repair::{Thresholds, assess, pick_server, read_back, release_params};
-    let cref = cluster_ref(req)?;
+    use super::common::pick_server;
+    use super::repair::{Thresholds, assess, read_back, release_params};
+    let cref = req.cluster.clone();
     let os = cluster_os(c, &cref).await?;
     let (ns, cluster) = (cref.ns.clone(), cref.name.clone());
     let mut errs = Vec::new();
@@ -505,11 +496,8 @@ pub(crate) async fn admit_repair(
                 )
                 .await
                 .map_err(|e| unavailable("floating IPs", e))?;
-            let provider_id = capi::Machine::read(m).provider_id;
-            let server = provider_id
-                .as_deref()
-                .and_then(marks::server_id_of_provider_id);
-            let node_ports: Vec<String> = match server {
+            let server = capi::Machine::read(m).server_id();
+            let node_ports: Vec<String> = match server.as_deref() {
                 Some(id) => os
                     .get(Service::Network, &["ports"], &[("device_id", id)])
                     .await
@@ -639,7 +627,7 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         .map(|(_, v)| serde_json::from_value(v.clone()))
         .collect::<Result<_, _>>()
         .map_err(|e| Refusal::Invalid(vec![FieldError::new("nodes", e.to_string())]))?;
-    let cref = cluster_ref(req)?;
+    let cref = req.cluster.clone();
     let os = &cluster_os(c, &cref).await?;
     let (ns, cluster) = (cref.ns.clone(), cref.name.clone());
     let mut errs = Vec::new();

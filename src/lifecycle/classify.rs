@@ -43,6 +43,8 @@ pub enum Source {
     Neutron,
     /// An answer from Cinder's API.
     Cinder,
+    /// An answer from Glance's API.
+    Glance,
     /// An answer from a Kubernetes API server (the management or the workload cluster).
     Kubernetes,
     /// A server's `fault` (`GET /servers/{id}` of a server in ERROR); `status` is its `code`.

@@ -16,9 +16,10 @@ use std::time::Duration;
 use kube::api::{DeleteParams, DynamicObject, Patch};
 use serde_json::{Value, json};
 
+use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::leftovers::Removal;
-use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
 use crate::cloud::Clients;
+use crate::cloud::capi::capo::{OpenStackMachine, OpenStackServer};
 use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION, Machine};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
@@ -70,42 +71,17 @@ fn owner(o: &DynamicObject) -> Option<(String, String)> {
         .map(|r| (r.kind.clone(), r.name.clone()))
 }
 
-/// Where CAPO's names for the node's ports and volumes come from: the OpenStackMachine.
-fn names_from_osm(name: &str, osm: Option<&DynamicObject>) -> (Vec<String>, Vec<String>) {
-    let Some(osm) = osm else {
-        return (vec![format!("{name}-0")], vec![format!("{name}-root")]);
-    };
-    let ports = osm.data["spec"]["ports"]
-        .as_array()
-        .map_or(1, Vec::len)
-        .max(1);
-    let ports = (0..ports).map(|i| format!("{name}-{i}")).collect();
-    let mut volumes = Vec::new();
-    if osm.data["spec"]["rootVolume"]["sizeGiB"].is_number() {
-        volumes.push(format!("{name}-root"));
-    }
-    for d in osm.data["spec"]["additionalBlockDevices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(n) = d["name"].as_str() {
-            volumes.push(format!("{name}-{n}"));
-        }
-    }
-    (ports, volumes)
-}
-
 /// Marks the Machine for deletion the way its owner needs: delete it, or annotate it and
 /// lower the owner's replicas by exactly one (once).
 async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
+    let ns = cluster.ns.as_str();
     if ctx.external("started_at").is_none() {
         ctx.record("started_at", json!(now_ms()), None).await?;
     }
     let capi = capi_of(c).await?;
-    let machines = capi.machines(&ns);
+    let machines = capi.machines(ns);
     let Some(m) = machines
         .get_opt(&name)
         .await
@@ -115,8 +91,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         // Machine's count: this one's count is still owed.
         if let Some(scaled) = ctx.external("scaled") {
             let api = match scaled["kind"].as_str() {
-                Some("MachineDeployment") => capi.machine_deployments(&ns),
-                _ => capi.machine_sets(&ns),
+                Some("MachineDeployment") => capi.machine_deployments(ns),
+                _ => capi.machine_sets(ns),
             };
             let owner_name = scaled["name"].as_str().unwrap_or_default();
             // Owed only if the set took this Machine in place of another one this job named
@@ -154,45 +130,44 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         return Ok(Outcome::next("ok"));
     };
     // Only this cluster's Machines: a same-named Machine of another cluster is not ours.
-    let (_, cluster) = split_cluster(&ctx.cluster);
     let machine = Machine::read(&m);
     let its_cluster = machine.cluster_name.as_deref().unwrap_or_default();
-    if its_cluster != cluster {
+    if its_cluster != cluster.name {
         return Ok(Outcome::fail(
             FailureClass::InvalidSpec,
             format!(
-                "Machine {ns}/{name} belongs to cluster {its_cluster}, not {cluster}; left alone"
+                "Machine {ns}/{name} belongs to cluster {its_cluster}, not {}; left alone",
+                cluster.name
             ),
         ));
     }
     // What CAPO named this node's ports and volumes, for the check after it is gone.
     if ctx.external("port_names").is_none() {
         let osm = capi
-            .openstack_machines(&ns)
+            .openstack_machines(ns)
             .get_opt(&name)
             .await
             .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
-        let (ports, volumes) = names_from_osm(&name, osm.as_ref());
+        // CAPO's names for them come from the OpenStackMachine; when it is gone, CAPO's
+        // defaults.
+        let (ports, volumes) = match osm.as_ref().map(OpenStackMachine::read) {
+            Some(osm) => osm.resource_names(),
+            None => OpenStackMachine::default_resource_names(&name),
+        };
         ctx.record("port_names", json!(ports), None).await?;
         ctx.record("volume_names", json!(volumes), None).await?;
         // The server this cluster's objects name: the proof that lets a later step delete
         // it (a same-named server is not proof).
-        let mut server_ids: Vec<String> = machine
-            .provider_id
-            .as_deref()
-            .and_then(marks::server_id_of_provider_id)
-            .map(str::to_string)
-            .into_iter()
-            .collect();
+        let mut server_ids: Vec<String> = machine.server_id().into_iter().collect();
         if let Some(oss) = capi
-            .openstack_servers(&ns)
+            .openstack_servers(ns)
             .get_opt(&name)
             .await
             .map_err(|e| kube_error("reading the OpenStackServer", e))?
-            && let Some(id) = oss.data["status"]["instanceID"].as_str()
-            && !server_ids.iter().any(|s| s == id)
+            && let Some(id) = OpenStackServer::read(&oss).instance_id
+            && !server_ids.contains(&id)
         {
-            server_ids.push(id.to_string());
+            server_ids.push(id);
         }
         ctx.record("server_ids", json!(server_ids), None).await?;
     }
@@ -219,14 +194,14 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         ));
     }
     // The set, or the deployment that owns the set: that one's replicas count.
-    let sets = capi.machine_sets(&ns);
+    let sets = capi.machine_sets(ns);
     let set = sets
         .get(&set_name)
         .await
         .map_err(|e| kube_error("reading the MachineSet", e))?;
     let (scaled_api, scaled) = match owner(&set) {
         Some((k, md)) if k == "MachineDeployment" => {
-            let mds = capi.machine_deployments(&ns);
+            let mds = capi.machine_deployments(ns);
             let o = mds
                 .get(&md)
                 .await
@@ -388,19 +363,19 @@ async fn lower_once(
 /// `force_after` it goes to `force`.
 async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
+    let ns = cluster.ns.as_str();
     let capi = capi_of(c).await?;
     let machine = capi
-        .machines(&ns)
+        .machines(ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
     let osm = capi
-        .openstack_machines(&ns)
+        .openstack_machines(ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
-    let cluster = cluster_of(&ctx)?;
     let known = server_ids(&ctx);
     let server: Vec<Value> = os_of(c, &cluster)
         .await?
@@ -459,7 +434,8 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
 /// OpenStack, and the finalizers dropped — each act recorded.
 async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let name = machine_name(&ctx);
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
+    let ns = cluster.ns.as_str();
     let removal = sweep_named(c, &ctx, &name).await?;
     for r in &removal.removed {
         ctx.event(EventKind::Cleanup, format!("forced: deleted {r}"), None)
@@ -471,9 +447,9 @@ async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
     }
     let capi = capi_of(c).await?;
     let apis = [
-        (capi.machines(&ns), "Machine"),
-        (capi.openstack_machines(&ns), "OpenStackMachine"),
-        (capi.openstack_servers(&ns), "OpenStackServer"),
+        (capi.machines(ns), "Machine"),
+        (capi.openstack_machines(ns), "OpenStackMachine"),
+        (capi.openstack_servers(ns), "OpenStackServer"),
     ];
     for (api, what) in apis {
         let Some(o) = api
@@ -537,7 +513,7 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         .external("set_members")
         .and_then(|v| v.as_array().cloned())
     {
-        let (ns, _) = split_cluster(&ctx.cluster);
+        let ns = cluster_of(&ctx)?.ns;
         let now: BTreeSet<String> = capi_of(c)
             .await?
             .machines(&ns)
@@ -600,10 +576,11 @@ pub(crate) async fn sweep_named(
     ctx: &StepContext,
     name: &str,
 ) -> Result<Removal, StepError> {
-    let list = |key: &str, default: String| -> Vec<String> {
+    let (default_ports, default_volumes) = OpenStackMachine::default_resource_names(name);
+    let list = |key: &str, default: Vec<String>| -> Vec<String> {
         ctx.external(key)
             .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_else(|| vec![default])
+            .unwrap_or(default)
     };
     // A repair releases the floating IP the node had (Capstan's or not), so the same address
     // can be taken again; admission found it on this node's port, with this cluster's
@@ -621,8 +598,8 @@ pub(crate) async fn sweep_named(
             cluster: &cluster,
             node: name,
             server_ids: &server_ids(ctx),
-            ports: &list("port_names", marks::port_name(name, 0)),
-            volumes: &list("volume_names", marks::volume_name(name, "root")),
+            ports: &list("port_names", default_ports),
+            volumes: &list("volume_names", default_volumes),
             floating_ips: &released,
             capstan_floating_ips: true,
         },

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::scale_out::os_error;
+use super::common::os_error;
 use crate::cloud::ClusterRef;
 use crate::cloud::marks;
 use crate::cloud::os::{OpenStack, Service};

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub(crate) mod classify;
+mod common;
 mod delete;
 mod leftovers;
 pub mod quota;

@@ -12,14 +12,12 @@ use chrono::{DateTime, Utc};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
+use super::common::{capi_of, cluster_of, kube_error, os_of, server_of};
 use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
 use crate::cloud::Clients;
-use crate::cloud::ClusterRef;
 use crate::cloud::capi::Machine;
-use crate::cloud::marks;
-use crate::cloud::os::OpenStack;
-use crate::cloud::os::Service;
+use crate::cloud::capi::capo::{self, OpenStackMachine};
+use crate::cloud::os::{OpenStack, Service};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 
 /// When a node counts as unhealthy (DESIGN §3), with repair's defaults.
@@ -51,7 +49,18 @@ fn since(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
 
 /// Why a Machine is unhealthy, or `None` when it is healthy.
 pub fn assess(m: &Machine, server: Option<&Value>, t: Thresholds) -> Option<String> {
-    let now = Utc::now();
+    assess_at(m, server, t, Utc::now())
+}
+
+/// `assess` as of `now`: a failure CAPI recorded, a server Nova shows in ERROR or SHUTOFF, no
+/// Node past the startup timeout, or `NodeHealthy` not True for longer than
+/// `unhealthy_after` — in that order, the first that holds is the reason.
+fn assess_at(
+    m: &Machine,
+    server: Option<&Value>,
+    t: Thresholds,
+    now: DateTime<Utc>,
+) -> Option<String> {
     if let Some(msg) = &m.failure_message {
         return Some(format!("Machine failed: {msg}"));
     }
@@ -75,7 +84,7 @@ pub fn assess(m: &Machine, server: Option<&Value>, t: Thresholds) -> Option<Stri
             )
         });
     }
-    match m.condition("NodeHealthy") {
+    match m.node_health() {
         Some(c) if c.status != "True" => {
             let since = since(c.last_transition, now);
             (since > t.unhealthy_after).then(|| {
@@ -94,52 +103,6 @@ pub fn assess(m: &Machine, server: Option<&Value>, t: Thresholds) -> Option<Stri
     }
 }
 
-/// Of the servers Nova lists (with `status` and `fault`), the Machine's: the one its
-/// providerID names, else the one of its name that carries the cluster's mark. A server
-/// that only shares the name is not this node's.
-pub fn pick_server<'a>(
-    servers: impl IntoIterator<Item = &'a Value>,
-    cluster: &ClusterRef,
-    machine: &Machine,
-) -> Option<&'a Value> {
-    let name = machine.name.as_str();
-    let by_id = machine
-        .provider_id
-        .as_deref()
-        .and_then(marks::server_id_of_provider_id);
-    let candidates: Vec<&Value> = servers
-        .into_iter()
-        .filter(|s| s["name"] == name || by_id.is_some_and(|i| s["id"] == i))
-        .collect();
-    candidates
-        .iter()
-        .find(|s| by_id.is_some_and(|i| s["id"] == i))
-        .or_else(|| {
-            candidates
-                .iter()
-                .find(|s| marks::server_is_marked(s, cluster))
-        })
-        .copied()
-}
-
-/// The Machine's server, read with the cluster's credentials (see `pick_server`).
-pub async fn server_of(
-    os: &OpenStack,
-    cluster: &ClusterRef,
-    machine: &Machine,
-) -> Result<Option<Value>, StepError> {
-    let found = os
-        .named(
-            Service::Compute,
-            &["servers", "detail"],
-            "servers",
-            &machine.name,
-        )
-        .await
-        .map_err(|e| os_error("listing servers", e))?;
-    Ok(pick_server(&found, cluster, machine).cloned())
-}
-
 /// The spec a node was made with, read back from what CAPI, CAPO and Neutron hold, for a
 /// node Capstan did not create.
 pub async fn read_back(
@@ -148,84 +111,16 @@ pub async fn read_back(
     osm: &DynamicObject,
 ) -> Result<NodeSpec, String> {
     let machine = Machine::read(m);
-    let name = machine.name.clone();
-    let o = &osm.data["spec"];
-    let port = &o["ports"][0];
-    let mut spec = NodeSpec {
-        name: name.clone(),
-        availability_zone: None,
-        host: None,
-        flavor: o["flavor"]
-            .as_str()
-            .ok_or("the OpenStackMachine names no flavor")?
-            .to_string(),
-        image: o["image"]["filter"]["name"]
-            .as_str()
-            .ok_or("the OpenStackMachine names no image by name")?
-            .to_string(),
-        ssh_key: o["sshKeyName"].as_str().map(str::to_string),
-        security_groups: o["securityGroups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|g| g["filter"]["name"].as_str().map(str::to_string))
-            .collect(),
-        network: port["network"]["filter"]["name"]
-            .as_str()
-            .ok_or("the OpenStackMachine's port names no network")?
-            .to_string(),
-        subnet: port["fixedIPs"][0]["subnet"]["filter"]["name"]
-            .as_str()
-            .ok_or("the OpenStackMachine's port names no subnet")?
-            .to_string(),
-        ip: None,
-        floating_ip: FloatingIp::None,
-        root_volume: o["rootVolume"]["sizeGiB"].as_u64().map(|s| RootVolume {
-            size_gib: s as u32,
-            volume_type: o["rootVolume"]["type"].as_str().map(str::to_string),
-        }),
-        data_volumes: o["additionalBlockDevices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|d| d["storage"]["type"] != "Local")
-            .map(|d| DataVolume {
-                name: d["name"].as_str().unwrap_or("data").to_string(),
-                size_gib: d["sizeGiB"].as_u64().unwrap_or(1) as u32,
-                volume_type: d["storage"]["volume"]["type"].as_str().map(str::to_string),
-            })
-            .collect(),
-        roles: Vec::new(),
-        labels: BTreeMap::new(),
-        taints: Vec::new(),
-    };
-    if let Some(fd) = machine.failure_domain.as_deref() {
-        match fd.split_once(':') {
-            Some((az, host)) => {
-                spec.availability_zone = Some(az.to_string());
-                spec.host = Some(host.to_string());
-            }
-            None => spec.availability_zone = Some(fd.to_string()),
-        }
-    }
-    for (k, _) in m.metadata.labels.clone().unwrap_or_default() {
-        if let Some(role) = k.strip_prefix(ROLE_LABEL_PREFIX) {
-            spec.roles.push(role.to_string());
-        }
-    }
+    let labels = m.metadata.labels.clone().unwrap_or_default();
+    let mut spec = spec_of_objects(&machine, &labels, &OpenStackMachine::read(osm))?;
     // The address it has and the floating IP on it, from Neutron: the port on its server.
-    let server_id = machine
-        .provider_id
-        .as_deref()
-        .and_then(marks::server_id_of_provider_id)
-        .unwrap_or_default()
-        .to_string();
+    let server_id = machine.server_id().unwrap_or_default();
     let ports = os
         .named(
             Service::Network,
             &["ports"],
             "ports",
-            &marks::port_name(&name, 0),
+            &capo::port_name(&spec.name, 0),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -255,6 +150,68 @@ pub async fn read_back(
     Ok(spec)
 }
 
+/// The part of a read-back spec the Machine (its labels and failure domain) and the
+/// OpenStackMachine hold: everything but the address and floating IP, which only Neutron
+/// knows. Local (ephemeral) block devices are not data volumes.
+fn spec_of_objects(
+    machine: &Machine,
+    labels: &BTreeMap<String, String>,
+    osm: &OpenStackMachine,
+) -> Result<NodeSpec, String> {
+    let port = osm.ports.first().cloned().unwrap_or_default();
+    let (availability_zone, host) = match machine.failure_domain.as_deref() {
+        Some(fd) => match fd.split_once(':') {
+            Some((az, host)) => (Some(az.to_string()), Some(host.to_string())),
+            None => (Some(fd.to_string()), None),
+        },
+        None => (None, None),
+    };
+    Ok(NodeSpec {
+        name: machine.name.clone(),
+        availability_zone,
+        host,
+        flavor: osm
+            .flavor
+            .clone()
+            .ok_or("the OpenStackMachine names no flavor")?,
+        image: osm
+            .image
+            .clone()
+            .ok_or("the OpenStackMachine names no image by name")?,
+        ssh_key: osm.ssh_key.clone(),
+        security_groups: osm.security_groups.clone(),
+        network: port
+            .network
+            .ok_or("the OpenStackMachine's port names no network")?,
+        subnet: port
+            .subnet
+            .ok_or("the OpenStackMachine's port names no subnet")?,
+        ip: None,
+        floating_ip: FloatingIp::None,
+        root_volume: osm.root_volume.as_ref().map(|r| RootVolume {
+            size_gib: r.size_gib as u32,
+            volume_type: r.volume_type.clone(),
+        }),
+        data_volumes: osm
+            .block_devices
+            .iter()
+            .filter(|d| d.storage.as_deref() != Some("Local"))
+            .map(|d| DataVolume {
+                name: d.name.clone().unwrap_or_else(|| "data".into()),
+                size_gib: d.size_gib.unwrap_or(1) as u32,
+                volume_type: d.volume_type.clone(),
+            })
+            .collect(),
+        roles: labels
+            .keys()
+            .filter_map(|k| k.strip_prefix(ROLE_LABEL_PREFIX))
+            .map(str::to_string)
+            .collect(),
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+    })
+}
+
 pub fn register(r: &mut Registry, clients: Clients) {
     r.step("repair.check", &["unhealthy", "healthy"], move |ctx| {
         let c = clients.clone();
@@ -264,11 +221,11 @@ pub fn register(r: &mut Registry, clients: Clients) {
 
 /// Looks at the node once more: a healthy one is left alone unless the job says `force`.
 async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
     let name = ctx.spec["name"].as_str().unwrap_or(&ctx.node).to_string();
     let m = capi_of(c)
         .await?
-        .machines(&ns)
+        .machines(&cluster.ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
@@ -280,7 +237,6 @@ async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
         ));
     };
     let machine = Machine::read(&m);
-    let cluster = cluster_of(&ctx)?;
     let server = server_of(&os_of(c, &cluster).await?, &cluster, &machine).await?;
     let why = assess(
         &machine,
@@ -315,3 +271,4 @@ pub fn release_params(fips: &[(String, String)]) -> Value {
     }
     Value::Object(map)
 }
+

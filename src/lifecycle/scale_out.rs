@@ -17,9 +17,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::classify::{self, Classified, Failure, Source};
+use super::common::{
+    capi_of, cluster_of, kube_error, os_error, os_failure, os_of, server_of, workload_client,
+};
 use super::leftovers::Removal;
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec};
+use crate::cloud::capi::capo::{OpenStackCluster, OpenStackServer};
 use crate::cloud::capi::{
     self, CLUSTER_NAME_LABEL, Capi, JOB_LABEL, MANAGED_LABEL, Machine, MachineFields, NODE_LABEL,
 };
@@ -84,70 +88,6 @@ fn spec_of(ctx: &StepContext) -> Result<NodeSpec, StepError> {
     })
 }
 
-pub(crate) fn split_cluster(cluster: &str) -> (String, String) {
-    match cluster.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => ("default".to_string(), cluster.to_string()),
-    }
-}
-
-/// The job's cluster (checked `namespace/name` when the job was admitted).
-pub(crate) fn cluster_of(ctx: &StepContext) -> Result<ClusterRef, StepError> {
-    ClusterRef::parse(&ctx.cluster)
-        .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("cluster: {e}")))
-}
-
-/// OpenStack with the cluster's own credentials (its identityRef Secret). Credentials that
-/// are missing or refused fail the node (`auth`); an unreachable apiserver or Keystone is
-/// transient.
-pub(crate) async fn os_of(c: &Clients, cluster: &ClusterRef) -> Result<OpenStack, StepError> {
-    c.os(cluster).await.map_err(|e| {
-        let class = if e.is_unavailable() {
-            FailureClass::Transient
-        } else {
-            FailureClass::Auth
-        };
-        StepError::new(class, format!("OpenStack credentials of {cluster}: {e}"))
-    })
-}
-
-/// CAPI and CAPO at the version the management cluster serves.
-pub(crate) async fn capi_of(c: &Clients) -> Result<Capi, StepError> {
-    c.capi()
-        .await
-        .map_err(|e| kube_error("asking which Cluster API version the apiserver serves", e))
-}
-
-/// A Kubernetes error as a step error: 5xx, 429 and timeouts are transient.
-pub(crate) fn kube_error(what: &str, e: kube::Error) -> StepError {
-    let (status, text) = match &e {
-        kube::Error::Api(s) => (Some(s.code), s.message.clone()),
-        other => (None, other.to_string()),
-    };
-    let c = classify::classify(&Failure::new(
-        Source::Kubernetes,
-        status,
-        format!("{what}: {text}"),
-    ));
-    StepError::new(c.class, format!("{what}: {text}"))
-}
-
-pub(crate) fn os_failure(e: &CallError) -> Classified {
-    let source = match e.service {
-        Service::Compute => Source::Nova,
-        Service::Network => Source::Neutron,
-        Service::BlockStorage => Source::Cinder,
-        Service::Image => Source::Network,
-    };
-    let status = (e.status != 0).then_some(e.status);
-    classify::classify(&Failure::new(source, status, e.text.clone()))
-}
-
-pub(crate) fn os_error(what: &str, e: CallError) -> StepError {
-    let c = os_failure(&e);
-    StepError::new(c.class, format!("{what}: {e}"))
-}
-
 fn labels_of(o: &DynamicObject) -> BTreeMap<String, String> {
     o.metadata.labels.clone().unwrap_or_default()
 }
@@ -198,8 +138,6 @@ async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
 /// What the cluster provides every node: names and references read from its objects.
 struct ClusterInfo {
     cluster: ClusterRef,
-    ns: String,
-    name: String,
     identity_ref: Value,
     version: Option<String>,
     bootstrap_secret: String,
@@ -207,21 +145,21 @@ struct ClusterInfo {
 
 async fn cluster_info(
     capi: &Capi,
-    cluster: &str,
+    cluster: &ClusterRef,
     params: &Value,
 ) -> Result<ClusterInfo, StepError> {
-    let (ns, name) = split_cluster(cluster);
+    let (ns, name) = (&cluster.ns, &cluster.name);
     let osc = capi
-        .openstack_clusters(&ns)
-        .get(&name)
+        .openstack_clusters(ns)
+        .get(name)
         .await
         .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
-    let identity_ref = osc.data["spec"]["identityRef"].clone();
+    let identity_ref = OpenStackCluster::read(&osc).identity_ref;
     let version = params["version"].as_str().map(str::to_string);
     let version = match version {
         Some(v) => Some(v),
         None => capi
-            .machine_sets(&ns)
+            .machine_sets(ns)
             .list(&kube::api::ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
             .await
             .ok()
@@ -232,10 +170,7 @@ async fn cluster_info(
         .map(str::to_string)
         .unwrap_or_else(|| format!("{name}-bootstrap"));
     Ok(ClusterInfo {
-        cluster: ClusterRef::parse(cluster)
-            .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("cluster: {e}")))?,
-        ns,
-        name,
+        cluster: cluster.clone(),
         identity_ref,
         version,
         bootstrap_secret,
@@ -307,7 +242,7 @@ fn openstack_machine(
     serde_json::from_value(json!({
         "apiVersion": capi::api_version(capi::CAPO_GROUP, capi::CAPO_VERSION),
         "kind": "OpenStackMachine",
-        "metadata": { "name": spec.name, "namespace": info.ns, "labels": labels },
+        "metadata": { "name": spec.name, "namespace": info.cluster.ns, "labels": labels },
         "spec": osm_spec,
     }))
     .expect("an OpenStackMachine is a valid object")
@@ -323,9 +258,9 @@ fn machine(
     let failure_domain = spec.failure_domain();
     capi.machine(&MachineFields {
         name: &spec.name,
-        namespace: &info.ns,
+        namespace: &info.cluster.ns,
         labels,
-        cluster_name: &info.name,
+        cluster_name: &info.cluster.name,
         bootstrap_secret: &info.bootstrap_secret,
         version: info.version.as_deref(),
         failure_domain: failure_domain.as_deref(),
@@ -336,10 +271,10 @@ fn machine(
 async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
     let capi = capi_of(c).await?;
-    let info = cluster_info(&capi, &ctx.cluster, &ctx.params).await?;
-    let labels = node_labels(&spec, &info.name, &ctx.job_id);
-    let osms = capi.openstack_machines(&info.ns);
-    let machines = capi.machines(&info.ns);
+    let info = cluster_info(&capi, &cluster_of(&ctx)?, &ctx.params).await?;
+    let labels = node_labels(&spec, &info.cluster.name, &ctx.job_id);
+    let osms = capi.openstack_machines(&info.cluster.ns);
+    let machines = capi.machines(&info.cluster.ns);
     for (api, obj, what) in [
         (
             &osms,
@@ -398,31 +333,16 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
 
 // ---- provision ---------------------------------------------------------------------------
 
-/// The node's Nova server, if any: of that name and carrying this cluster's mark (a
-/// same-named server without it is not this node's).
-async fn server_by_name(
-    os: &OpenStack,
-    cluster: &ClusterRef,
-    name: &str,
-) -> Result<Option<Value>, StepError> {
-    let found = os
-        .named(Service::Compute, &["servers", "detail"], "servers", name)
-        .await
-        .map_err(|e| os_error("listing servers", e))?;
-    Ok(found
-        .into_iter()
-        .find(|s| marks::server_is_marked(s, cluster)))
-}
-
 /// Waits until the server is ACTIVE and CAPO says the machine is ready, reading failures
 /// where they appear: the Machine's failure fields, the OpenStackServer's `InstanceReady`
 /// condition, and Nova's own `fault` (which CAPO v0.14 never surfaces).
 async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
+    let ns = &cluster.ns;
     let capi = capi_of(c).await?;
     let Some(m) = capi
-        .machines(&ns)
+        .machines(ns)
         .get_opt(&spec.name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?
@@ -441,27 +361,19 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
         return failed(&mut ctx, &cl, &text).await;
     }
     if let Some(oss) = capi
-        .openstack_servers(&ns)
+        .openstack_servers(ns)
         .get_opt(&spec.name)
         .await
         .map_err(|e| kube_error("reading the OpenStackServer", e))?
     {
-        let refused = oss.data["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|x| x["type"] == "InstanceReady" && x["reason"] == "InstanceCreateFailed")
-            .and_then(|x| x["message"].as_str())
-            .map(str::to_string);
-        if let Some(text) = refused {
+        if let Some(text) = OpenStackServer::read(&oss).create_failed {
             let cl =
                 classify::classify(&Failure::new(Source::OpenStackServerCondition, None, &text));
             return failed(&mut ctx, &cl, &text).await;
         }
     }
-    let cluster = cluster_of(&ctx)?;
     let os = os_of(c, &cluster).await?;
-    let server = server_by_name(&os, &cluster, &spec.name).await?;
+    let server = server_of(&os, &cluster, &machine).await?;
     if let Some(s) = &server {
         // Each attempt's server (a retry makes a new one): the proof the later steps need.
         if let Some(id) = s["id"].as_str()
@@ -516,7 +428,7 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             };
             return failed(&mut ctx, &cl, &text).await;
         }
-        let said = capo_warning(c, &ns, &spec.name).await;
+        let said = capo_warning(c, ns, &spec.name).await;
         return Ok(Outcome::recheck_in(
             RECHECK,
             format!(
@@ -620,17 +532,16 @@ async fn capo_warning(c: &Clients, ns: &str, name: &str) -> Option<String> {
 // ---- floating IP -------------------------------------------------------------------------
 
 /// The cluster's external network ID (from the OpenStackCluster's status).
-async fn external_network(c: &Clients, cluster: &str) -> Result<String, StepError> {
-    let (ns, name) = split_cluster(cluster);
+async fn external_network(c: &Clients, cluster: &ClusterRef) -> Result<String, StepError> {
+    let name = &cluster.name;
     let osc = capi_of(c)
         .await?
-        .openstack_clusters(&ns)
-        .get(&name)
+        .openstack_clusters(&cluster.ns)
+        .get(name)
         .await
         .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
-    osc.data["status"]["externalNetwork"]["id"]
-        .as_str()
-        .map(str::to_string)
+    OpenStackCluster::read(&osc)
+        .external_network
         .ok_or_else(|| {
             StepError::new(
                 FailureClass::InvalidSpec,
@@ -688,7 +599,7 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
     let fip_id = match fip_id {
         Some(id) => id,
         None => {
-            let network = external_network(c, &ctx.cluster).await?;
+            let network = external_network(c, &cluster).await?;
             let mut body = json!({ "floatingip": {
                 "floating_network_id": network, "description": description } });
             if let FloatingIp::Address(a) = &spec.floating_ip {
@@ -824,53 +735,13 @@ async fn described_floating_ips(
 
 // ---- join --------------------------------------------------------------------------------
 
-/// A client for the cluster's own API, from the `<cluster>-kubeconfig` Secret CAPI keeps.
-pub(crate) async fn workload_client(c: &Clients, cluster: &str) -> Result<kube::Client, StepError> {
-    let (ns, name) = split_cluster(cluster);
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(c.kube.clone(), &ns);
-    let secret = secrets
-        .get(&format!("{name}-kubeconfig"))
-        .await
-        .map_err(|e| kube_error("reading the cluster's kubeconfig Secret", e))?;
-    let bytes = secret
-        .data
-        .and_then(|d| d.get("value").map(|v| v.0.clone()))
-        .ok_or_else(|| {
-            StepError::new(
-                FailureClass::InvalidSpec,
-                format!("Secret {name}-kubeconfig has no `value`"),
-            )
-        })?;
-    let text = String::from_utf8_lossy(&bytes);
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| {
-        StepError::new(
-            FailureClass::InvalidSpec,
-            format!("workload kubeconfig: {e}"),
-        )
-    })?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| {
-        StepError::new(
-            FailureClass::InvalidSpec,
-            format!("workload kubeconfig: {e}"),
-        )
-    })?;
-    kube::Client::try_from(config)
-        .map_err(|e| StepError::new(FailureClass::Transient, format!("workload client: {e}")))
-}
-
 /// Waits for the Node to join and be healthy, then puts the spec's labels and taints on it.
 async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
     let m = capi_of(c)
         .await?
-        .machines(&ns)
+        .machines(&cluster.ns)
         .get(&spec.name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?;
@@ -880,8 +751,7 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
-    let cluster = cluster_of(&ctx)?;
-    if let Some(s) = server_by_name(&os_of(c, &cluster).await?, &cluster, &spec.name).await?
+    if let Some(s) = server_of(&os_of(c, &cluster).await?, &cluster, &m).await?
         && s["status"] == "ERROR"
     {
         let text = s["fault"]["message"]
@@ -901,7 +771,7 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     };
     let labels = spec.node_labels();
     if !labels.is_empty() || !spec.taints.is_empty() {
-        let workload = workload_client(c, &ctx.cluster).await?;
+        let workload = workload_client(c, &cluster).await?;
         let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(workload);
         let mut patch = json!({ "metadata": { "labels": labels } });
         if !spec.taints.is_empty() {
@@ -945,7 +815,7 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
 /// attempt; then applies the failure class's policy.
 async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let (ns, _) = split_cluster(&ctx.cluster);
+    let cluster = cluster_of(&ctx)?;
     let failure = ctx.external("failure").unwrap_or(Value::Null);
     let class: FailureClass = failure["class"]
         .as_str()
@@ -989,8 +859,8 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     }
     // 1. The Machine and OpenStackMachine this job made (never anyone else's).
     let capi = capi_of(c).await?;
-    let machines = capi.machines(&ns);
-    let osms = capi.openstack_machines(&ns);
+    let machines = capi.machines(&cluster.ns);
+    let osms = capi.openstack_machines(&cluster.ns);
     let mut waiting = Vec::new();
     for (api, what) in [(&machines, "Machine"), (&osms, "OpenStackMachine")] {
         if let Some(o) = api
@@ -1030,7 +900,6 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     let removal = if class == FailureClass::Conflict || !attempted {
         Removal::default()
     } else {
-        let cluster = cluster_of(&ctx)?;
         let server_ids: Vec<String> = ctx
             .external("server_id")
             .and_then(|v| v.as_str().map(str::to_string))

@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::cloud::capi::capo;
 use crate::engine::request::{FieldError, check_dns_label};
 
 /// One node as scale_out creates it, every default applied.
@@ -148,19 +149,19 @@ impl NodeSpec {
         let root = self
             .root_volume
             .as_ref()
-            .map(|_| format!("{}-root", self.name));
+            .map(|_| capo::root_volume_name(&self.name));
         root.into_iter()
             .chain(
                 self.data_volumes
                     .iter()
-                    .map(|d| format!("{}-{}", self.name, d.name)),
+                    .map(|d| capo::volume_name(&self.name, &d.name)),
             )
             .collect()
     }
 
     /// The Neutron port CAPO makes for the node's one network: `<name>-0`.
     pub fn port_name(&self) -> String {
-        format!("{}-0", self.name)
+        capo::port_name(&self.name, 0)
     }
 
     /// Labels set on the Machine, which CAPI syncs to the Node: each role as

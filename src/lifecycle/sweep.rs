@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::IntakeCell;
-use super::scale_out::{capi_of, cluster_of, kube_error, os_error, os_of, split_cluster};
+use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use crate::cloud::Clients;
-use crate::cloud::capi;
+use crate::cloud::capi::{self, capo};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::intake::{Intake, Refused};
@@ -117,11 +117,12 @@ async fn repair_sweep(
             format!("submitted repair job {j}"),
         ));
     }
-    let (ns, cluster) = split_cluster(&ctx.cluster);
+    let cref = cluster_of(&ctx)?;
+    let (ns, cluster) = (&cref.ns, &cref.name);
     let thresholds = super::repair::Thresholds::from_params(&ctx.params);
     let machines = capi_of(c)
         .await?
-        .machines(&ns)
+        .machines(ns)
         .list(&kube::api::ListParams::default().labels(&format!(
             "{}={cluster},!{}",
             capi::CLUSTER_NAME_LABEL,
@@ -130,7 +131,6 @@ async fn repair_sweep(
         .await
         .map_err(|e| kube_error("listing Machines", e))?
         .items;
-    let cref = cluster_of(&ctx)?;
     let servers = os_of(c, &cref)
         .await?
         .get(Service::Compute, &["servers", "detail"], &[])
@@ -140,7 +140,7 @@ async fn repair_sweep(
     for m in &machines {
         let name = m.metadata.name.clone().unwrap_or_default();
         let machine = capi::Machine::read(m);
-        let server = super::repair::pick_server(
+        let server = super::common::pick_server(
             servers["servers"].as_array().into_iter().flatten(),
             &cref,
             &machine,
@@ -282,32 +282,26 @@ fn older_than(created: &Value, grace: std::time::Duration) -> bool {
         .is_ok_and(|age| age >= grace)
 }
 
-/// `<node>-<suffix>`: which of `nodes` a port (`-<digits>`) or volume (`-root`,
-/// `-<device>`) name belongs to — unless a live Machine's longer name claims it.
+/// Which of `nodes` a port or volume belongs to by CAPO's names (`capo::is_port_of`,
+/// `capo::is_volume_of`), the longest name first — unless a live Machine's name could
+/// claim it.
 fn owner_of<'a>(
     name: &str,
     nodes: &'a BTreeSet<String>,
     live: &BTreeSet<String>,
     port: bool,
 ) -> Option<&'a String> {
-    let suffix_of = |n: &str| {
-        (name.len() > n.len() + 1 && name.starts_with(n) && name.as_bytes()[n.len()] == b'-')
-            .then(|| &name[n.len() + 1..])
-    };
-    let claimed_by_live = live.iter().any(|l| suffix_of(l).is_some());
-    if claimed_by_live {
+    if live.iter().any(|l| capo::may_be_of(name, l)) {
         return None;
     }
     nodes
         .iter()
         .filter(|n| {
-            suffix_of(n).is_some_and(|sfx| {
-                if port {
-                    sfx.bytes().all(|b| b.is_ascii_digit())
-                } else {
-                    !sfx.contains('-') || sfx == "root"
-                }
-            })
+            if port {
+                capo::is_port_of(name, n)
+            } else {
+                capo::is_volume_of(name, n)
+            }
         })
         .max_by_key(|n| n.len())
 }
@@ -342,9 +336,7 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
     let live: BTreeSet<String> = machines.iter().map(|m| m.name.clone()).collect();
     let live_servers: BTreeSet<String> = machines
         .iter()
-        .filter_map(|m| m.provider_id.as_deref())
-        .filter_map(marks::server_id_of_provider_id)
-        .map(str::to_string)
+        .filter_map(capi::Machine::server_id)
         .collect();
     let busy = busy_nodes(store, &ctx.job_id).await?;
     // The nodes Capstan made in this cluster (its scale_out and repair jobs' nodes).

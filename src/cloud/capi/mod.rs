@@ -1,12 +1,15 @@
 //! Cluster API as Capstan speaks it: which `cluster.x-k8s.io` version the management cluster
 //! serves (`v1beta2` where it does, else `v1beta1`), handles on the CAPI and CAPO kinds at
 //! those versions, and the labels that mark what Capstan made. `shape.rs` knows how the two
-//! CAPI versions lay out the fields Capstan reads and writes.
+//! CAPI versions lay out the fields Capstan reads and writes; `capo.rs` knows CAPO's kinds,
+//! the names CAPO gives OpenStack resources and its providerIDs.
 //!
-//! **Invariant:** no CAPI JSON path outside this module: the lifecycle steps, the API views
-//! and the credentials lookup read Machines, MachineSets and Clusters through `shape`, and
-//! write them through `Capi`, so a third version changes only this module.
+//! **Invariant:** no CAPI or CAPO JSON path outside this module: the lifecycle steps, the
+//! API views and the credentials lookup read Machines, MachineSets and Clusters through
+//! `shape`, CAPO's kinds through `capo`, and write them through `Capi`, so a third version
+//! changes only this module.
 
+pub mod capo;
 pub mod shape;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams, PostParams};

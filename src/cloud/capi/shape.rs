@@ -102,6 +102,9 @@ pub struct Machine {
     pub addresses: Vec<String>,
 }
 
+/// The Machine condition that says whether its Node is healthy.
+pub const NODE_HEALTHY: &str = "NodeHealthy";
+
 fn string(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -161,11 +164,19 @@ impl Machine {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 
-    /// `NodeHealthy` is True: the Node is Ready without memory, disk or PID pressure (the
-    /// condition keeps its name in v1beta2).
+    /// The `NodeHealthy` condition, once CAPI has set it (it keeps its name in v1beta2).
+    pub fn node_health(&self) -> Option<&Condition> {
+        self.condition(NODE_HEALTHY)
+    }
+
+    /// `NodeHealthy` is True: the Node is Ready without memory, disk or PID pressure.
     pub fn node_healthy(&self) -> bool {
-        self.condition("NodeHealthy")
-            .is_some_and(|c| c.status == "True")
+        self.node_health().is_some_and(|c| c.status == "True")
+    }
+
+    /// The Nova server the Machine's providerID names, once CAPO has set it.
+    pub fn server_id(&self) -> Option<String> {
+        super::capo::server_id_of(self.provider_id.as_deref())
     }
 }
 
@@ -247,12 +258,7 @@ mod tests {
             assert!(m.infrastructure_provisioned, "{m:?}");
             assert!(m.node_healthy(), "{m:?}");
             assert_eq!(m.failure_message, None);
-            assert!(
-                m.provider_id
-                    .as_deref()
-                    .unwrap()
-                    .starts_with("openstack:///")
-            );
+            assert!(m.server_id().is_some(), "{m:?}");
         }
         assert_eq!(v1.node, v2.node);
         assert!(v2.node.is_some());
