@@ -272,3 +272,259 @@ pub fn release_params(fips: &[(String, String)]) -> Value {
     Value::Object(map)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::capi::Condition;
+
+    const MIN: i64 = 60;
+
+    fn at(now: DateTime<Utc>, minutes_ago: i64) -> Option<DateTime<Utc>> {
+        Some(now - chrono::Duration::seconds(minutes_ago * MIN))
+    }
+
+    /// A Machine made `age` minutes before `now`, with a Node whose `NodeHealthy` has been
+    /// `status` for `for_min` minutes (no Node when `status` is `None`).
+    fn machine(now: DateTime<Utc>, age: i64, health: Option<(&str, i64, Option<&str>)>) -> Machine {
+        Machine {
+            name: "w-1".into(),
+            created_at: at(now, age),
+            node: health.map(|_| "w-1".to_string()),
+            conditions: health
+                .into_iter()
+                .map(|(status, for_min, message)| Condition {
+                    type_: "NodeHealthy".into(),
+                    status: status.into(),
+                    reason: Some("NodeConditionsFailed".into()),
+                    message: message.map(str::to_string),
+                    last_transition: at(now, for_min),
+                })
+                .collect(),
+            ..Machine::default()
+        }
+    }
+
+    #[test]
+    fn which_nodes_repair_judges_unhealthy_and_why() {
+        let now = Utc::now();
+        let t = Thresholds {
+            unhealthy_after: Duration::from_secs(5 * 60),
+            startup_timeout: Duration::from_secs(20 * 60),
+        };
+        let healthy = machine(now, 60, Some(("True", 50, None)));
+        let failed = Machine {
+            failure_reason: Some("UpdateError".into()),
+            failure_message: Some("The server was unexpectedly deleted".into()),
+            ..healthy.clone()
+        };
+        let reason_only = Machine {
+            failure_reason: Some("UpdateError".into()),
+            ..healthy.clone()
+        };
+        let error = json!({"status": "ERROR", "fault": {"message": "No valid host was found."}});
+        let shutoff = json!({"status": "SHUTOFF"});
+        let active = json!({"status": "ACTIVE"});
+        // (story, Machine, its server as Nova shows it, the reason repair gives or None)
+        let rows: Vec<(&str, Machine, Option<&Value>, Option<&str>)> = vec![
+            (
+                "a Ready worker is left alone",
+                healthy.clone(),
+                Some(&active),
+                None,
+            ),
+            (
+                "CAPI's failure message is the reason, before a healthy-looking Node",
+                failed.clone(),
+                Some(&active),
+                Some("Machine failed: The server was unexpectedly deleted"),
+            ),
+            (
+                "a failure reason without a message",
+                reason_only,
+                None,
+                Some("Machine failed: UpdateError"),
+            ),
+            (
+                "a server in ERROR, with Nova's fault",
+                healthy.clone(),
+                Some(&error),
+                Some("server is ERROR No valid host was found."),
+            ),
+            (
+                "a server someone shut off",
+                healthy.clone(),
+                Some(&shutoff),
+                Some("server is SHUTOFF"),
+            ),
+            (
+                "no Node 30m after the Machine was made (startup timeout 20m)",
+                machine(now, 30, None),
+                None,
+                Some("no Node 30m after the Machine was created (startup timeout 20m)"),
+            ),
+            (
+                "no Node 10m after: still starting",
+                machine(now, 10, None),
+                None,
+                None,
+            ),
+            (
+                "NodeHealthy False for 10m, past unhealthy_after 5m, with the kubelet's message",
+                machine(now, 60, Some(("False", 10, Some("Node is not ready")))),
+                Some(&active),
+                Some("NodeHealthy False for 10m (Node is not ready)"),
+            ),
+            (
+                "NodeHealthy Unknown for 10m without a message names the reason",
+                machine(now, 60, Some(("Unknown", 10, None))),
+                Some(&active),
+                Some("NodeHealthy Unknown for 10m (NodeConditionsFailed)"),
+            ),
+            (
+                "NodeHealthy False for 2m: within unhealthy_after, left alone",
+                machine(now, 60, Some(("False", 2, None))),
+                Some(&active),
+                None,
+            ),
+            (
+                "a Node CAPI has not judged yet (no NodeHealthy) is left alone",
+                Machine {
+                    conditions: Vec::new(),
+                    ..healthy.clone()
+                },
+                Some(&active),
+                None,
+            ),
+        ];
+        for (story, m, server, want) in rows {
+            assert_eq!(assess_at(&m, server, t, now).as_deref(), want, "{story}");
+        }
+    }
+
+    #[test]
+    fn thresholds_come_from_the_params_with_repairs_defaults() {
+        let t = Thresholds::from_params(&json!({"unhealthy_after": "2m"}));
+        assert_eq!(t.unhealthy_after, Duration::from_secs(120));
+        assert_eq!(t.startup_timeout, Duration::from_secs(1200));
+        let d = Thresholds::from_params(&json!({"unhealthy_after": "soon"}));
+        assert_eq!(d.unhealthy_after, Duration::from_secs(300));
+    }
+
+    fn osm(spec: Value) -> OpenStackMachine {
+        OpenStackMachine::read(
+            &serde_json::from_value(json!({
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+                "kind": "OpenStackMachine",
+                "metadata": {"name": "w-1"},
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// What Capstan writes for a node (`scale_out`'s OpenStackMachine) and its Machine.
+    fn made_by_scale_out() -> Value {
+        json!({
+            "flavor": "m1.large",
+            "image": {"filter": {"name": "ubuntu-2204-kube-v1.30.4"}},
+            "sshKeyName": "ops",
+            "securityGroups": [{"filter": {"name": "workers"}}, {"filter": {"name": "ssh"}}],
+            "ports": [{"network": {"filter": {"name": "demo-net"}},
+                       "fixedIPs": [{"subnet": {"filter": {"name": "demo-subnet"}}}]}],
+            "rootVolume": {"sizeGiB": 40, "type": "ssd"},
+            "additionalBlockDevices": [
+                {"name": "logs", "sizeGiB": 10, "storage": {"type": "Volume", "volume": {"type": "hdd"}}},
+                {"name": "cache", "sizeGiB": 2, "storage": {"type": "Local"}},
+            ],
+        })
+    }
+
+    #[test]
+    fn a_node_spec_reads_back_from_its_machine_and_openstack_machine() {
+        let labels = BTreeMap::from([
+            (format!("{ROLE_LABEL_PREFIX}ingress"), String::new()),
+            ("cluster.x-k8s.io/cluster-name".to_string(), "demo".into()),
+        ]);
+        let pinned = Machine {
+            name: "w-1".into(),
+            failure_domain: Some("az1:host-7".into()),
+            ..Machine::default()
+        };
+        let spec = spec_of_objects(&pinned, &labels, &osm(made_by_scale_out())).unwrap();
+        assert_eq!(spec.name, "w-1");
+        assert_eq!(
+            (spec.availability_zone.as_deref(), spec.host.as_deref()),
+            (Some("az1"), Some("host-7"))
+        );
+        assert_eq!(
+            (spec.flavor.as_str(), spec.image.as_str()),
+            ("m1.large", "ubuntu-2204-kube-v1.30.4")
+        );
+        assert_eq!(spec.ssh_key.as_deref(), Some("ops"));
+        assert_eq!(spec.security_groups, ["workers", "ssh"]);
+        assert_eq!(
+            (spec.network.as_str(), spec.subnet.as_str()),
+            ("demo-net", "demo-subnet")
+        );
+        assert_eq!(
+            spec.root_volume,
+            Some(RootVolume {
+                size_gib: 40,
+                volume_type: Some("ssd".into())
+            })
+        );
+        // The ephemeral device is not a data volume.
+        assert_eq!(
+            spec.data_volumes,
+            [DataVolume {
+                name: "logs".into(),
+                size_gib: 10,
+                volume_type: Some("hdd".into())
+            }]
+        );
+        assert_eq!(spec.roles, ["ingress"]);
+        // Only Neutron knows these; `read_back` fills them in.
+        assert_eq!((spec.ip, &spec.floating_ip), (None, &FloatingIp::None));
+        // The names the recreated node will get are the ones CAPO gave the old one.
+        assert_eq!(spec.volume_names(), ["w-1-root", "w-1-logs"]);
+
+        let az_only = Machine {
+            failure_domain: Some("az2".into()),
+            ..pinned.clone()
+        };
+        let spec = spec_of_objects(&az_only, &BTreeMap::new(), &osm(made_by_scale_out())).unwrap();
+        assert_eq!(
+            (spec.availability_zone.as_deref(), spec.host),
+            (Some("az2"), None)
+        );
+        assert!(spec.roles.is_empty());
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_read_back_says_what_is_missing() {
+        let m = Machine {
+            name: "w-1".into(),
+            ..Machine::default()
+        };
+        let without = |key: &str| {
+            let mut o = made_by_scale_out();
+            o.as_object_mut().unwrap().remove(key);
+            spec_of_objects(&m, &BTreeMap::new(), &osm(o)).unwrap_err()
+        };
+        assert_eq!(without("flavor"), "the OpenStackMachine names no flavor");
+        assert_eq!(
+            without("image"),
+            "the OpenStackMachine names no image by name"
+        );
+        assert_eq!(
+            without("ports"),
+            "the OpenStackMachine's port names no network"
+        );
+        let mut by_id = made_by_scale_out();
+        by_id["image"] = json!({"id": "8c1e4b2a"});
+        assert_eq!(
+            spec_of_objects(&m, &BTreeMap::new(), &osm(by_id)).unwrap_err(),
+            "the OpenStackMachine names no image by name"
+        );
+    }
+}
