@@ -36,7 +36,7 @@ impl Admission for Lifecycle {
             "scale_out" => prepare_scale_out(body),
             "delete_nodes" => move_to_params(body, &["force_after"]),
             "repair_sweep" => move_to_params(
-                body,
+                sweep_node(body),
                 &[
                     "max_parallel",
                     "max_unhealthy",
@@ -44,7 +44,7 @@ impl Admission for Lifecycle {
                     "startup_timeout",
                 ],
             ),
-            "orphan_sweep" => move_to_params(body, &["grace", "dry_run"]),
+            "orphan_sweep" => move_to_params(sweep_node(body), &["grace", "dry_run"]),
             "repair" => move_to_params(
                 body,
                 &[
@@ -181,6 +181,20 @@ pub fn prepare_scale_out(mut body: Value) -> Result<Value, Vec<FieldError>> {
     }
     obj.insert("params".into(), Value::Object(params));
     if errs.is_empty() { Ok(body) } else { Err(errs) }
+}
+
+/// The one node task a sweep runs as. Stored rows name it, so it never changes.
+pub(crate) const SWEEP_NODE: &str = "sweep";
+
+/// A sweep acts on its cluster, not on named nodes: a request without `nodes` gets the one
+/// task the engine runs it as; one that names them (`["sweep"]`, the older form) is kept.
+fn sweep_node(mut body: Value) -> Value {
+    if let Some(obj) = body.as_object_mut()
+        && !obj.contains_key("nodes")
+    {
+        obj.insert("nodes".into(), json!([SWEEP_NODE]));
+    }
+    body
 }
 
 /// Moves a kind's own top-level fields into `params`, checking durations.
@@ -995,4 +1009,37 @@ async fn preflight(c: &Clients, req: &mut JobRequest) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_needs_no_node_list_and_the_older_form_still_works() {
+        for kind in ["repair_sweep", "orphan_sweep"] {
+            let bare = prepare_sweep(kind, json!({"kind": kind, "cluster": "default/demo"}));
+            assert_eq!(bare["nodes"], json!([SWEEP_NODE]), "{kind}");
+            let old = prepare_sweep(
+                kind,
+                json!({"kind": kind, "cluster": "default/demo", "nodes": ["sweep"]}),
+            );
+            assert_eq!(old["nodes"], json!(["sweep"]), "{kind}");
+        }
+        // The kind's own fields still move into params.
+        let b = prepare_sweep(
+            "orphan_sweep",
+            json!({"kind": "orphan_sweep", "cluster": "default/demo", "grace": "0s"}),
+        );
+        assert_eq!(b["params"]["grace"], "0s");
+    }
+
+    fn prepare_sweep(kind: &str, body: Value) -> Value {
+        let fields: &[&str] = if kind == "orphan_sweep" {
+            &["grace", "dry_run"]
+        } else {
+            &["max_parallel"]
+        };
+        move_to_params(sweep_node(body), fields).unwrap()
+    }
 }

@@ -1,4 +1,6 @@
-//! The sweeps, run by schedules (or submitted by hand) as one-node jobs (`nodes: ["sweep"]`):
+//! The sweeps, run by schedules (or submitted by hand) as one-node jobs: a request names no
+//! nodes, and admission gives it the one task `sweep` (the older `"nodes": ["sweep"]` is
+//! still accepted):
 //!
 //! - `repair_sweep` (per cluster): finds unhealthy workers and submits one repair job for up
 //!   to `max_parallel` of them, skipping nodes an unfinished job already holds; when more
