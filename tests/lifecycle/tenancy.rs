@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ADA, ALICE, BOB, DANA, EVE, TOKEN, World, by_name, node, request};
+use crate::common::{ADA, ALICE, BOB, DANA, EVE, TOKEN, World, by_name, node, request};
 
 /// A scale_out of the acme cluster (its network, subnet and addresses).
 fn acme_request(names: &[&str]) -> Value {
@@ -233,7 +233,7 @@ async fn a_tick_the_world_no_longer_admits_makes_no_job_and_says_why() {
         .filter(|j| j["schedule_id"] == id)
         .collect();
     assert_eq!(from_schedule.len(), 1, "{jobs:#}");
-    let metrics = reqwest::get(format!("{}/metrics", w.api))
+    let metrics = reqwest::get(format!("{}/metrics", w.api.url))
         .await
         .unwrap()
         .text()

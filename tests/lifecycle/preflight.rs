@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{World, request};
+use crate::common::{World, request};
 
 /// A worker of the demo cluster with an SSH key and security groups.
 fn worker(name: &str, key: &str, groups: &[&str]) -> serde_json::Value {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::scenarios::{node_healthy, node_view};
-use super::{World, by_name, node, request, scenarios};
+use crate::common::scenarios::{node_healthy, node_view};
+use crate::common::{World, by_name, node, request, scenarios};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_ready_node_is_replaced_with_the_same_spec_and_a_healthy_one_left_alone() {
@@ -208,106 +208,61 @@ async fn the_repair_sweep_stops_at_max_unhealthy_and_says_why() {
     );
 }
 
-/// A token and the service URLs of the simulated cloud, for calls a user makes by hand.
-pub(super) async fn os_token(w: &World) -> String {
-    let text = std::fs::read_to_string(w.path("clouds.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let auth = &doc["clouds"]["capstan-sim"]["auth"];
-    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": auth["username"].as_str().unwrap(), "domain": {"name": "Default"},
-        "password": auth["password"].as_str().unwrap()}}},
-        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}});
-    let resp = w
-        .http
-        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    resp.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-pub(super) async fn os(
-    w: &World,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut req = w
-        .http
-        .request(method, format!("{}{path}", w.sim_url))
-        .header("X-Auth-Token", token)
-        .header("X-OpenStack-Nova-API-Version", "2.60");
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period() {
     let w = World::start();
-    let t = os_token(&w).await;
+    let t = w.os_token().await;
     let get = reqwest::Method::GET;
-    let nets = os(
-        &w,
-        &t,
-        get.clone(),
-        "/networking/v2.0/networks?name=demo-net",
-        None,
-    )
-    .await;
+    let nets = w
+        .os(
+            &t,
+            get.clone(),
+            "/networking/v2.0/networks?name=demo-net",
+            None,
+        )
+        .await;
     let net = nets["networks"][0]["id"].as_str().unwrap().to_string();
-    let port = os(
-        &w,
-        &t,
-        reqwest::Method::POST,
-        "/networking/v2.0/ports",
-        // As CAPO makes a port for the cluster: its description is the cluster's mark.
-        Some(json!({"port": {"name": "demo-w-09-0", "network_id": net,
+    let port = w
+        .os(
+            &t,
+            reqwest::Method::POST,
+            "/networking/v2.0/ports",
+            // As CAPO makes a port for the cluster: its description is the cluster's mark.
+            Some(json!({"port": {"name": "demo-w-09-0", "network_id": net,
             "description": "Created by cluster-api-provider-openstack cluster default-demo"}})),
-    )
-    .await;
+        )
+        .await;
     let port = port["port"]["id"].as_str().unwrap().to_string();
-    let flavors = os(&w, &t, get.clone(), "/compute/v2.1/flavors", None).await;
+    let flavors = w.os(&t, get.clone(), "/compute/v2.1/flavors", None).await;
     let flavor = flavors["flavors"][0]["id"].as_str().unwrap().to_string();
-    let images = os(&w, &t, get.clone(), "/image/v2/images", None).await;
+    let images = w.os(&t, get.clone(), "/image/v2/images", None).await;
     let image = images["images"][0]["id"].as_str().unwrap().to_string();
-    let server = os(
-        &w,
-        &t,
-        reqwest::Method::POST,
-        "/compute/v2.1/servers",
-        Some(
-            // As Capstan's OpenStackMachines make it: marked for the cluster.
-            json!({"server": {"name": "demo-w-09", "flavorRef": flavor, "imageRef": image,
+    let server = w
+        .os(
+            &t,
+            reqwest::Method::POST,
+            "/compute/v2.1/servers",
+            Some(
+                // As Capstan's OpenStackMachines make it: marked for the cluster.
+                json!({"server": {"name": "demo-w-09", "flavorRef": flavor, "imageRef": image,
                                "networks": [{"port": port}], "tags": ["capstan"],
                                "metadata": {"capstan.io:cluster": "default/demo"}}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert!(server["server"]["id"].is_string(), "{server}");
     // Capstan's old tag and a Capstan-like name, but no mark of this cluster: not proof.
-    let stranger = os(
-        &w,
-        &t,
-        reqwest::Method::POST,
-        "/compute/v2.1/servers",
-        Some(
-            json!({"server": {"name": "demo-w-10", "flavorRef": flavor, "imageRef": image,
+    let stranger = w
+        .os(
+            &t,
+            reqwest::Method::POST,
+            "/compute/v2.1/servers",
+            Some(
+                json!({"server": {"name": "demo-w-10", "flavorRef": flavor, "imageRef": image,
                                "networks": "none", "tags": ["capstan"]}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert!(stranger["server"]["id"].is_string(), "{stranger}");
     let sweep = |params: Value| {
         json!({"kind": "orphan_sweep", "cluster": "default/demo",
