@@ -2,6 +2,7 @@
 //! - `process`: the processes a test starts (`capstan serve`, `capstan sim`, the test binary
 //!   as a server), each waited for until it says where it listens and killed when dropped;
 //! - `api`: Capstan's HTTP API and the bounded polling the tests wait with;
+//! - `console`: the simulator's console (ground truth, faults, quotas);
 //! - `fixtures`: tokens, tenants and the demo cluster's workers;
 //! - `World`: one harness, two clouds — a `capstan serve` driven over its HTTP API against
 //!   either a fresh simulator (`capstan sim`: its own Kubernetes side, CAPI and CAPO) or the
@@ -14,6 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod console;
 pub mod fixtures;
 pub mod process;
 pub mod scenarios;

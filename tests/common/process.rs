@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use super::console::Console;
+
 /// What `capstan serve` prints once it accepts requests.
 pub const SERVE_LISTENING: &str = "capstan: listening on ";
 
@@ -147,6 +149,11 @@ impl Sim {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Its console: ground truth, faults, quotas.
+    pub fn console(&self) -> Console {
+        Console::new(&self.url)
     }
 }
 

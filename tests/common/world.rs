@@ -9,6 +9,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use super::api;
+use super::console::Console;
 use super::fixtures::{TENANTS, TOKEN, by_name, name_of, node};
 use super::process::{Process, SERVE_LISTENING, Sim, kube_client, serve_command};
 
@@ -29,7 +30,8 @@ pub struct World {
     pub api: api::Api,
     /// The simulator (Sim only; the lab's is lab/demo's).
     sim: Option<Sim>,
-    pub sim_url: String,
+    /// The simulator's console (and its base URL, where the OpenStack services are too).
+    pub console: Console,
     /// Lab: the temporary directory of Capstan's database.
     lab_tmp: Option<tempfile::TempDir>,
     /// Where Capstan's database and config are: on the simulator its state directory
@@ -55,7 +57,7 @@ impl World {
             cloud: Cloud::Sim,
             serve: None,
             api: api::Api::new("", TOKEN, None),
-            sim_url: sim.url.clone(),
+            console: Console::new(&sim.url),
             files: sim.dir.path().to_path_buf(),
             sim: Some(sim),
             lab_tmp: None,
@@ -85,7 +87,7 @@ impl World {
             serve: None,
             api: api::Api::new("", TOKEN, None),
             sim: None,
-            sim_url,
+            console: Console::new(&sim_url),
             files: tmp.path().to_path_buf(),
             lab_tmp: Some(tmp),
             lab_dir: Some(dir),
@@ -223,14 +225,7 @@ impl World {
     }
 
     async fn state_of(&self, query: &str) -> Value {
-        self.http
-            .get(format!("{}/sim/v1/state{query}", self.sim_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.console.state(query).await
     }
 
     /// A Keystone token of the simulated cloud's demo user (its clouds.yaml's `capstan-sim`),
@@ -245,7 +240,7 @@ impl World {
             "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}});
         let resp = self
             .http
-            .post(format!("{}/identity/v3/auth/tokens", self.sim_url))
+            .post(format!("{}/identity/v3/auth/tokens", self.console.url))
             .json(&body)
             .send()
             .await
@@ -267,7 +262,7 @@ impl World {
     ) -> Value {
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.sim_url))
+            .request(method, format!("{}{path}", self.console.url))
             .header("X-Auth-Token", token)
             .header("X-OpenStack-Nova-API-Version", "2.60");
         if let Some(b) = body {
@@ -282,37 +277,16 @@ impl World {
     }
 
     pub async fn fault(&self, f: Value) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/sim/v1/faults", self.sim_url))
-            .json(&f)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{f}");
-        let v: Value = resp.json().await.unwrap();
-        v["id"].as_str().unwrap().to_string()
+        self.console.fault(&f).await
     }
 
     pub async fn end_fault(&self, id: &str) {
-        let resp = self
-            .http
-            .delete(format!("{}/sim/v1/faults/{id}", self.sim_url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204);
+        self.console.end_fault(id).await
     }
 
+    /// Sets some of project demo's quotas.
     pub async fn quota(&self, q: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/sim/v1/quotas/demo", self.sim_url))
-            .json(&q)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
+        self.console.quota("demo", &q).await
     }
 
     /// Servers project demo has now (what an instance quota is measured against).

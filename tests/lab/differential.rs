@@ -149,7 +149,7 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
     let lab = World::lab(dir).await;
     let real = Cloud {
         kube: lab.kube().await,
-        console: lab.sim_url.clone(),
+        console: lab.console.url.clone(),
         cloud_name: "capstan-sim",
     };
     // The lab keeps what an earlier run made: that run's workers go first.

@@ -99,7 +99,7 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
     ] {
         let resp = w
             .http
-            .post(format!("{}{path}", w.sim_url))
+            .post(format!("{}{path}", w.console.url))
             .header("X-Auth-Token", &acme)
             .json(&body)
             .send()
@@ -131,7 +131,7 @@ async fn acme_token(w: &World) -> String {
         "scope": {"project": {"name": "acme", "domain": {"name": "Default"}}}}});
     let resp = w
         .http
-        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
+        .post(format!("{}/identity/v3/auth/tokens", w.console.url))
         .json(&body)
         .send()
         .await

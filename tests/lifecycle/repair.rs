@@ -48,7 +48,7 @@ async fn a_node_capstan_did_not_make_is_read_back_and_replaced() {
     .await;
     let faults: Value = w
         .http
-        .get(format!("{}/sim/v1/faults", w.sim_url))
+        .get(format!("{}/sim/v1/faults", w.console.url))
         .send()
         .await
         .unwrap()

@@ -413,7 +413,7 @@ async fn login(w: &World, cloud: &str) -> String {
         "password": auth["password"].as_str().unwrap()}}},
         "scope": {"project": {"id": auth["project_id"].as_str().unwrap()}}}});
     let resp = reqwest::Client::new()
-        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
+        .post(format!("{}/identity/v3/auth/tokens", w.console.url))
         .json(&body)
         .send()
         .await
@@ -428,7 +428,7 @@ async fn login(w: &World, cloud: &str) -> String {
 /// GET on the simulated OpenStack with a Keystone token.
 async fn os_get(w: &World, token: &str, path: &str) -> Value {
     reqwest::Client::new()
-        .get(format!("{}{path}", w.sim_url))
+        .get(format!("{}{path}", w.console.url))
         .header("x-auth-token", token)
         .send()
         .await
@@ -463,7 +463,7 @@ async fn orphan_server(w: &World, token: &str, name: &str, cluster: &str) -> Str
     let body = json!({"server": {"name": name, "flavorRef": flavor, "imageRef": image,
         "networks": "none", "metadata": {"capstan.io:cluster": cluster}, "tags": ["capstan"]}});
     let resp = reqwest::Client::new()
-        .post(format!("{}/compute/v2.1/servers", w.sim_url))
+        .post(format!("{}/compute/v2.1/servers", w.console.url))
         .header("x-auth-token", token)
         .header("openstack-api-version", "compute 2.60")
         .json(&body)

@@ -68,24 +68,11 @@ async fn workload_client(sim: &Sim, client: &Client) -> Client {
 }
 
 async fn sim_state(sim: &Sim) -> Value {
-    reqwest::get(format!("{}/sim/v1/state", sim.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sim.console().state("").await
 }
 
 async fn add_fault(sim: &Sim, fault: Value) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/sim/v1/faults", sim.url))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{fault}");
-    let v: Value = resp.json().await.unwrap();
-    v["id"].as_str().unwrap().to_string()
+    sim.console().fault(&fault).await
 }
 
 #[tokio::test]
@@ -582,13 +569,7 @@ async fn without_bootstrap_data_capo_waits_and_a_quota_refusal_shows_on_the_open
 
     // The project is at its instance quota: Nova refuses at once, CAPO says so on the
     // OpenStackServer in gophercloud's words.
-    let resp = reqwest::Client::new()
-        .put(format!("{}/sim/v1/quotas/demo", sim.url))
-        .json(&json!({"instances": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    sim.console().quota("demo", &json!({"instances": 3})).await;
     let (machine, osm) = standalone_machine("demo-w-03", "az1", Some("demo-bootstrap"));
     create_pair(&client, machine, osm).await;
     let message = eventually("the quota refusal", || async {

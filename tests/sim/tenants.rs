@@ -720,16 +720,10 @@ async fn the_acme_cluster_runs_its_workers_in_acmes_project_with_acmes_credentia
         "{ips:?}"
     );
     // The ground truth agrees: acme's servers are the two, demo's the other three.
+    let console = sim.console();
     let state = |project: &'static str| {
-        let url = format!("{}/sim/v1/state?project={project}", sim.url);
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        let console = &console;
+        async move { console.state(&format!("?project={project}")).await }
     };
     let acme_state = state("acme").await;
     let mut want: Vec<String> = running
