@@ -231,13 +231,19 @@ impl World {
     /// A Keystone token of the simulated cloud's demo user (its clouds.yaml's `capstan-sim`),
     /// for calls a user makes by hand.
     pub async fn os_token(&self) -> String {
+        self.os_login("capstan-sim").await
+    }
+
+    /// Logs in to the simulated Keystone as a `clouds.yaml` entry, scoped to its project;
+    /// returns the token.
+    pub async fn os_login(&self, cloud: &str) -> String {
         let text = std::fs::read_to_string(self.path("clouds.yaml")).unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        let auth = &doc["clouds"]["capstan-sim"]["auth"];
+        let auth = &doc["clouds"][cloud]["auth"];
         let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": auth["username"].as_str().unwrap(), "domain": {"name": "Default"},
             "password": auth["password"].as_str().unwrap()}}},
-            "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}});
+            "scope": {"project": {"id": auth["project_id"].as_str().unwrap()}}}});
         let resp = self
             .http
             .post(format!("{}/identity/v3/auth/tokens", self.console.url))
@@ -245,6 +251,7 @@ impl World {
             .send()
             .await
             .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "Keystone login as {cloud}");
         resp.headers()["x-subject-token"]
             .to_str()
             .unwrap()
