@@ -1,7 +1,7 @@
 //! The lifecycle job kinds end to end on the simulator, one module per kind (scale_out,
-//! delete_nodes, repair) plus what cuts across them (preflight, tenancy): `capstan sim` and
-//! `capstan serve` run as separate processes and meet only over loopback HTTP, as in
-//! production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
+//! delete_nodes, repair, the sweeps) plus what cuts across them (preflight, tenancy):
+//! `capstan sim` and `capstan serve` run as separate processes and meet only over loopback
+//! HTTP, as in production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
 //! suite, two clouds) run here on a fresh simulator each; the tests written here use what
 //! only the simulator has (its own Kubernetes side, CAPO faults, tenants).
 //!
@@ -13,4 +13,5 @@ mod delete;
 mod preflight;
 mod repair;
 mod scale_out;
+mod sweep;
 mod tenancy;
