@@ -1,5 +1,5 @@
 //! The scale_out, delete_nodes and repair scenarios, each written once and run by the
-//! scale_out binary on a fresh simulator and by the lab binary on real CAPI and CAPO. They
+//! lifecycle binary on a fresh simulator and by the lab binary on real CAPI and CAPO. They
 //! check what a user would: the job through Capstan's API, the Machines and Nodes through
 //! the Kubernetes API, the servers, ports, floating IPs and volumes through the simulated
 //! OpenStack's ground truth. The lab is one cloud whose state outlives a test, so counts

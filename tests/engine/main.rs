@@ -1,6 +1,8 @@
 //! Engine tests through its public surfaces: a real `capstan serve` process (with steps these
 //! tests register), its HTTP API, and the side effects its steps leave in a side database.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod crash;
 mod store;
 mod support;

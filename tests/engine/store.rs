@@ -2,14 +2,15 @@
 //! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, and
 //! who may read `/metrics`. These run the real `capstan` binary and its built-in `smoke` kind.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::process::{Process, SERVE_LISTENING, refuses};
 use crate::support::{ADMIN, Api};
 
 fn smoke(node: &str) -> Value {
@@ -18,7 +19,7 @@ fn smoke(node: &str) -> Value {
 
 /// A `capstan serve` process of the real binary; killed when dropped.
 struct Capstan {
-    child: Child,
+    _process: Process,
     url: String,
 }
 
@@ -31,45 +32,15 @@ impl Capstan {
             .args(args)
             .env_remove("CAPSTAN_ADMIN_TOKEN")
             .env_remove("CAPSTAN_METRICS_TOKEN")
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            );
+            .env("RUST_LOG", "info,sqlx=warn");
         if let Some(token) = admin {
             cmd.env("CAPSTAN_ADMIN_TOKEN", token);
         }
-        let mut child = cmd.spawn().expect("spawn capstan serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some((_, u)) = line.split_once("capstan: listening on ") {
-                        break u.trim().to_string();
-                    }
-                }
-                _ => {
-                    let status = child.wait().unwrap();
-                    panic!(
-                        "capstan serve exited before listening ({status}): {}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    );
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Capstan { child, url }
-    }
-}
-
-impl Drop for Capstan {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, log);
+        Capstan {
+            _process: process,
+            url,
+        }
     }
 }
 
@@ -82,9 +53,7 @@ fn refused(db: &Path, admin: Option<&str>) -> String {
     if let Some(token) = admin {
         cmd.env("CAPSTAN_ADMIN_TOKEN", token);
     }
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "serve should have refused to start");
-    String::from_utf8_lossy(&out.stderr).to_string()
+    refuses(cmd)
 }
 
 async fn get_open(api: &Api, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {

@@ -2,9 +2,8 @@
 //! steps, an HTTP client, and the side database in which the test steps record every
 //! execution (the "outside world" the engine must not act on twice).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use capstan::engine::step::{Outcome, Registry, StepContext, StepError};
@@ -15,6 +14,10 @@ use serde_json::{Value, json};
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::OnceCell;
+
+use crate::common;
+use crate::common::api::poll;
+use crate::common::process::{Process, SERVE_LISTENING, refuses};
 
 pub const ADMIN: &str = "admin-token-0001";
 
@@ -192,9 +195,9 @@ pub fn test_registry() -> Registry {
     r
 }
 
-/// A `capstan serve` child process running the test steps.
+/// A `capstan serve` child process running the test steps; killed when dropped.
 pub struct Server {
-    pub child: Child,
+    process: Process,
     pub url: String,
 }
 
@@ -219,13 +222,9 @@ impl ServerSpec {
 }
 
 impl Server {
-    /// Starts the child and waits for it to say where it listens.
+    /// Starts the child (this test binary, reaching `child_server_entry`) and waits for it
+    /// to say where it listens.
     pub fn start(spec: &ServerSpec) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)
-            .unwrap();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "child_server_entry",
@@ -239,52 +238,21 @@ impl Server {
         .env("CAPSTAN_TEST_SIDE_DB", &spec.side)
         .env("CAPSTAN_TEST_LEASE", spec.lease)
         .env("CAPSTAN_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "info,sqlx=warn")
-        .stdout(Stdio::piped())
-        .stderr(log);
+        .env("RUST_LOG", "info,sqlx=warn");
         if let Some(c) = &spec.config {
             cmd.env("CAPSTAN_TEST_CONFIG", c);
         }
-        let mut child = cmd.spawn().expect("spawn server");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    // libtest's own "test ... " prefix may share the line.
-                    if let Some((_, u)) = line.split_once("capstan: listening on ") {
-                        break u.trim().to_string();
-                    }
-                }
-                _ => {
-                    let status = child.wait().unwrap();
-                    panic!(
-                        "server exited before listening ({status}); see {}",
-                        spec.log.display()
-                    );
-                }
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, &spec.log);
+        Server { process, url }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// SIGKILL: no shutdown path runs.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        self.process.kill();
     }
 }
 
@@ -297,27 +265,23 @@ pub fn serve_refuses(db: &Path, workflows: Option<&Path>) -> String {
     if let Some(w) = workflows {
         cmd.arg("--workflows").arg(w);
     }
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "serve should have refused to start");
-    String::from_utf8_lossy(&out.stderr).to_string()
+    refuses(cmd)
 }
 
-pub struct Api {
-    http: reqwest::Client,
-    pub url: String,
-}
+/// Capstan's API with the admin token named per call (the engine tests act as several
+/// holders and send raw bodies and headers); built on the shared client.
+pub struct Api(common::api::Api);
 
 impl Api {
     pub fn new(url: &str) -> Api {
-        Api {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            url: url.to_string(),
-        }
+        Api(common::api::Api::new(
+            url,
+            ADMIN,
+            Some(Duration::from_secs(10)),
+        ))
     }
 
+    /// The status and the body: JSON, or its text as a string.
     pub async fn call(
         &self,
         method: Method,
@@ -326,21 +290,7 @@ impl Api {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> reqwest::Result<(StatusCode, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
+        let (status, text) = self.0.send(method, path, token, body, headers).await?;
         Ok((
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -374,29 +324,37 @@ impl Api {
     /// Polls until the job is finished; a generous bound only so a broken engine fails the
     /// test instead of hanging it (not a timing claim).
     pub async fn wait_finished(&self, id: &str) -> Value {
-        for _ in 0..600 {
-            let (_, job) = self.get(&format!("/v1/jobs/{id}"), ADMIN).await;
-            if matches!(
+        let finished = |job: &Value| {
+            matches!(
                 job["state"].as_str(),
                 Some("succeeded" | "failed" | "cancelled")
-            ) {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("job {id} did not finish");
+            )
+        };
+        let done = self.poll_job(id, 600, Duration::from_millis(100), finished);
+        done.await
+            .unwrap_or_else(|| panic!("job {id} did not finish"))
     }
 
     /// Polls until `pred` holds for the job.
     pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..600 {
-            let (_, job) = self.get(&format!("/v1/jobs/{id}"), ADMIN).await;
-            if pred(&job) {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("job {id}: never saw {what}");
+        let seen = self.poll_job(id, 600, Duration::from_millis(50), pred);
+        seen.await
+            .unwrap_or_else(|| panic!("job {id}: never saw {what}"))
+    }
+
+    async fn poll_job(
+        &self,
+        id: &str,
+        tries: usize,
+        every: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let path = format!("/v1/jobs/{id}");
+        poll(tries, every, || async {
+            let (_, job) = self.get(&path, ADMIN).await;
+            pred(&job).then_some(job)
+        })
+        .await
     }
 
     pub async fn events(&self, id: &str) -> Vec<Value> {

@@ -2,52 +2,13 @@
 //! simulator (its own CAPI/CAPO behaviour), and what a client can observe of them compared
 //! — so the simulator cannot drift from the real controllers where failures surface.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 
+use super::common::process::{Sim, kube_client};
 use super::{TURN, World, lab_dir};
-
-/// A `capstan sim` process, killed when dropped.
-struct Sim {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim() -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "20"])
-        .arg("--state-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .split_once("listening on ")
-        .unwrap()
-        .1
-        .trim()
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Sim { child, url, dir }
-}
 
 /// One cloud as the test sees it: a management apiserver and the simulated OpenStack's
 /// console (for faults), and the identity Secret's cloud name there.
@@ -60,15 +21,6 @@ struct Cloud {
 fn api(c: &kube::Client, group: &str, version: &str, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     Api::namespaced_with(c.clone(), "default", &ar)
-}
-
-async fn client(path: &std::path::Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// A standalone worker as Capstan makes one (v1beta1, `dataSecretName`, no configRef).
@@ -197,7 +149,7 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
     let lab = World::lab(dir).await;
     let real = Cloud {
         kube: lab.kube().await,
-        console: lab.sim_url.clone(),
+        console: lab.console.url.clone(),
         cloud_name: "capstan-sim",
     };
     // The lab keeps what an earlier run made: that run's workers go first.
@@ -222,9 +174,9 @@ async fn the_simulator_shows_failures_as_real_capi_and_capo_do() {
         true
     })
     .await;
-    let sim = start_sim();
+    let sim = Sim::start(20, None, &[]);
     let simulated = Cloud {
-        kube: client(&sim.dir.path().join("kubeconfig")).await,
+        kube: kube_client(&sim.kubeconfig).await,
         console: sim.url.clone(),
         cloud_name: "openstack",
     };

@@ -1,6 +1,6 @@
 //! Capstan against real Cluster API: the lab (`lab/up` + `lab/demo`) runs kube-apiserver,
 //! etcd, the CAPI v1.12 and CAPO v0.14 managers built from their Go modules, with the
-//! simulated OpenStack beside them registering Nodes. The scenarios of the scale_out suite
+//! simulated OpenStack beside them registering Nodes. The scenarios of the lifecycle suite
 //! (tests/common/scenarios.rs: one suite, two clouds) run here against a `capstan serve`
 //! pointed at that apiserver, as they run there against a fresh simulator; the differential
 //! test compares the two clouds directly.

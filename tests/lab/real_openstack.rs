@@ -11,18 +11,20 @@
 //! project's user and as the cloud admin; every test removes what it made through Capstan
 //! and checks that no server, port, volume or floating IP is left behind.
 //!
-//! The harness (start `capstan serve`, submit, wait for events) repeats a few lines of
-//! `main.rs`'s on purpose, until the lab suites share one.
+//! The harness (start `capstan serve`, submit, wait for events) is tests/common's; the
+//! real cloud is read through its own APIs here.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use super::common::api::Api as CapstanApi;
+use super::common::process::{Process, SERVE_LISTENING, serve_command};
 
 const TOKEN: &str = "real-os-test-token-0001";
 
@@ -138,16 +140,9 @@ struct RealLab {
     demo: Cloud,
     admin: Cloud,
     os_dir: PathBuf,
-    serve: Option<Child>,
-    api: String,
+    serve: Option<Process>,
+    capstan: CapstanApi,
     db: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
-impl Drop for RealLab {
-    fn drop(&mut self) {
-        self.kill_serve();
-    }
 }
 
 /// Both labs, or the reason to skip.
@@ -186,110 +181,52 @@ impl RealLab {
             admin: Cloud::login(&clouds, "capstan-lab-cloud-admin").await,
             os_dir,
             serve: None,
-            api: String::new(),
-            db: tempfile::tempdir().unwrap(),
             // Bounded, so that a hanging Capstan fails the test instead of hanging it.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(180))
-                .build()
-                .unwrap(),
+            capstan: CapstanApi::new("", TOKEN, Some(Duration::from_secs(180))),
+            db: tempfile::tempdir().unwrap(),
         };
         lab.start_serve();
         Some(lab)
     }
 
     fn start_serve(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--lease", "2s"])
-            .arg("--db")
-            .arg(self.db.path().join("capstan.db"))
-            .arg("--kubeconfig")
-            .arg(self.k8s.join("kubeconfig"))
-            .env("CAPSTAN_ADMIN_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("serve printed its address").unwrap();
-            if let Some((_, rest)) = line.split_once("capstan: listening on ") {
-                break rest.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        self.serve = Some(child);
-        self.api = url;
+        let cmd = serve_command(
+            &self.db.path().join("capstan.db"),
+            &self.k8s.join("kubeconfig"),
+            TOKEN,
+        );
+        let (process, url) = Process::start(cmd, SERVE_LISTENING);
+        self.serve = Some(process);
+        self.capstan.url = url;
     }
 
+    /// SIGKILL.
     fn kill_serve(&mut self) {
-        if let Some(mut s) = self.serve.take() {
-            let _ = s.kill(); // SIGKILL
-            let _ = s.wait();
-        }
+        self.serve = None;
     }
 
     async fn submit(&self, body: &Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}/v1/jobs", self.api))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
+        self.capstan.submit(body).await
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?;
-        resp.json().await.ok()
-    }
-
-    async fn events(&self, id: &str) -> Vec<Value> {
-        self.get(&format!("/v1/jobs/{id}/events?limit=10000"))
-            .await
-            .and_then(|v| v["events"].as_array().cloned())
-            .unwrap_or_default()
+        self.capstan.get(path).await
     }
 
     /// The job's events, one line each, for a failure's message.
     async fn story(&self, id: &str) -> Vec<String> {
-        self.events(id)
-            .await
-            .iter()
-            .map(|e| format!("{} {} {} {}", e["at"], e["node"], e["kind"], e["message"]))
-            .collect()
+        self.capstan.story(id).await
     }
 
     /// Waits until the job is finished (bounded: real Nova boots in ~10 s, the Node joins
     /// 10 s later).
     async fn finished(&self, id: &str) -> Value {
-        for _ in 0..3000 {
-            if let Some(j) = self.get(&format!("/v1/jobs/{id}")).await
-                && j["finished_at"].is_string()
-            {
-                return j;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("job {id} never finished: {:#?}", self.story(id).await);
+        self.capstan.finished(id, 3000).await
     }
 
     /// The first event of the job `pred` accepts, waiting for it (bounded).
     async fn until_event(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..1800 {
-            if let Some(e) = self.events(id).await.into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("never saw {what} in job {id}: {:#?}", self.story(id).await);
+        self.capstan.until_event(id, what, 1800, pred).await
     }
 
     /// Submits and waits for the job to succeed.
@@ -739,8 +676,9 @@ async fn a_volume_type_deleted_after_preflight_on_real_cinder_asks_for_input_and
         "{asked}"
     );
     let resp = lab
+        .capstan
         .http
-        .patch(format!("{}/v1/jobs/{id}/nodes/os-vt-1", lab.api))
+        .patch(format!("{}/v1/jobs/{id}/nodes/os-vt-1", lab.capstan.url))
         .bearer_auth(TOKEN)
         .json(&json!({"root_volume": {"size_gib": 20, "type": "hdd"}}))
         .send()
@@ -748,8 +686,9 @@ async fn a_volume_type_deleted_after_preflight_on_real_cinder_asks_for_input_and
         .unwrap();
     assert_eq!(resp.status(), 200);
     let resp = lab
+        .capstan
         .http
-        .post(format!("{}/v1/jobs/{id}/resume", lab.api))
+        .post(format!("{}/v1/jobs/{id}/resume", lab.capstan.url))
         .bearer_auth(TOKEN)
         .json(&json!({}))
         .send()

@@ -4,52 +4,11 @@
 //! answers compared: status code, reason, the causes' fields and types, the message where
 //! it is the apiserver's or a webhook's own text, `Warning` headers, and defaulted fields.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use axum::http::{Method, Request};
 use serde_json::{Value, json};
 
+use super::common::process::{Sim, kube_client};
 use super::{TURN, lab_dir};
-
-/// A `capstan sim` process, killed when dropped.
-struct Sim {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim() -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "20"])
-        .arg("--state-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // The first line says it listens; the kubeconfig is written before it.
-    lines.next().unwrap().unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    Sim { child, dir }
-}
-
-async fn client(path: &std::path::Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 /// An apiserver's answer, raw.
 #[derive(Debug)]
@@ -193,10 +152,10 @@ async fn the_simulators_apiserver_prunes_defaults_and_refuses_as_kube_apiserver_
  {
     let Some(dir) = lab_dir() else { return };
     let _turn = TURN.lock().await;
-    let sim = start_sim();
+    let sim = Sim::start(20, None, &[]);
     let mut p = Pair {
-        lab: client(&dir.join("kubeconfig")).await,
-        sim: client(&sim.dir.path().join("kubeconfig")).await,
+        lab: kube_client(&dir.join("kubeconfig")).await,
+        sim: kube_client(&sim.kubeconfig).await,
         diffs: Vec::new(),
         made: Vec::new(),
     };

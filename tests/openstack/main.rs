@@ -12,17 +12,18 @@
 //! swept before and after.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
+#[path = "../common/mod.rs"]
+mod common;
 mod shape;
 mod stories;
 
+use common::process::Sim;
 use shape::Diffs;
 
 /// One test at a time changes the lab's quotas and fills its hosts.
@@ -330,20 +331,6 @@ fn mine<'a>(list: &'a Value, field: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// A `capstan sim` process, killed when dropped.
-struct Sim {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The simulator's built-in demo cloud, with its hypervisors the size of the lab's (so the
 /// same servers fill a host) and no CAPI clusters (whose workers would be servers the lab's
 /// project does not have).
@@ -357,32 +344,8 @@ fn scenario_like(vcpus: i64, memory_mib: i64) -> String {
 }
 
 fn start_sim(scenario: &str) -> Sim {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scenario.yaml");
-    std::fs::write(&path, scenario).unwrap();
     // 50 simulated seconds a second: a server builds in 0.4 s.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "50"])
-        .arg("--scenario")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .split_once("listening on ")
-        .expect("the sim says where it listens")
-        .1
-        .trim()
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Sim { child, url, dir }
+    Sim::start(50, Some(scenario), &[])
 }
 
 /// The real cloud and a simulator shaped like it, each logged in to the same project.
@@ -412,7 +375,7 @@ impl Pair {
         ));
         let sim = Side::login(
             "sim",
-            &Login::from_clouds_yaml(&simulator.dir.path().join("clouds.yaml"), project),
+            &Login::from_clouds_yaml(&simulator.clouds_yaml, project),
         )
         .await;
         Some(Pair {
@@ -426,7 +389,7 @@ impl Pair {
     /// Both sides logged in to another project.
     async fn login(&self, project: &str) -> (Side, Side) {
         let real = Login::from_clouds_yaml(&self.lab.join("clouds.yaml"), project);
-        let sim = Login::from_clouds_yaml(&self.simulator.dir.path().join("clouds.yaml"), project);
+        let sim = Login::from_clouds_yaml(&self.simulator.clouds_yaml, project);
         (
             Side::login("real", &real).await,
             Side::login("sim", &sim).await,

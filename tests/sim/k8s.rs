@@ -5,23 +5,14 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch};
 use kube::api::{PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Client, Config};
 use serde_json::{Value, json};
 
-use super::{SimProcess, raw_token, start_sim};
-
-pub(super) async fn client_from(path: &std::path::Path) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
-    let mut config =
-        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
-    config.proxy_url = None;
-    Client::try_from(config).unwrap()
-}
+use super::common::api::poll;
+use super::{Sim, kube_client, raw_token, start_sim};
 
 pub(super) fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
@@ -57,55 +48,37 @@ pub(super) fn json_of(o: &DynamicObject) -> Value {
 }
 
 /// Polls `check` until it yields a value; the bound only keeps a broken run from hanging.
-pub(super) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(super) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..600 {
-        if let Some(v) = check().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
+    let seen = poll(600, Duration::from_millis(50), check).await;
+    seen.unwrap_or_else(|| panic!("never happened: {what}"))
 }
 
-async fn workload_client(sim: &SimProcess, client: &Client) -> Client {
+async fn workload_client(sim: &Sim, client: &Client) -> Client {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "default");
     let secret = secrets.get("demo-kubeconfig").await.unwrap();
     let text = secret.data.unwrap()["value"].0.clone();
     let path = sim.kubeconfig.with_file_name("workload.kubeconfig");
     std::fs::write(&path, text).unwrap();
-    client_from(&path).await
+    kube_client(&path).await
 }
 
-async fn sim_state(sim: &SimProcess) -> Value {
-    reqwest::get(format!("{}/sim/v1/state", sim.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+async fn sim_state(sim: &Sim) -> Value {
+    sim.console().state("").await
 }
 
-async fn add_fault(sim: &SimProcess, fault: Value) -> String {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/sim/v1/faults", sim.url))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{fault}");
-    let v: Value = resp.json().await.unwrap();
-    v["id"].as_str().unwrap().to_string()
+async fn add_fault(sim: &Sim, fault: Value) -> String {
+    sim.console().fault(&fault).await
 }
 
 #[tokio::test]
 async fn kube_rs_reads_the_demo_cluster_and_its_workload_nodes_through_the_kubeconfigs() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
     let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
@@ -183,7 +156,7 @@ async fn kube_rs_reads_the_demo_cluster_and_its_workload_nodes_through_the_kubec
 #[tokio::test]
 async fn watches_deliver_ordered_events_bookmarks_and_relist_after_410() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "watched");
     let secret = |name: &str| {
@@ -311,7 +284,7 @@ async fn watches_deliver_ordered_events_bookmarks_and_relist_after_410() {
 #[tokio::test]
 async fn conflicts_patches_status_finalizers_and_garbage_collection_work_as_upstream() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "default");
     let owner = secrets
@@ -489,7 +462,7 @@ async fn phase(client: &Client, name: &str) -> Option<String> {
 #[tokio::test]
 async fn a_machine_with_a_data_secret_skips_bootstrap_and_delete_removes_what_capo_made() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let (machine, osm) = standalone_machine("demo-w-01", "az1:compute-2", Some("demo-bootstrap"));
     create_pair(&client, machine, osm).await;
     eventually("demo-w-01 Running", || async {
@@ -569,7 +542,7 @@ async fn a_machine_with_a_data_secret_skips_bootstrap_and_delete_removes_what_ca
 #[tokio::test]
 async fn without_bootstrap_data_capo_waits_and_a_quota_refusal_shows_on_the_openstackserver() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     // The control plane is not initialised, so kubeadm never writes the data Secret.
     let (machine, mut osm) = standalone_machine("demo-w-02", "az1", None);
     osm["spec"]["ports"][0]["fixedIPs"][0]["ipAddress"] = json!("10.6.0.51");
@@ -596,13 +569,7 @@ async fn without_bootstrap_data_capo_waits_and_a_quota_refusal_shows_on_the_open
 
     // The project is at its instance quota: Nova refuses at once, CAPO says so on the
     // OpenStackServer in gophercloud's words.
-    let resp = reqwest::Client::new()
-        .put(format!("{}/sim/v1/quotas/demo", sim.url))
-        .json(&json!({"instances": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    sim.console().quota("demo", &json!({"instances": 3})).await;
     let (machine, osm) = standalone_machine("demo-w-03", "az1", Some("demo-bootstrap"));
     create_pair(&client, machine, osm).await;
     let message = eventually("the quota refusal", || async {
@@ -636,7 +603,7 @@ async fn without_bootstrap_data_capo_waits_and_a_quota_refusal_shows_on_the_open
 #[tokio::test]
 async fn a_server_that_fails_while_building_is_not_surfaced_like_capo_3375() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     add_fault(
         &sim,
         json!({"kind": "no_valid_host", "availability_zone": "az2"}),
@@ -710,7 +677,7 @@ async fn a_server_that_fails_while_building_is_not_surfaced_like_capo_3375() {
 #[tokio::test]
 async fn a_machine_set_deletes_the_annotated_machine_first_then_by_its_policy() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let sets = capi(&client, "MachineSet");
     let machines = capi(&client, "Machine");
     let originals: Vec<String> = machines
@@ -798,7 +765,7 @@ async fn a_machine_set_deletes_the_annotated_machine_first_then_by_its_policy() 
 #[tokio::test]
 async fn a_machine_set_adopts_matching_orphans_and_never_a_machine_that_does_not_match() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let machines = capi(&client, "Machine");
     // One Machine carrying the set's labels and one that only names the cluster (what
     // Capstan's standalone Machines carry).
@@ -865,7 +832,7 @@ async fn machines_of(machines: &Api<DynamicObject>, set: &str) -> Option<Vec<Val
 #[tokio::test]
 async fn a_machine_deployment_scales_through_its_one_machine_set_and_takes_it_along_when_deleted() {
     let sim = start_sim();
-    let client = client_from(&sim.kubeconfig).await;
+    let client = kube_client(&sim.kubeconfig).await;
     let deployments = capi(&client, "MachineDeployment");
     let sets = capi(&client, "MachineSet");
     let machines = capi(&client, "Machine");

@@ -3,9 +3,6 @@
 //! `kubeconfig` it writes and use it as they would a real cloud (Kubernetes side and the
 //! CAPI/CAPO behaviours in `k8s.rs`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use std::time::Duration;
 
 use openstack::auth::Password;
@@ -16,77 +13,35 @@ use openstack::waiter::Waiter;
 use openstack::{ErrorKind, IdOrName};
 use serde_json::{Value, json};
 
+#[path = "../common/mod.rs"]
+mod common;
 mod k8s;
 mod tenants;
 
-struct SimProcess {
-    child: Child,
-    url: String,
-    clouds_yaml: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
+use common::process::{Sim, kube_client};
 
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim() -> SimProcess {
+fn start_sim() -> Sim {
     start_sim_with(None)
 }
 
 /// Starts `capstan sim`, on the demo cloud or on the given scenario text.
-fn start_sim_with(scenario: Option<&str>) -> SimProcess {
+fn start_sim_with(scenario: Option<&str>) -> Sim {
     start_sim_args(scenario, &[])
 }
 
-fn start_sim_args(scenario: Option<&str>, extra: &[&std::ffi::OsStr]) -> SimProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+fn start_sim_args(scenario: Option<&str>, extra: &[&std::ffi::OsStr]) -> Sim {
     // 500 simulated seconds a second: a server's 20 s boot takes 40 ms.
-    cmd.args(["sim", "--listen", "127.0.0.1:0", "--time-scale", "500"])
-        .args(extra)
-        .arg("--state-dir")
-        .arg(dir.path());
-    if let Some(text) = scenario {
-        let path = dir.path().join("scenario.yaml");
-        std::fs::write(&path, text).unwrap();
-        cmd.arg("--scenario").arg(path);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .split_once("listening on ")
-        .expect("the sim says where it listens")
-        .1
-        .trim()
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    SimProcess {
-        child,
-        url,
-        clouds_yaml: dir.path().join("clouds.yaml"),
-        kubeconfig: dir.path().join("kubeconfig"),
-        _dir: dir,
-    }
+    Sim::start(500, scenario, extra)
 }
 
 /// The `capstan-sim` entry of the written clouds.yaml, as a client would read it.
-fn cloud_entry(sim: &SimProcess) -> serde_yaml::Value {
+fn cloud_entry(sim: &Sim) -> serde_yaml::Value {
     let text = std::fs::read_to_string(&sim.clouds_yaml).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     doc["clouds"]["capstan-sim"].clone()
 }
 
-async fn login(sim: &SimProcess, password: &str) -> openstack::Result<openstack::Cloud> {
+async fn login(sim: &Sim, password: &str) -> openstack::Result<openstack::Cloud> {
     let auth = &cloud_entry(sim)["auth"];
     let s = |k: &str| auth[k].as_str().unwrap().to_string();
     let pw = Password::new(
@@ -278,7 +233,7 @@ async fn keystone_tokens_open_the_catalog_services_and_paging_follows_limit_and_
 }
 
 /// Starts the simulator on `scenario` and logs in as its `clouds.yaml` says.
-async fn sim_and_login(scenario: &str) -> (SimProcess, openstack::Cloud) {
+async fn sim_and_login(scenario: &str) -> (Sim, openstack::Cloud) {
     let sim = start_sim_with(Some(scenario));
     let password = cloud_entry(&sim)["auth"]["password"]
         .as_str()
@@ -412,7 +367,7 @@ async fn ports_and_floating_ips_check_addresses_and_quota_as_neutron_does() {
 }
 
 /// A token and its project ID, from Keystone directly.
-async fn raw_token(sim: &SimProcess) -> (String, String) {
+async fn raw_token(sim: &Sim) -> (String, String) {
     let entry = cloud_entry(sim);
     let body = serde_json::json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
@@ -442,14 +397,14 @@ async fn raw_token(sim: &SimProcess) -> (String, String) {
 #[tokio::test]
 async fn with_an_external_apiserver_booted_servers_register_their_nodes_there() {
     let host = start_sim();
-    let client = k8s::client_from(&host.kubeconfig).await;
+    let client = kube_client(&host.kubeconfig).await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(client.clone(), "default");
     let secret = secrets.get("demo-kubeconfig").await.unwrap();
     let workload = host.kubeconfig.with_file_name("workload.kubeconfig");
     std::fs::write(&workload, &secret.data.unwrap()["value"].0).unwrap();
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
-        kube::Api::all(k8s::client_from(&workload).await);
+        kube::Api::all(kube_client(&workload).await);
     let before = nodes.list(&Default::default()).await.unwrap().items.len();
 
     let lab = start_sim_args(None, &["--external-kube".as_ref(), workload.as_os_str()]);
@@ -791,7 +746,7 @@ async fn quotas_change_at_runtime_and_the_state_shows_the_ground_truth() {
 /// A Nova call with a raw token, for what the `openstack` crate does not read (`fault`, the
 /// admin attributes) or cannot send; answers the status and the body.
 async fn nova(
-    sim: &SimProcess,
+    sim: &Sim,
     token: &str,
     method: reqwest::Method,
     path: &str,
@@ -811,7 +766,7 @@ async fn nova(
 }
 
 /// Polls `GET /servers/{id}` until it leaves BUILD; the simulated boot is 40 ms.
-async fn settled(sim: &SimProcess, token: &str, id: &str) -> Value {
+async fn settled(sim: &Sim, token: &str, id: &str) -> Value {
     for _ in 0..100 {
         let (_, v) = nova(
             sim,

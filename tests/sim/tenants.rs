@@ -11,20 +11,20 @@ use openstack::{ErrorKind, IdOrName};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::k8s::{capi_in, client_from, eventually, json_of, resource};
-use super::{SimProcess, start_sim};
+use super::k8s::{capi_in, eventually, json_of, resource};
+use super::{Sim, kube_client, start_sim};
 
 const ACME: &str = "capstan-sim-acme";
 const DEMO: &str = "capstan-sim";
 
 /// One entry of the written clouds.yaml.
-fn entry(sim: &SimProcess, cloud: &str) -> serde_yaml::Value {
+fn entry(sim: &Sim, cloud: &str) -> serde_yaml::Value {
     let text = std::fs::read_to_string(&sim.clouds_yaml).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     doc["clouds"][cloud].clone()
 }
 
-fn auth_field(sim: &SimProcess, cloud: &str, key: &str) -> String {
+fn auth_field(sim: &Sim, cloud: &str, key: &str) -> String {
     entry(sim, cloud)["auth"][key]
         .as_str()
         .unwrap_or_else(|| panic!("{cloud}: auth.{key}"))
@@ -32,7 +32,7 @@ fn auth_field(sim: &SimProcess, cloud: &str, key: &str) -> String {
 }
 
 /// The `openstack` crate, logged in with a clouds.yaml entry.
-async fn login_as(sim: &SimProcess, cloud: &str) -> openstack::Cloud {
+async fn login_as(sim: &Sim, cloud: &str) -> openstack::Cloud {
     let a = |k: &str| auth_field(sim, cloud, k);
     let pw = Password::new(
         a("auth_url"),
@@ -50,7 +50,7 @@ async fn login_as(sim: &SimProcess, cloud: &str) -> openstack::Cloud {
 
 /// Keystone's answer to a password login (status, subject token, body).
 async fn password_login(
-    sim: &SimProcess,
+    sim: &Sim,
     user: &str,
     password: &str,
     project: &str,
@@ -74,7 +74,7 @@ async fn password_login(
 }
 
 /// A token for a clouds.yaml entry, and its project's ID.
-async fn token_for(sim: &SimProcess, cloud: &str) -> (String, String) {
+async fn token_for(sim: &Sim, cloud: &str) -> (String, String) {
     let a = |k: &str| auth_field(sim, cloud, k);
     let (status, token, body) =
         password_login(sim, &a("username"), &a("password"), &a("project_name")).await;
@@ -87,7 +87,7 @@ async fn token_for(sim: &SimProcess, cloud: &str) -> (String, String) {
 
 /// A raw call (`path` from the service prefix on) with extra headers; status and body.
 async fn call_with(
-    sim: &SimProcess,
+    sim: &Sim,
     token: &str,
     method: Method,
     path: &str,
@@ -109,7 +109,7 @@ async fn call_with(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn call(sim: &SimProcess, token: &str, method: Method, path: &str) -> (u16, Value) {
+async fn call(sim: &Sim, token: &str, method: Method, path: &str) -> (u16, Value) {
     call_with(sim, token, method, path, None, &[]).await
 }
 
@@ -230,7 +230,7 @@ async fn acme_sees_its_own_network_and_servers_and_no_other_projects() {
 }
 
 /// Creates a port on demo-net, a floating IP and a volume with demo's token; their IDs.
-async fn demo_resources(sim: &SimProcess, token: &str) -> (String, String, String) {
+async fn demo_resources(sim: &Sim, token: &str) -> (String, String, String) {
     let (_, nets) = call(
         sim,
         token,
@@ -644,7 +644,7 @@ fn secret_clouds_yaml(secret: &k8s_openapi::api::core::v1::Secret) -> serde_yaml
 #[tokio::test]
 async fn the_acme_cluster_runs_its_workers_in_acmes_project_with_acmes_credentials() {
     let sim = start_sim();
-    let client: Client = client_from(&sim.kubeconfig).await;
+    let client: Client = kube_client(&sim.kubeconfig).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces.get("acme").await.expect("namespace acme");
 
@@ -720,16 +720,10 @@ async fn the_acme_cluster_runs_its_workers_in_acmes_project_with_acmes_credentia
         "{ips:?}"
     );
     // The ground truth agrees: acme's servers are the two, demo's the other three.
+    let console = sim.console();
     let state = |project: &'static str| {
-        let url = format!("{}/sim/v1/state?project={project}", sim.url);
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        let console = &console;
+        async move { console.state(&format!("?project={project}")).await }
     };
     let acme_state = state("acme").await;
     let mut want: Vec<String> = running

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{World, by_name, node, request, scenarios};
+use crate::common::{World, by_name, node, request, scenarios};
 
 async fn machine_names(w: &World) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = w

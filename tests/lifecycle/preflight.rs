@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{World, request};
+use crate::common::{World, request};
 
 /// A worker of the demo cluster with an SSH key and security groups.
 fn worker(name: &str, key: &str, groups: &[&str]) -> serde_json::Value {
@@ -86,7 +86,8 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
 
     // Another project's keypair and security group do not count, although the demo
     // cluster's credentials (admin role in demo) list every project's groups.
-    let acme = acme_token(&w).await;
+    // acme's user in project acme (the simulator's second tenant).
+    let acme = w.os_login("capstan-sim-acme").await;
     for (path, body) in [
         (
             "/compute/v2.1/os-keypairs",
@@ -99,7 +100,7 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
     ] {
         let resp = w
             .http
-            .post(format!("{}{path}", w.sim_url))
+            .post(format!("{}{path}", w.console.url))
             .header("X-Auth-Token", &acme)
             .json(&body)
             .send()
@@ -122,23 +123,4 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
         .map(|f| f["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["nodes[0].ssh_key", "nodes[0].security_groups[0]"]);
-}
-
-/// A token of acme's user in project acme (the simulator's second tenant).
-async fn acme_token(w: &World) -> String {
-    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "acme-admin", "domain": {"name": "Default"}, "password": "acme-secret"}}},
-        "scope": {"project": {"name": "acme", "domain": {"name": "Default"}}}}});
-    let resp = w
-        .http
-        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    resp.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }

@@ -1,28 +1,14 @@
-//! scale_out, delete_nodes and repair end to end on the simulator: `capstan sim` and
-//! `capstan serve` run as separate processes and meet only over loopback HTTP, as in
-//! production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
-//! suite, two clouds) run here on a fresh simulator each; the tests written here use what
-//! only the simulator has (its own Kubernetes side, CAPO faults, tenants).
+//! scale_out end to end: the shared scenarios (the seed story, volume types, an outage, no
+//! valid host, leaked resources) on a fresh simulator, and what only the simulator can set
+//! up (an image gone after preflight, a floating IP allocated twice, a name taken by
+//! someone else's Machine).
 
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-#[path = "../common/mod.rs"]
-mod common;
-mod delete;
-mod preflight;
-mod repair;
-mod tenancy;
-
-use common::{TOKEN, World, by_name, node, request, scenarios};
-
-const ALICE: &str = "alice-token-0001";
-const BOB: &str = "bob-token-00001";
-const DANA: &str = "dana-token-0001";
-const EVE: &str = "eve-token-00001";
-const ADA: &str = "ada-token-00001";
+use crate::common::{World, by_name, node, request, scenarios};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_story_ten_workers_wait_for_quota_and_all_run_as_specified() {
@@ -128,35 +114,37 @@ async fn a_floating_ip_allocated_twice_for_a_node_is_released_and_the_node_keeps
     let id = w.submit_ok(&request(vec![node(0)])).await;
     w.until_event(&id, "a quota wait", |e| e["kind"] == "waiting")
         .await;
-    let t = repair::os_token(&w).await;
+    let t = w.os_token().await;
     let get = reqwest::Method::GET;
-    let public = repair::os(
-        &w,
-        &t,
-        get.clone(),
-        "/networking/v2.0/networks?name=public",
-        None,
-    )
-    .await;
+    let public = w
+        .os(
+            &t,
+            get.clone(),
+            "/networking/v2.0/networks?name=public",
+            None,
+        )
+        .await;
     let network = public["networks"][0]["id"].as_str().unwrap().to_string();
     let description = format!("capstan cluster default/demo job {id} node demo-w-00");
     for _ in 0..2 {
-        let made = repair::os(
-            &w,
-            &t,
-            reqwest::Method::POST,
-            "/networking/v2.0/floatingips",
-            Some(json!({"floatingip": {"floating_network_id": network,
+        let made = w
+            .os(
+                &t,
+                reqwest::Method::POST,
+                "/networking/v2.0/floatingips",
+                Some(json!({"floatingip": {"floating_network_id": network,
                                        "description": description}})),
-        )
-        .await;
+            )
+            .await;
         assert!(made["floatingip"]["id"].is_string(), "{made}");
     }
     w.quota(json!({"instances": 50})).await;
     let done = w.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     // One floating IP is the node's, on its port; the other is gone.
-    let fips = repair::os(&w, &t, get.clone(), "/networking/v2.0/floatingips", None).await;
+    let fips = w
+        .os(&t, get.clone(), "/networking/v2.0/floatingips", None)
+        .await;
     let described: Vec<&serde_json::Value> = fips["floatingips"]
         .as_array()
         .unwrap()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ADA, ALICE, BOB, DANA, EVE, TOKEN, World, by_name, node, request};
+use crate::common::{ADA, ALICE, BOB, DANA, EVE, TOKEN, World, by_name, node, request};
 
 /// A scale_out of the acme cluster (its network, subnet and addresses).
 fn acme_request(names: &[&str]) -> Value {
@@ -233,7 +233,7 @@ async fn a_tick_the_world_no_longer_admits_makes_no_job_and_says_why() {
         .filter(|j| j["schedule_id"] == id)
         .collect();
     assert_eq!(from_schedule.len(), 1, "{jobs:#}");
-    let metrics = reqwest::get(format!("{}/metrics", w.api))
+    let metrics = reqwest::get(format!("{}/metrics", w.api.url))
         .await
         .unwrap()
         .text()
@@ -403,32 +403,10 @@ async fn a_member_sees_which_of_the_nodes_are_their_own_jobs_and_no_one_elses() 
     assert!(job_of(&view(DANA).await.1).is_string());
 }
 
-/// Logs in to the simulated Keystone as a `clouds.yaml` entry; returns the token.
-async fn login(w: &World, cloud: &str) -> String {
-    let text = std::fs::read_to_string(w.path("clouds.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let auth = &doc["clouds"][cloud]["auth"];
-    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": auth["username"].as_str().unwrap(), "domain": {"name": "Default"},
-        "password": auth["password"].as_str().unwrap()}}},
-        "scope": {"project": {"id": auth["project_id"].as_str().unwrap()}}}});
-    let resp = reqwest::Client::new()
-        .post(format!("{}/identity/v3/auth/tokens", w.sim_url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{cloud}: {}", resp.status());
-    resp.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// GET on the simulated OpenStack with a Keystone token.
 async fn os_get(w: &World, token: &str, path: &str) -> Value {
     reqwest::Client::new()
-        .get(format!("{}{path}", w.sim_url))
+        .get(format!("{}{path}", w.console.url))
         .header("x-auth-token", token)
         .send()
         .await
@@ -463,7 +441,7 @@ async fn orphan_server(w: &World, token: &str, name: &str, cluster: &str) -> Str
     let body = json!({"server": {"name": name, "flavorRef": flavor, "imageRef": image,
         "networks": "none", "metadata": {"capstan.io:cluster": cluster}, "tags": ["capstan"]}});
     let resp = reqwest::Client::new()
-        .post(format!("{}/compute/v2.1/servers", w.sim_url))
+        .post(format!("{}/compute/v2.1/servers", w.console.url))
         .header("x-auth-token", token)
         .header("openstack-api-version", "compute 2.60")
         .json(&body)
@@ -479,8 +457,8 @@ async fn orphan_server(w: &World, token: &str, name: &str, cluster: &str) -> Str
 #[tokio::test(flavor = "multi_thread")]
 async fn one_tenants_orphan_sweep_never_touches_another_tenants_resources() {
     let w = World::start();
-    let demo = login(&w, "capstan-sim").await;
-    let acme = login(&w, "capstan-sim-acme").await;
+    let demo = w.os_login("capstan-sim").await;
+    let acme = w.os_login("capstan-sim-acme").await;
     let d = orphan_server(&w, &demo, "d-orphan-1", "default/demo").await;
     let a = orphan_server(&w, &acme, "a-orphan-1", "acme/prod").await;
     let (s, job) = w

@@ -1,0 +1,17 @@
+//! The lifecycle job kinds end to end on the simulator, one module per kind (scale_out,
+//! delete_nodes, repair, the sweeps) plus what cuts across them (preflight, tenancy):
+//! `capstan sim` and `capstan serve` run as separate processes and meet only over loopback
+//! HTTP, as in production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
+//! suite, two clouds) run here on a fresh simulator each; the tests written here use what
+//! only the simulator has (its own Kubernetes side, CAPO faults, tenants).
+//!
+//! One binary rather than one per kind: each test binary links the whole crate again.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod delete;
+mod preflight;
+mod repair;
+mod scale_out;
+mod sweep;
+mod tenancy;
