@@ -17,7 +17,7 @@ async fn the_repair_sweep_replaces_a_not_ready_node_and_a_second_sweep_does_noth
         .fault(json!({"kind": "node_not_ready", "node": "demo-w-05"}))
         .await;
     node_healthy(&w, "demo-w-05", "Unknown").await;
-    let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo", "nodes": ["sweep"],
+    let sweep = json!({"kind": "repair_sweep", "cluster": "default/demo",
                        "params": {"unhealthy_after": "1s"}});
     let id = w.submit_ok(&sweep).await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");

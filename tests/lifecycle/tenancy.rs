@@ -482,7 +482,7 @@ async fn one_tenants_orphan_sweep_never_touches_another_tenants_resources() {
     assert!(ids.contains(&d), "demo's orphan left alone");
     // And demo's own sweep takes demo's.
     let id = w
-        .submit_ok(&json!({"kind": "orphan_sweep", "cluster": "default/demo", "nodes": ["sweep"], "grace": "0s"}))
+        .submit_ok(&json!({"kind": "orphan_sweep", "cluster": "default/demo", "grace": "0s"}))
         .await;
     assert_eq!(w.finished(&id).await["state"], "succeeded");
     let s = w.state().await;
