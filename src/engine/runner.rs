@@ -457,7 +457,7 @@ impl Runner {
             Outcome::Next { label, note } => {
                 let target = state.on.get(&label).cloned().unwrap_or_else(|| {
                     // Validation guarantees declared labels have transitions; an undeclared
-                    // one is a step bug, so fail the node loudly rather than guess.
+                    // one is a bug in the step, so fail the node as `internal` rather than guess.
                     String::new()
                 });
                 if target.is_empty() {
@@ -467,7 +467,7 @@ impl Runner {
                     );
                     drop(_span);
                     return self
-                        .end_task(i, NodeStatus::Failed, FailureClass::InvalidSpec, msg)
+                        .end_task(i, NodeStatus::Failed, FailureClass::Internal, msg)
                         .await;
                 }
                 let (class, message) = match note {

@@ -182,6 +182,11 @@ async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
     }
 }
 
+/// A buggy step: it declares only `ok` but returns `sideways`.
+async fn undeclared(_ctx: StepContext) -> Result<Outcome, StepError> {
+    Ok(Outcome::next("sideways"))
+}
+
 pub fn test_registry() -> Registry {
     let mut r = Registry::new();
     r.step("t.effect", &["ok"], effect);
@@ -189,6 +194,7 @@ pub fn test_registry() -> Registry {
     r.step("t.flaky", &["ok"], flaky);
     r.step("t.check", &["ok"], check);
     r.step("t.gate", &["ok"], gate);
+    r.step("t.undeclared", &["ok"], undeclared);
     r
 }
 
