@@ -199,6 +199,10 @@ string_enum! {
         Timeout = "timeout",
         /// The job's deadline passed.
         Deadline = "deadline",
+        /// A bug in Capstan, not a fault of the spec or the cloud: a step returned an
+        /// outcome its workflow state does not map. The node fails; nothing an operator
+        /// amends can help.
+        Internal = "internal",
     }
 }
 
@@ -280,5 +284,24 @@ mod tests {
             let err = ClusterRef::parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    /// The hand-written OpenAPI document lists each enum's string forms, in order, so a
+    /// client generated from it accepts every value the API can answer.
+    #[test]
+    fn the_openapi_document_lists_every_string_form() {
+        fn forms<T: fmt::Display>(all: &[T]) -> Vec<String> {
+            all.iter().map(|v| v.to_string()).collect()
+        }
+        let doc: serde_json::Value = serde_json::from_str(crate::api::OPENAPI).unwrap();
+        let listed = |schema: &str| -> Vec<String> {
+            serde_json::from_value(doc["components"]["schemas"][schema]["enum"].clone())
+                .unwrap_or_else(|e| panic!("openapi.json: {schema}.enum: {e}"))
+        };
+        assert_eq!(listed("JobState"), forms(JobState::ALL));
+        assert_eq!(listed("NodeStatus"), forms(NodeStatus::ALL));
+        assert_eq!(listed("FailureClass"), forms(FailureClass::ALL));
+        assert_eq!(listed("EventKind"), forms(EventKind::ALL));
+        assert_eq!(listed("Role"), forms(Role::ALL));
     }
 }

@@ -73,7 +73,34 @@ pub fn parse(
             ));
         }
     }
-    let kind = match obj.get("kind") {
+    let kind = parse_kind(obj.get("kind"), workflows, &mut errs);
+    let cluster = parse_cluster(obj.get("cluster"), &mut errs);
+    let tenant = parse_tenant(obj.get("tenant"), &mut errs);
+    let nodes = parse_nodes(obj.get("nodes"), &mut errs);
+    let deadline = parse_deadline(obj.get("deadline"), &mut errs);
+    let concurrency = parse_concurrency(obj.get("concurrency"), &mut errs);
+    let params = parse_params(obj.get("params"), &mut errs);
+    let Some(cluster) = cluster.filter(|_| errs.is_empty()) else {
+        return Err(errs);
+    };
+    Ok(JobRequest {
+        kind,
+        cluster,
+        tenant,
+        nodes,
+        deadline,
+        concurrency,
+        params,
+    })
+}
+
+/// `kind`: one of the loaded workflows.
+fn parse_kind(
+    v: Option<&Value>,
+    workflows: &HashMap<String, Arc<Workflow>>,
+    errs: &mut Vec<FieldError>,
+) -> String {
+    match v {
         Some(Value::String(k)) if workflows.contains_key(k) => k.clone(),
         Some(Value::String(k)) => {
             let mut known: Vec<&String> = workflows.keys().collect();
@@ -93,8 +120,12 @@ pub fn parse(
             errs.push(FieldError::new("kind", "is required"));
             String::new()
         }
-    };
-    let cluster = match obj.get("cluster") {
+    }
+}
+
+/// `cluster`: `namespace/name`, parsed once here.
+fn parse_cluster(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<ClusterRef> {
+    match v {
         Some(Value::String(c)) => match ClusterRef::parse(c) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -113,17 +144,24 @@ pub fn parse(
             errs.push(FieldError::new("cluster", "is required (`namespace/name`)"));
             None
         }
-    };
-    let tenant = match obj.get("tenant") {
+    }
+}
+
+/// `tenant`: optional, non-empty.
+fn parse_tenant(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<String> {
+    match v {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
         Some(_) => {
             errs.push(FieldError::new("tenant", "must be a non-empty string"));
             None
         }
-    };
-    let nodes = parse_nodes(obj.get("nodes"), &mut errs);
-    let deadline = match obj.get("deadline") {
+    }
+}
+
+/// `deadline`: optional, a positive duration.
+fn parse_deadline(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Duration> {
+    match v {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => match crate::duration::parse(d) {
             Ok(d) if d > Duration::ZERO => Some(d),
@@ -143,8 +181,12 @@ pub fn parse(
             ));
             None
         }
-    };
-    let concurrency = match obj.get("concurrency") {
+    }
+}
+
+/// `concurrency`: optional, 1 to 100.
+fn parse_concurrency(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<u32> {
+    match v {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(n) if (1..=100).contains(&n) => Some(n as u32),
@@ -156,27 +198,19 @@ pub fn parse(
                 None
             }
         },
-    };
-    let params = match obj.get("params") {
+    }
+}
+
+/// `params`: optional, an object (empty when absent).
+fn parse_params(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Value {
+    match v {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v.clone(),
         Some(_) => {
             errs.push(FieldError::new("params", "must be an object"));
             Value::Null
         }
-    };
-    let Some(cluster) = cluster.filter(|_| errs.is_empty()) else {
-        return Err(errs);
-    };
-    Ok(JobRequest {
-        kind,
-        cluster,
-        tenant,
-        nodes,
-        deadline,
-        concurrency,
-        params,
-    })
+    }
 }
 
 fn parse_nodes(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Vec<(String, Value)> {

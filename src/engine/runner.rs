@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Inner;
 use super::retry::RetryDecision;
 use super::step::{Outcome, Recorded, StepContext, StepError};
-use super::workflow::{Action, EXHAUSTED, Workflow};
+use super::workflow::{Action, EXHAUSTED, State, Workflow};
 use crate::model::{EventKind, FailureClass, JobState, NodeStatus};
 use crate::store::{Claim, JobRow, NewEvent, StoreError, TaskRow, TaskUpdate, now_ms};
 
@@ -112,72 +112,23 @@ impl Runner {
         let mut stopping = false;
         loop {
             if (self.cancel || stopping) && running.is_empty() {
-                if self.cancel {
-                    let state = self.lease(
-                        self.inner
-                            .store
-                            .finish_cancel(&self.job, self.fence, &self.tasks)
-                            .await,
-                    )?;
-                    info!(state = %state, "job cancelled at a safe point");
-                    self.inner
-                        .store
-                        .release(&self.job.id, self.fence)
-                        .await
-                        .ok();
-                    return Ok(());
-                }
-                self.inner
-                    .store
-                    .release(&self.job.id, self.fence)
-                    .await
-                    .ok();
-                return Err(Stop::Shutdown);
+                return self.wind_down().await;
             }
             if !self.cancel && !stopping {
                 self.launch_due(&mut running).await?;
             }
-            if running.is_empty() && !self.cancel {
-                match self.next_due() {
-                    None => {
-                        // Nothing runnable: every node is finished (the commit that finished
-                        // the job released the lease) or needs input.
-                        if !self.job.state.is_terminal() {
-                            self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
-                        }
-                        return Ok(());
-                    }
-                    Some(at) if at - now_ms() > HOLD_IDLE.as_millis() as i64 => {
-                        self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
-                        debug!("nothing due soon; lease released until the next wake-up");
-                        return Ok(());
-                    }
-                    Some(_) => {}
-                }
+            if running.is_empty() && !self.cancel && self.release_if_idle().await? {
+                return Ok(());
             }
-            // Due nodes only shorten the sleep when one could start: not at the concurrency
-            // limit, and not while cancelling or stopping (then only steps finishing matter).
-            let can_start = !self.cancel
-                && !stopping
-                && self.inflight.len() < self.job.concurrency.max(1) as usize;
-            let until_due = self
-                .next_due()
-                .filter(|_| can_start)
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(heartbeat_every);
-            let sleep_for = until_due.min(next_heartbeat.saturating_duration_since(Instant::now()));
+            let sleep_for = self
+                .until_due(stopping, heartbeat_every)
+                .min(next_heartbeat.saturating_duration_since(Instant::now()));
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     // Steps are never aborted while the runner lives, and panics are caught
                     // inside the task, so a join error cannot carry a node's result.
-                    if let Ok((node, result, took, recorded)) = done {
-                        self.inflight.remove(&node);
-                        if let Some(ext) = recorded
-                            && let Some(t) = self.tasks.iter_mut().find(|t| t.name == node)
-                        {
-                            t.external_ids = ext;
-                        }
-                        self.apply(&node, result, took).await?;
+                    if let Ok(done) = done {
+                        self.step_done(done).await?;
                     }
                 }
                 _ = tokio::time::sleep(sleep_for) => {}
@@ -189,35 +140,11 @@ impl Runner {
                 }
             }
             if Instant::now() >= next_heartbeat {
-                next_heartbeat = Instant::now() + heartbeat_every;
-                let sent = Instant::now();
-                let hb = self
-                    .inner
-                    .store
-                    .heartbeat(
-                        &self.job.id,
-                        self.fence,
-                        self.inner.config.lease.as_millis() as i64,
-                    )
-                    .await;
-                match hb {
-                    Ok(Some(hb)) => {
-                        self.trusted_until = sent + self.inner.config.lease * 2 / 3;
-                        if hb.cancel_requested && !self.cancel {
-                            info!("cancel requested");
-                            self.cancel = true;
-                        }
-                        if hb.operator_seq != self.operator_seq {
-                            self.refresh().await?;
-                        }
-                    }
-                    Ok(None) => {
+                match self.heartbeat(heartbeat_every).await {
+                    Ok(next) => next_heartbeat = next,
+                    Err(stop) => {
                         running.abort_all();
-                        return Err(Stop::LeaseLost);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "heartbeat failed; retrying");
-                        next_heartbeat = Instant::now() + Duration::from_millis(200);
+                        return Err(stop);
                     }
                 }
             }
@@ -225,6 +152,109 @@ impl Runner {
                 // Unconfirmed for too long: another worker may hold the job by now.
                 running.abort_all();
                 return Err(Stop::LeaseLost);
+            }
+        }
+    }
+
+    /// With nothing in flight after a cancel or a shutdown: records the cancel at this safe
+    /// point, or just gives the lease back.
+    async fn wind_down(&mut self) -> Result<(), Stop> {
+        if self.cancel {
+            let state = self.lease(
+                self.inner
+                    .store
+                    .finish_cancel(&self.job, self.fence, &self.tasks)
+                    .await,
+            )?;
+            info!(state = %state, "job cancelled at a safe point");
+            self.inner
+                .store
+                .release(&self.job.id, self.fence)
+                .await
+                .ok();
+            return Ok(());
+        }
+        self.inner
+            .store
+            .release(&self.job.id, self.fence)
+            .await
+            .ok();
+        Err(Stop::Shutdown)
+    }
+
+    /// With no step in flight: gives the lease back when nothing is due soon (or nothing is
+    /// runnable at all). True when the runner is done.
+    async fn release_if_idle(&mut self) -> Result<bool, Stop> {
+        match self.next_due() {
+            None => {
+                // Nothing runnable: every node is finished (the commit that finished the job
+                // released the lease) or needs input.
+                if !self.job.state.is_terminal() {
+                    self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                }
+                Ok(true)
+            }
+            Some(at) if at - now_ms() > HOLD_IDLE.as_millis() as i64 => {
+                self.lease(self.inner.store.release(&self.job.id, self.fence).await)?;
+                debug!("nothing due soon; lease released until the next wake-up");
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// How long until a due node could start. Due nodes only shorten the sleep when one
+    /// could start: not at the concurrency limit, and not while cancelling or stopping (then
+    /// only steps finishing matter).
+    fn until_due(&self, stopping: bool, otherwise: Duration) -> Duration {
+        let can_start =
+            !self.cancel && !stopping && self.inflight.len() < self.job.concurrency.max(1) as usize;
+        self.next_due()
+            .filter(|_| can_start)
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+            .unwrap_or(otherwise)
+    }
+
+    /// A step finished: keeps what it recorded and applies its outcome.
+    async fn step_done(&mut self, (node, result, took, recorded): StepResult) -> Result<(), Stop> {
+        self.inflight.remove(&node);
+        if let Some(ext) = recorded
+            && let Some(t) = self.tasks.iter_mut().find(|t| t.name == node)
+        {
+            t.external_ids = ext;
+        }
+        self.apply(&node, result, took).await
+    }
+
+    /// Extends the lease and learns of a cancel or an operator's change; returns when to beat
+    /// next. A lease another worker took stops the runner; a failed write is tried again soon.
+    async fn heartbeat(&mut self, every: Duration) -> Result<Instant, Stop> {
+        let sent = Instant::now();
+        let hb = self
+            .inner
+            .store
+            .heartbeat(
+                &self.job.id,
+                self.fence,
+                self.inner.config.lease.as_millis() as i64,
+            )
+            .await;
+        match hb {
+            Ok(Some(hb)) => {
+                self.trusted_until = sent + self.inner.config.lease * 2 / 3;
+                if hb.cancel_requested && !self.cancel {
+                    info!("cancel requested");
+                    self.cancel = true;
+                }
+                if hb.operator_seq != self.operator_seq {
+                    self.refresh().await?;
+                }
+                Ok(sent + every)
+            }
+            Ok(None) => Err(Stop::LeaseLost),
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed; retrying");
+                Ok(Instant::now() + Duration::from_millis(200))
             }
         }
     }
@@ -432,169 +462,165 @@ impl Runner {
         if let Action::Step(step) = &state.action {
             self.inner.metrics.observe_step(&self.job.kind, step, took);
         }
-        let now = now_ms();
-        // An error is retried under the state's policy — unless retrying cannot help
-        // (DESIGN §4): `auth` fails the node, `invalid_spec` waits for an operator's amend.
-        let outcome = result.unwrap_or_else(|e| match e.class {
-            FailureClass::Auth => Outcome::Fail {
-                class: e.class,
-                message: e.message,
-            },
-            FailureClass::InvalidSpec => Outcome::NeedsInput {
-                class: Some(e.class),
-                reason: e.message,
-            },
-            _ => Outcome::Retry {
-                class: e.class,
-                message: e.message,
-            },
-        });
+        // The node's span covers deciding (its log lines), not the commit.
+        let span = info_span!("node", node = %t.name);
+        match span.in_scope(|| self.decide(i, outcome_of(result))) {
+            Applied::Commit(change) => self.commit(i, change.update, change.events).await,
+            Applied::Fail {
+                class,
+                message,
+                count_run,
+            } => {
+                if count_run {
+                    self.tasks[i].attempts_total += 1;
+                }
+                self.end_task(i, NodeStatus::Failed, class, message).await
+            }
+        }
+    }
+
+    /// What an outcome does to node `i` under its current state's transitions and policy.
+    fn decide(&self, i: usize, outcome: Outcome) -> Applied {
+        let t = &self.tasks[i];
+        let state = self.wf.state(&t.state).expect("validated workflow");
         let mut update = TaskUpdate::from_row(t);
         update.attempts_total += 1;
-        let mut events = Vec::new();
-        let _span = info_span!("node", node = %t.name).entered();
+        let mut change = Change {
+            update,
+            events: Vec::new(),
+            now: now_ms(),
+        };
         match outcome {
             Outcome::Next { label, note } => {
-                let target = state.on.get(&label).cloned().unwrap_or_else(|| {
-                    // Validation guarantees declared labels have transitions; an undeclared
-                    // one is a step bug, so fail the node loudly rather than guess.
-                    String::new()
-                });
-                if target.is_empty() {
-                    let msg = format!(
-                        "step returned undeclared outcome `{label}` in state {}",
-                        t.state
-                    );
-                    drop(_span);
-                    return self
-                        .end_task(i, NodeStatus::Failed, FailureClass::InvalidSpec, msg)
-                        .await;
-                }
-                let (class, message) = match note {
-                    Some((c, m)) => (c, Some(m)),
-                    None => (None, None),
+                // Validation guarantees declared labels have transitions; an undeclared one
+                // is a bug in the step, so fail the node loudly rather than guess.
+                let Some(target) = state.on.get(&label) else {
+                    return Applied::Fail {
+                        class: FailureClass::Internal,
+                        message: format!(
+                            "step returned undeclared outcome `{label}` in state {}",
+                            t.state
+                        ),
+                        count_run: true,
+                    };
                 };
-                self.transition(
-                    &mut update,
-                    &mut events,
-                    &label,
-                    &target,
-                    class,
-                    message,
-                    now,
-                );
+                let (class, message) = note.map_or((None, None), |(c, m)| (c, Some(m)));
+                self.transition(&mut change, &label, target, class, message);
             }
             Outcome::Wait {
                 reason,
                 until,
                 recheck,
-            } => {
-                let mut wake = until.unwrap_or(now + recheck.as_millis() as i64);
-                if let Some(deadline) = self.job.deadline_at {
-                    wake = wake.min(deadline);
-                }
-                update.status = NodeStatus::Waiting;
-                update.wake_at = Some(wake);
-                if t.wait_reason.as_deref() != Some(reason.as_str()) {
-                    info!(reason = %reason, "waiting");
-                    events.push(NewEvent::new(EventKind::Waiting).node(&t.name).message(&reason).data(json!({
-                        "state": t.state, "until": until.map(crate::store::rfc3339), "recheck_ms": recheck.as_millis() as u64,
-                    })));
-                }
-                update.wait_reason = Some(reason);
-            }
+            } => self.wait(&mut change, t, reason, until, recheck),
             Outcome::Retry { class, message } => {
-                self.inner.metrics.retries.inc(class.as_str());
-                let failed = (t.attempt + 1) as u32;
-                update.attempt = failed as i64;
-                update.failure_class = Some(class);
-                update.last_error = Some(message.clone());
-                let in_state = Duration::from_millis((now - t.entered_at).max(0) as u64);
-                match state.retry.decide(failed, in_state) {
-                    RetryDecision::After(delay) => {
-                        let wake = now + delay.as_millis() as i64;
-                        if let Some(deadline) = self.job.deadline_at
-                            && wake > deadline
-                        {
-                            let msg = format!(
-                                "{message} (no retry: the next attempt would pass the job's deadline {})",
-                                crate::store::rfc3339(deadline)
-                            );
-                            drop(_span);
-                            return self.end_task(i, NodeStatus::Failed, class, msg).await;
-                        }
-                        warn!(class = %class, attempt = failed, error = %message, "attempt failed; retrying");
-                        update.status = NodeStatus::Waiting;
-                        update.wake_at = Some(wake);
-                        update.wait_reason = Some(format!(
-                            "{}{} after {class} failure (attempt {failed})",
-                            crate::model::RETRY_WAIT_PREFIX,
-                            t.state
-                        ));
-                        events.push(
-                            NewEvent::new(EventKind::Retry)
-                                .node(&t.name)
-                                .attempt(failed as i64)
-                                .class(Some(class))
-                                .message(message)
-                                .data(json!({ "state": t.state, "backoff_ms": delay.as_millis() as u64 })),
-                        );
-                    }
-                    RetryDecision::Exhausted(why) => {
-                        let msg = format!("{message} ({why})");
-                        if let Some(target) = state.on.get(EXHAUSTED).cloned() {
-                            self.transition(
-                                &mut update,
-                                &mut events,
-                                EXHAUSTED,
-                                &target,
-                                Some(class),
-                                Some(msg),
-                                now,
-                            );
-                        } else {
-                            drop(_span);
-                            return self.end_task(i, NodeStatus::Failed, class, msg).await;
-                        }
-                    }
-                }
+                return self.retry(change, t, state, class, message);
             }
+            // The step ran: its run counts like every other.
             Outcome::Fail { class, message } => {
-                drop(_span);
-                // The step ran: its run counts like every other.
-                self.tasks[i].attempts_total = update.attempts_total;
-                return self.end_task(i, NodeStatus::Failed, class, message).await;
+                return Applied::Fail {
+                    class,
+                    message,
+                    count_run: true,
+                };
             }
-            Outcome::NeedsInput { class, reason } => {
-                warn!(reason = %reason, "node needs operator input");
-                update.status = NodeStatus::NeedsInput;
-                update.wake_at = None;
-                update.failure_class = class;
-                update.last_error = Some(reason.clone());
-                update.wait_reason = Some(reason.clone());
-                events.push(
-                    NewEvent::new(EventKind::NeedsInput)
-                        .node(&t.name)
-                        .class(class)
-                        .message(reason),
-                );
-            }
+            Outcome::NeedsInput { class, reason } => needs_input(&mut change, t, class, reason),
         }
-        drop(_span);
-        self.commit(i, update, events).await
+        Applied::Commit(change)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A persisted wait until `until`, or `recheck` from now; never past the job's deadline.
+    fn wait(
+        &self,
+        change: &mut Change,
+        t: &TaskRow,
+        reason: String,
+        until: Option<i64>,
+        recheck: Duration,
+    ) {
+        let mut wake = until.unwrap_or(change.now + recheck.as_millis() as i64);
+        if let Some(deadline) = self.job.deadline_at {
+            wake = wake.min(deadline);
+        }
+        change.update.status = NodeStatus::Waiting;
+        change.update.wake_at = Some(wake);
+        if t.wait_reason.as_deref() != Some(reason.as_str()) {
+            info!(reason = %reason, "waiting");
+            change.events.push(NewEvent::new(EventKind::Waiting).node(&t.name).message(&reason).data(json!({
+                "state": t.state, "until": until.map(crate::store::rfc3339), "recheck_ms": recheck.as_millis() as u64,
+            })));
+        }
+        change.update.wait_reason = Some(reason);
+    }
+
+    /// A failed attempt under the state's retry policy: back off and run the state again,
+    /// or, with the budget spent, take its `exhausted` transition or fail the node. A retry
+    /// that would wake past the job's deadline fails the node now.
+    fn retry(
+        &self,
+        mut change: Change,
+        t: &TaskRow,
+        state: &State,
+        class: FailureClass,
+        message: String,
+    ) -> Applied {
+        self.inner.metrics.retries.inc(class.as_str());
+        let failed = (t.attempt + 1) as u32;
+        change.update.attempt = failed as i64;
+        change.update.failure_class = Some(class);
+        change.update.last_error = Some(message.clone());
+        let in_state = Duration::from_millis((change.now - t.entered_at).max(0) as u64);
+        let delay = match state.retry.decide(failed, in_state) {
+            RetryDecision::After(delay) => delay,
+            RetryDecision::Exhausted(why) => {
+                let message = format!("{message} ({why})");
+                let Some(target) = state.on.get(EXHAUSTED) else {
+                    return Applied::fail(class, message);
+                };
+                self.transition(&mut change, EXHAUSTED, target, Some(class), Some(message));
+                return Applied::Commit(change);
+            }
+        };
+        let wake = change.now + delay.as_millis() as i64;
+        if let Some(deadline) = self.job.deadline_at
+            && wake > deadline
+        {
+            return Applied::fail(
+                class,
+                format!(
+                    "{message} (no retry: the next attempt would pass the job's deadline {})",
+                    crate::store::rfc3339(deadline)
+                ),
+            );
+        }
+        warn!(class = %class, attempt = failed, error = %message, "attempt failed; retrying");
+        change.update.status = NodeStatus::Waiting;
+        change.update.wake_at = Some(wake);
+        change.update.wait_reason = Some(format!(
+            "{}{} after {class} failure (attempt {failed})",
+            crate::model::RETRY_WAIT_PREFIX,
+            t.state
+        ));
+        change.events.push(
+            NewEvent::new(EventKind::Retry)
+                .node(&t.name)
+                .attempt(failed as i64)
+                .class(Some(class))
+                .message(message)
+                .data(json!({ "state": t.state, "backoff_ms": delay.as_millis() as u64 })),
+        );
+        Applied::Commit(change)
+    }
+
+    /// Moves the node to `target` on outcome `label`, ending it if `target` is an end state.
     fn transition(
         &self,
-        update: &mut TaskUpdate,
-        events: &mut Vec<NewEvent>,
+        change: &mut Change,
         label: &str,
         target: &str,
         class: Option<FailureClass>,
         message: Option<String>,
-        now: i64,
     ) {
+        let update = &mut change.update;
         let from = update.state.clone();
         let end = match self.wf.state(target).map(|s| &s.action) {
             Some(Action::End(status)) => Some(*status),
@@ -602,7 +628,7 @@ impl Runner {
         };
         update.state = target.to_string();
         update.attempt = 0;
-        update.entered_at = now;
+        update.entered_at = change.now;
         update.wait_reason = None;
         match end {
             Some(status) => {
@@ -615,7 +641,7 @@ impl Runner {
             }
             None => {
                 update.status = NodeStatus::Running;
-                update.wake_at = Some(now);
+                update.wake_at = Some(change.now);
             }
         }
         info!(from = %from, to = %target, outcome = label, "transition");
@@ -627,7 +653,7 @@ impl Runner {
         if let Some(m) = message {
             e = e.message(m);
         }
-        events.push(e);
+        change.events.push(e);
     }
 
     async fn end_task(
@@ -681,6 +707,74 @@ impl Runner {
         t.last_error = update.last_error;
         Ok(())
     }
+}
+
+/// A node's change being assembled: its task's new fields and the events that explain them.
+struct Change {
+    update: TaskUpdate,
+    events: Vec<NewEvent>,
+    now: i64,
+}
+
+/// What applying an outcome comes to.
+enum Applied {
+    /// Commit the change.
+    Commit(Change),
+    /// End the node failed. `count_run`: add this run to `attempts_total`, as for any step
+    /// that answered; a failed attempt that ends the node (its deadline or budget passed)
+    /// has never been added there, and the API shows it so.
+    Fail {
+        class: FailureClass,
+        message: String,
+        count_run: bool,
+    },
+}
+
+impl Applied {
+    /// The node fails after a failed attempt.
+    fn fail(class: FailureClass, message: String) -> Applied {
+        Applied::Fail {
+            class,
+            message,
+            count_run: false,
+        }
+    }
+}
+
+/// A step's answer as an outcome. An error is retried under the state's policy — unless
+/// retrying cannot help (DESIGN §4): `auth` fails the node, `invalid_spec` waits for an
+/// operator's amend.
+fn outcome_of(result: Result<Outcome, StepError>) -> Outcome {
+    result.unwrap_or_else(|e| match e.class {
+        FailureClass::Auth => Outcome::Fail {
+            class: e.class,
+            message: e.message,
+        },
+        FailureClass::InvalidSpec => Outcome::NeedsInput {
+            class: Some(e.class),
+            reason: e.message,
+        },
+        _ => Outcome::Retry {
+            class: e.class,
+            message: e.message,
+        },
+    })
+}
+
+/// Stops the node until an operator amends its spec and resumes the job.
+fn needs_input(change: &mut Change, t: &TaskRow, class: Option<FailureClass>, reason: String) {
+    warn!(reason = %reason, "node needs operator input");
+    change.update.status = NodeStatus::NeedsInput;
+    change.update.wake_at = None;
+    change.update.failure_class = class;
+    change.update.last_error = Some(reason.clone());
+    change.update.wait_reason = Some(reason.clone());
+    change.events.push(
+        NewEvent::new(EventKind::NeedsInput)
+            .node(&t.name)
+            .class(class)
+            .message(reason),
+    );
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -22,7 +22,7 @@ use crate::model::FailureClass;
 /// string that does not parse now is a record Capstan never admitted).
 pub(crate) fn cluster_of(ctx: &StepContext) -> Result<ClusterRef, StepError> {
     ClusterRef::parse(&ctx.cluster)
-        .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("the job's cluster: {e}")))
+        .map_err(|e| StepError::new(FailureClass::Internal, format!("the job's cluster: {e}")))
 }
 
 /// OpenStack with the cluster's own credentials (its identityRef Secret). Credentials that

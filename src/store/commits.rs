@@ -12,7 +12,9 @@ use std::sync::Arc;
 use sqlx::SqlitePool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::jobs::{JobRow, NewEvent, TaskUpdate, apply_task_update};
+use super::events::NewEvent;
+use super::jobs::JobRow;
+use super::progress::{TaskUpdate, apply_task_update};
 use super::{Result, Store, StoreError, WriteHealth};
 use crate::model::JobState;
 

@@ -17,10 +17,22 @@
 //! - The store knows nothing of workflows, steps, HTTP or clouds.
 
 mod commits;
+mod derive;
+mod events;
+mod idempotency;
 mod jobs;
+mod leases;
+mod nudge;
+mod operator;
+mod progress;
 mod schedules;
 
+pub use events::*;
+pub use idempotency::*;
 pub use jobs::*;
+pub use leases::*;
+pub use operator::*;
+pub use progress::*;
 pub use schedules::*;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,8 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::jobs::{NewEvent, NewJob, insert_event, insert_job};
+use super::events::{NewEvent, insert_event};
+use super::jobs::{NewJob, insert_job};
 use super::{Result, Store, StoreError, now_ms, rfc3339};
 use crate::model::EventKind;
 

@@ -185,6 +185,11 @@ async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
     }
 }
 
+/// A buggy step: it declares only `ok` but returns `sideways`.
+async fn undeclared(_ctx: StepContext) -> Result<Outcome, StepError> {
+    Ok(Outcome::next("sideways"))
+}
+
 pub fn test_registry() -> Registry {
     let mut r = Registry::new();
     r.step("t.effect", &["ok"], effect);
@@ -192,6 +197,7 @@ pub fn test_registry() -> Registry {
     r.step("t.flaky", &["ok"], flaky);
     r.step("t.check", &["ok"], check);
     r.step("t.gate", &["ok"], gate);
+    r.step("t.undeclared", &["ok"], undeclared);
     r
 }
 

@@ -235,6 +235,33 @@ async fn an_auth_error_fails_at_once_and_an_invalid_spec_error_waits_for_an_amen
 }
 
 #[tokio::test]
+async fn a_step_returning_an_outcome_it_never_declared_fails_its_node_as_internal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerSpec::new(dir.path()));
+    let api = Api::new(&server.url);
+    let job = api.submit(ADMIN, &job("undeclared", json!(["u-1"]))).await;
+    let id = job["id"].as_str().unwrap();
+    let done = api.wait_finished(id).await;
+    // A bug in a step is Capstan's to fix, not the operator's: the node fails as
+    // `internal`, never `invalid_spec` (which would ask for an amend that cannot help).
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["nodes"][0]["status"], "failed");
+    assert_eq!(done["nodes"][0]["failure_class"], "internal");
+    let error = done["nodes"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("undeclared outcome `sideways`") && error.contains("state a"),
+        "{done:#}"
+    );
+    let events = api.events(id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "failed" && e["class"] == "internal"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_needs_input_node_is_amended_then_resumed_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&ServerSpec::new(dir.path()));
