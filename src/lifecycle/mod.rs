@@ -6,7 +6,7 @@
 pub mod admission;
 pub(crate) mod classify;
 mod common;
-mod delete;
+mod delete_nodes;
 mod leftovers;
 pub mod quota;
 mod repair;
@@ -59,7 +59,7 @@ pub type IntakeCell =
 /// Registers the cloud kinds' steps, which use the cloud's clients.
 pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients, intake: IntakeCell) {
     scale_out::register(registry, clients.clone());
-    delete::register(registry, clients.clone());
+    delete_nodes::register(registry, clients.clone());
     repair::register(registry, clients.clone());
     sweep::register(registry, clients, intake);
 }
