@@ -1,4 +1,6 @@
-//! The job kinds' steps, registered by name for the workflows in `workflows/`.
+//! The job kinds, a module each (`kind.rs` says what a kind is and lists them in `KINDS`),
+//! and the parts they share: admission helpers, the failure classifier, quota, node specs,
+//! the cloud helpers steps use, and the watches that wake waiting nodes.
 //!
 //! Invariant: steps reach the world only through the Kubernetes and OpenStack clients; they
 //! never import the simulator, and never sleep (waiting is an outcome).
@@ -7,6 +9,7 @@ pub mod admission;
 pub(crate) mod classify;
 mod common;
 mod delete_nodes;
+pub mod kind;
 mod leftovers;
 pub mod quota;
 mod repair;
@@ -17,38 +20,15 @@ mod sweep;
 pub mod watch;
 
 use crate::engine::step::Registry;
-
-/// The workflow files shipped with the binary, as `(file name, YAML)`.
-pub const WORKFLOWS: &[(&str, &str)] = &[
-    (
-        "workflows/smoke.yaml",
-        include_str!("../../workflows/smoke.yaml"),
-    ),
-    (
-        "workflows/scale_out.yaml",
-        include_str!("../../workflows/scale_out.yaml"),
-    ),
-    (
-        "workflows/delete_nodes.yaml",
-        include_str!("../../workflows/delete_nodes.yaml"),
-    ),
-    (
-        "workflows/repair.yaml",
-        include_str!("../../workflows/repair.yaml"),
-    ),
-    (
-        "workflows/repair_sweep.yaml",
-        include_str!("../../workflows/repair_sweep.yaml"),
-    ),
-    (
-        "workflows/orphan_sweep.yaml",
-        include_str!("../../workflows/orphan_sweep.yaml"),
-    ),
-];
+use kind::{KINDS, Steps};
 
 /// Registers the steps that touch no cloud.
 pub fn register(registry: &mut Registry) {
-    smoke::register(registry);
+    for k in KINDS {
+        if let Steps::Local(register) = k.steps() {
+            register(registry);
+        }
+    }
 }
 
 /// The intake (and through it the store), set once the server has built it: the sweeps
@@ -58,17 +38,18 @@ pub type IntakeCell =
 
 /// Registers the cloud kinds' steps, which use the cloud's clients.
 pub fn register_cloud(registry: &mut Registry, clients: crate::cloud::Clients, intake: IntakeCell) {
-    scale_out::register(registry, clients.clone());
-    delete_nodes::register(registry, clients.clone());
-    repair::register(registry, clients.clone());
-    sweep::register(registry, clients, intake);
+    for k in KINDS {
+        if let Steps::Cloud(register) = k.steps() {
+            register(registry, clients.clone(), intake.clone());
+        }
+    }
 }
 
 /// The built-in workflows as owned `(file, text)` pairs; the cloud kinds only with a cloud.
 pub fn workflow_sources(with_cloud: bool) -> Vec<(String, String)> {
-    WORKFLOWS
+    KINDS
         .iter()
-        .filter(|(f, _)| with_cloud || *f == "workflows/smoke.yaml")
-        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .filter(|k| with_cloud || matches!(k.steps(), Steps::Local(_)))
+        .map(|k| (kind::workflow_file(*k), k.workflow().to_string()))
         .collect()
 }

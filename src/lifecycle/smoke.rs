@@ -5,11 +5,34 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::kind::{JobKind, Steps};
+use crate::engine::request::FieldError;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::FailureClass;
 use crate::store::now_ms;
 
-pub fn register(r: &mut Registry) {
+pub struct Smoke;
+
+impl JobKind for Smoke {
+    fn name(&self) -> &'static str {
+        "smoke"
+    }
+    fn workflow(&self) -> &'static str {
+        include_str!("../../workflows/smoke.yaml")
+    }
+    fn steps(&self) -> Steps {
+        Steps::Local(register)
+    }
+    fn fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// No fields of its own: the body goes to the generic checks as it came.
+    fn prepare(&self, body: serde_json::Value) -> Result<serde_json::Value, Vec<FieldError>> {
+        Ok(body)
+    }
+}
+
+fn register(r: &mut Registry) {
     r.step("smoke.touch", &["ok"], touch);
     r.step("smoke.settle", &["ok"], settle);
 }

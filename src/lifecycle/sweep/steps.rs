@@ -36,12 +36,14 @@ fn intake_of(cell: &IntakeCell) -> Result<Arc<Intake>, StepError> {
         .ok_or_else(|| StepError::new(FailureClass::Transient, "the intake is not ready yet"))
 }
 
-pub fn register(r: &mut Registry, clients: Clients, intake: IntakeCell) {
-    let (c, i) = (clients.clone(), intake.clone());
+pub fn register_repair_sweep(r: &mut Registry, clients: Clients, intake: IntakeCell) {
     r.step("sweep.repair", &["ok"], move |ctx| {
-        let (c, i) = (c.clone(), i.clone());
+        let (c, i) = (clients.clone(), intake.clone());
         async move { repair_sweep(&c, &*intake_of(&i)?, ctx).await }
     });
+}
+
+pub fn register_orphan_sweep(r: &mut Registry, clients: Clients, intake: IntakeCell) {
     r.step("sweep.orphans", &["ok"], move |ctx| {
         let (c, i) = (clients.clone(), intake.clone());
         async move { orphan_sweep(&c, intake_of(&i)?.store(), ctx).await }
