@@ -19,14 +19,15 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::IntakeCell;
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
+use super::{IntakeCell, repair};
 use crate::cloud::Clients;
 use crate::cloud::capi::{self, capo};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::intake::{Intake, Refused};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::lifecycle::kind::{self, JobKind};
 use crate::model::{EventKind, FailureClass, JobState};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
@@ -123,7 +124,7 @@ async fn repair_sweep(
     }
     let cref = cluster_of(&ctx)?;
     let (ns, cluster) = (&cref.ns, &cref.name);
-    let thresholds = super::repair::Thresholds::from_params(&ctx.params);
+    let thresholds = repair::Thresholds::from_params(&ctx.params);
     let machines = capi_of(c)
         .await?
         .machines(ns)
@@ -149,7 +150,7 @@ async fn repair_sweep(
             &cref,
             &machine,
         );
-        if let Some(why) = super::repair::assess(&machine, server, thresholds) {
+        if let Some(why) = repair::assess(&machine, server, thresholds) {
             unhealthy.push((name, why));
         }
     }
@@ -195,7 +196,7 @@ async fn repair_sweep(
     let mut repairing = 0;
     for j in unfinished
         .iter()
-        .filter(|j| j.kind == "repair" && j.cluster == ctx.cluster)
+        .filter(|j| j.kind == repair::NAME && j.cluster == ctx.cluster)
     {
         repairing += store.tasks(&j.id).await?.len();
     }
@@ -224,19 +225,19 @@ async fn repair_sweep(
             format!("the sweep's owner {owner} no longer exists; no repair submitted"),
         ));
     };
+    // The sweep's own fields that a repair takes too are passed on.
     let mut params = serde_json::Map::new();
-    for k in [
-        "max_parallel",
-        "max_unhealthy",
-        "unhealthy_after",
-        "startup_timeout",
-    ] {
+    let passed_on = super::RepairSweep
+        .fields()
+        .iter()
+        .filter(|f| repair::Repair.fields().contains(f));
+    for &k in passed_on {
         if !ctx.params[k].is_null() {
             params.insert(k.to_string(), ctx.params[k].clone());
         }
     }
     let body = json!({
-        "kind": "repair",
+        "kind": repair::NAME,
         "cluster": ctx.cluster,
         "tenant": ctx.tenant,
         "nodes": chosen,
@@ -343,7 +344,8 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         .filter_map(capi::Machine::server_id)
         .collect();
     let busy = busy_nodes(store, &ctx.job_id).await?;
-    // The nodes Capstan made in this cluster (its scale_out and repair jobs' nodes).
+    // The nodes Capstan made in this cluster: the nodes of its jobs of the kinds that make
+    // servers (scale_out, repair).
     let mut names = BTreeSet::new();
     let filter = JobFilter {
         cluster: Some(ctx.cluster.clone()),
@@ -352,7 +354,7 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
     for j in all_jobs(store, filter)
         .await?
         .iter()
-        .filter(|j| ["scale_out", "repair"].contains(&j.kind.as_str()))
+        .filter(|j| kind::find(&j.kind).is_some_and(|k| k.makes_servers()))
     {
         for t in store.tasks(&j.id).await? {
             names.insert(t.name);
