@@ -139,7 +139,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             let wf = engine.workflows()["bench"].clone();
             for i in (client..jobs).step_by(SUBMITTERS) {
                 let body = serde_json::json!({ "kind": "bench", "cluster": "bench/c", "nodes": [format!("n-{i}")] });
-                let req = request::parse(&body, engine.workflows()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let req = request::parse(&body, engine.workflows(), &[]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let job = req.into_job(&wf, "bench", "bench", None);
                 store.submit(&job, None).await?;
                 engine.wake(&job.id);

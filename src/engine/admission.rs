@@ -25,6 +25,11 @@ pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Se
 pub trait Admission: Send + Sync {
     /// Reshapes a body of this kind before the generic checks; errors name their fields.
     fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>>;
+    /// The kind's own top-level request fields (which `prepare` moves into `params`), listed
+    /// with the generic ones when a request has a field neither knows.
+    fn fields(&self, _kind: &str) -> &'static [&'static str] {
+        &[]
+    }
     /// Checks a parsed request against the cloud (preflight); may fill in params.
     fn admit<'a>(&'a self, req: &'a mut JobRequest, tenant: &'a str) -> AdmitFuture<'a>;
     /// Checks a node's spec as an amend would leave it (`amended`), beside the job's other

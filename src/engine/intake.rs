@@ -134,7 +134,8 @@ impl Intake {
             },
             None => body.clone(),
         };
-        match request::parse(&body, &self.workflows) {
+        let kind_fields = self.admission.as_ref().map_or(&[][..], |a| a.fields(&kind));
+        match request::parse(&body, &self.workflows, kind_fields) {
             Ok(r) if extra.is_empty() => Ok(r),
             Ok(_) => Err(Refused::Invalid(extra)),
             Err(errs) => {

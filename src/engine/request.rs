@@ -56,20 +56,25 @@ const FIELDS: &[&str] = &[
 ];
 const MAX_NODES: usize = 1000;
 
-/// Checks a request body against the known workflows.
+/// Checks a request body against the known workflows. `kind_fields` are the kind's own
+/// top-level fields (its admission moves them into `params`): known too, and listed with the
+/// generic ones when a field is not.
 pub fn parse(
     body: &Value,
     workflows: &HashMap<String, Arc<Workflow>>,
+    kind_fields: &[&str],
 ) -> Result<JobRequest, Vec<FieldError>> {
     let mut errs = Vec::new();
     let Some(obj) = body.as_object() else {
         return Err(vec![FieldError::new("(body)", "must be a JSON object")]);
     };
+    let known = || FIELDS.iter().chain(kind_fields);
     for key in obj.keys() {
-        if !FIELDS.contains(&key.as_str()) {
+        if !known().any(|f| f == key) {
+            let known: Vec<&str> = known().copied().collect();
             errs.push(FieldError::new(
                 key,
-                format!("unknown field (known: {})", FIELDS.join(", ")),
+                format!("unknown field (known: {})", known.join(", ")),
             ));
         }
     }
@@ -326,6 +331,7 @@ mod tests {
         let errs = parse(
             &json!({"kind": "nope", "cluster": "Default", "nodes": ["ok-1", "ok-1", "Bad_Name", {"x": 1}], "colour": "red", "deadline": "5y"}),
             &workflows(),
+            &[],
         )
         .unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
@@ -346,8 +352,28 @@ mod tests {
 
     #[test]
     fn a_good_request_keeps_node_specs_in_order() {
-        let req = parse(&json!({"kind": "t", "cluster": "default/demo", "nodes": ["a-1", {"name": "b-2", "ip": "10.0.0.2"}]}), &workflows()).unwrap();
+        let req = parse(&json!({"kind": "t", "cluster": "default/demo", "nodes": ["a-1", {"name": "b-2", "ip": "10.0.0.2"}]}), &workflows(), &[]).unwrap();
         assert_eq!(req.nodes[0], ("a-1".to_string(), json!({"name": "a-1"})));
         assert_eq!(req.nodes[1].1["ip"], "10.0.0.2");
+    }
+
+    #[test]
+    fn an_unknown_field_lists_the_kinds_own_fields_too() {
+        let body =
+            json!({"kind": "t", "cluster": "default/demo", "nodes": ["a-1"], "colour": "red"});
+        let errs = parse(&body, &workflows(), &["defaults", "force_after"]).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![FieldError::new(
+                "colour",
+                "unknown field (known: kind, cluster, tenant, nodes, deadline, concurrency, params, defaults, force_after)"
+            )]
+        );
+        // The kind's own fields are known (they reach here only when its admission could not
+        // move them into params, and said why).
+        let mut own = body.clone();
+        own.as_object_mut().unwrap().remove("colour");
+        own["force_after"] = json!("soon");
+        assert!(parse(&own, &workflows(), &["force_after"]).is_ok());
     }
 }

@@ -29,6 +29,10 @@ impl Admission for Lifecycle {
         }
     }
 
+    fn fields(&self, kind: &str) -> &'static [&'static str] {
+        kind::find(kind).map_or(&[], |k| k.fields())
+    }
+
     fn check_amend<'a>(
         &'a self,
         kind: &'a str,

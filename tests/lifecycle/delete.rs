@@ -123,3 +123,21 @@ async fn unknown_names_are_refused_and_nothing_is_touched() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(machine_names(&w).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misspelt_field_is_refused_naming_the_kinds_own_fields_too() {
+    let w = World::start();
+    let before = machine_names(&w).await;
+    let first = before[0].0.clone();
+    let (status, body) = w
+        .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": [first], "forceafter": "2s"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "forceafter", "{body}");
+    assert_eq!(
+        body["fields"][0]["message"],
+        "unknown field (known: kind, cluster, tenant, nodes, deadline, concurrency, params, force_after)",
+        "{body}"
+    );
+    assert_eq!(machine_names(&w).await, before);
+}
