@@ -45,7 +45,8 @@ pub struct JobRequest {
     pub params: Value,
 }
 
-const FIELDS: &[&str] = &[
+/// The fields every request has; a kind adds its own (`Admission::fields`).
+pub const FIELDS: &[&str] = &[
     "kind",
     "cluster",
     "tenant",

@@ -113,4 +113,40 @@ mod tests {
             assert_eq!(declared, Some(k.name()), "{}", workflow_file(*k));
         }
     }
+
+    /// The OpenAPI document (hand-written) describes each kind's own fields, its description
+    /// naming the kinds that take it (`"delete_nodes, repair: …"`), and no others.
+    #[test]
+    fn the_openapi_document_describes_each_kinds_fields() {
+        let doc: Value = serde_json::from_str(crate::api::OPENAPI).unwrap();
+        let props = doc["components"]["schemas"]["JobRequest"]["properties"]
+            .as_object()
+            .unwrap();
+        for (field, schema) in props {
+            let takers: Vec<&str> = KINDS
+                .iter()
+                .filter(|k| k.fields().contains(&field.as_str()))
+                .map(|k| k.name())
+                .collect();
+            if crate::engine::request::FIELDS.contains(&field.as_str()) {
+                assert!(takers.is_empty(), "{field} is generic and {takers:?}'s");
+                continue;
+            }
+            let said: Vec<&str> = schema["description"]
+                .as_str()
+                .and_then(|d| d.split_once(':'))
+                .map(|(kinds, _)| kinds.split(", ").collect())
+                .unwrap_or_default();
+            assert_eq!(said, takers, "openapi.json's JobRequest.{field}");
+        }
+        for k in KINDS {
+            for f in k.fields() {
+                assert!(
+                    props.contains_key(*f),
+                    "openapi.json lacks {}'s {f}",
+                    k.name()
+                );
+            }
+        }
+    }
 }
