@@ -4,10 +4,13 @@
 use serde_json::{Value, json};
 
 use super::{Thresholds, assess, read_back, release_params};
-use crate::cloud::Clients;
+use kube::api::DynamicObject;
+
 use crate::cloud::capi;
 use crate::cloud::marks;
+use crate::cloud::os::OpenStack;
 use crate::cloud::os::Service;
+use crate::cloud::{Clients, ClusterRef};
 use crate::engine::admission::Refusal;
 use crate::engine::request::{FieldError, JobRequest};
 use crate::lifecycle::admission::{cluster_machines, cluster_os, kube_unavailable, unavailable};
@@ -44,26 +47,7 @@ pub(super) async fn admit(
     let os = cluster_os(c, &cref).await?;
     let (ns, cluster) = (cref.ns.clone(), cref.name.clone());
     let mut errs = Vec::new();
-    let max_unhealthy = match percent(&req.params["max_unhealthy"]) {
-        Ok(p) => p,
-        Err(e) => {
-            errs.push(FieldError::new("max_unhealthy", e));
-            0.4
-        }
-    };
-    let max_parallel = match &req.params["max_parallel"] {
-        Value::Null => 1,
-        v => match v.as_u64() {
-            Some(n) if (1..=100).contains(&n) => n as u32,
-            _ => {
-                errs.push(FieldError::new(
-                    "max_parallel",
-                    "must be an integer from 1 to 100",
-                ));
-                1
-            }
-        },
-    };
+    let (max_unhealthy, max_parallel) = limits(&req.params, &mut errs);
     let all = cluster_machines(c, &ns, &cluster).await?;
     let servers = os
         .get(Service::Compute, &["servers", "detail"], &[])
@@ -83,19 +67,7 @@ pub(super) async fn admit(
         })
         .filter_map(|m| m.metadata.name.clone())
         .collect();
-    if !all.is_empty() && unhealthy.len() as f64 / all.len() as f64 > max_unhealthy {
-        return Err(Refusal::Conflict(vec![FieldError::new(
-            "max_unhealthy",
-            format!(
-                "{} of {} workers of {ns}/{cluster} are unhealthy ({:.0}%: {}), more than max_unhealthy {:.0}%: stopping rather than replacing them all",
-                unhealthy.len(),
-                all.len(),
-                100.0 * unhealthy.len() as f64 / all.len() as f64,
-                unhealthy.join(", "),
-                100.0 * max_unhealthy
-            ),
-        )]));
-    }
+    check_max_unhealthy(&cref, all.len(), &unhealthy, max_unhealthy)?;
     let osms = c
         .capi()
         .await
@@ -114,84 +86,16 @@ pub(super) async fn admit(
             ));
             continue;
         };
-        // Capstan's own spec when it made the node; else what the cluster says.
-        let job = m
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(capi::JOB_LABEL))
-            .cloned();
-        let mut stored = None;
-        if let Some(j) = job
-            && let Ok(tasks) = store.tasks(&j).await
-        {
-            stored = tasks
-                .iter()
-                .find(|t| &t.name == name)
-                .and_then(|t| serde_json::from_str::<NodeSpec>(&t.spec).ok());
-        }
-        let spec = match stored {
-            Some(s) => s,
-            None => {
-                let Some(osm) = osms.get_opt(name).await.map_err(kube_unavailable)? else {
-                    errs.push(FieldError::new(
-                        format!("nodes[{i}]"),
-                        format!("Machine {name} has no OpenStackMachine to read its spec from"),
-                    ));
-                    continue;
-                };
-                match read_back(&os, m, &osm).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        errs.push(FieldError::new(
-                            format!("nodes[{i}]"),
-                            format!("cannot read {name}'s spec back: {e}"),
-                        ));
-                        continue;
-                    }
-                }
+        let spec = match spec_of(store, &os, &osms, m, name).await? {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(FieldError::new(format!("nodes[{i}]"), e));
+                continue;
             }
         };
-        // The floating IP it has now is released and taken again by address — only with
-        // proof it is this node's: on a port of the server its Machine names, or described
-        // by Capstan for this cluster and node. (An address alone is not proof: with the
-        // admin role Neutron lists every project's.)
         if let FloatingIp::Address(a) = &spec.floating_ip {
-            let fips = os
-                .get(
-                    Service::Network,
-                    &["floatingips"],
-                    &[("floating_ip_address", &a.to_string())],
-                )
-                .await
-                .map_err(|e| unavailable("floating IPs", e))?;
-            let server = capi::Machine::read(m).server_id();
-            let node_ports: Vec<String> = match server.as_deref() {
-                Some(id) => os
-                    .get(Service::Network, &["ports"], &[("device_id", id)])
-                    .await
-                    .map_err(|e| unavailable("ports", e))?["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p["device_id"] == id)
-                    .filter_map(|p| p["id"].as_str().map(str::to_string))
-                    .collect(),
-                None => Vec::new(),
-            };
-            for f in fips["floatingips"].as_array().into_iter().flatten() {
-                let on_node = f["port_id"]
-                    .as_str()
-                    .is_some_and(|p| node_ports.iter().any(|x| x == p));
-                let described = marks::read_floating_ip_description(
-                    f["description"].as_str().unwrap_or_default(),
-                )
-                .is_some_and(|(c, _, n)| c == cref && n == *name);
-                if (on_node || described)
-                    && let Some(id) = f["id"].as_str()
-                {
-                    releases.push((name.clone(), id.to_string()));
-                }
+            for id in floating_ips_to_release(&os, &cref, m, name, &a.to_string()).await? {
+                releases.push((name.clone(), id));
             }
         }
         nodes.push((
@@ -209,4 +113,186 @@ pub(super) async fn admit(
     }
     req.params["release"] = release_params(&releases);
     Ok(())
+}
+
+/// `max_unhealthy` (a fraction) and `max_parallel` from the params, each problem named; a
+/// wrong one is reported and its default used for the other checks.
+fn limits(params: &Value, errs: &mut Vec<FieldError>) -> (f64, u32) {
+    let max_unhealthy = match percent(&params["max_unhealthy"]) {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(FieldError::new("max_unhealthy", e));
+            0.4
+        }
+    };
+    let max_parallel = match &params["max_parallel"] {
+        Value::Null => 1,
+        v => match v.as_u64() {
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            _ => {
+                errs.push(FieldError::new(
+                    "max_parallel",
+                    "must be an integer from 1 to 100",
+                ));
+                1
+            }
+        },
+    };
+    (max_unhealthy, max_parallel)
+}
+
+/// A 409 when more than `max_unhealthy` of the cluster's `workers` are unhealthy: stopping
+/// rather than replacing them all.
+fn check_max_unhealthy(
+    cluster: &ClusterRef,
+    workers: usize,
+    unhealthy: &[String],
+    max_unhealthy: f64,
+) -> Result<(), Refusal> {
+    if workers == 0 || unhealthy.len() as f64 / workers as f64 <= max_unhealthy {
+        return Ok(());
+    }
+    Err(Refusal::Conflict(vec![FieldError::new(
+        "max_unhealthy",
+        format!(
+            "{} of {workers} workers of {cluster} are unhealthy ({:.0}%: {}), more than max_unhealthy {:.0}%: stopping rather than replacing them all",
+            unhealthy.len(),
+            100.0 * unhealthy.len() as f64 / workers as f64,
+            unhealthy.join(", "),
+            100.0 * max_unhealthy
+        ),
+    )]))
+}
+
+/// The node's spec: Capstan's own when it made the node (the spec its job stored), else
+/// read back from what the cluster says. The inner error says why it cannot be found.
+async fn spec_of(
+    store: &crate::store::Store,
+    os: &OpenStack,
+    osms: &kube::Api<DynamicObject>,
+    m: &DynamicObject,
+    name: &str,
+) -> Result<Result<NodeSpec, String>, Refusal> {
+    let job = m
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(capi::JOB_LABEL))
+        .cloned();
+    if let Some(j) = job
+        && let Ok(tasks) = store.tasks(&j).await
+        && let Some(stored) = tasks
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| serde_json::from_str::<NodeSpec>(&t.spec).ok())
+    {
+        return Ok(Ok(stored));
+    }
+    let Some(osm) = osms.get_opt(name).await.map_err(kube_unavailable)? else {
+        return Ok(Err(format!(
+            "Machine {name} has no OpenStackMachine to read its spec from"
+        )));
+    };
+    Ok(read_back(os, m, &osm)
+        .await
+        .map_err(|e| format!("cannot read {name}'s spec back: {e}")))
+}
+
+/// The floating IPs at `address` to release before the node is recreated and take it again
+/// — only with proof they are this node's: on a port of the server its Machine names, or
+/// described by Capstan for this cluster and node. (An address alone is not proof: with the
+/// admin role Neutron lists every project's.)
+async fn floating_ips_to_release(
+    os: &OpenStack,
+    cluster: &ClusterRef,
+    m: &DynamicObject,
+    name: &str,
+    address: &str,
+) -> Result<Vec<String>, Refusal> {
+    let fips = os
+        .get(
+            Service::Network,
+            &["floatingips"],
+            &[("floating_ip_address", address)],
+        )
+        .await
+        .map_err(|e| unavailable("floating IPs", e))?;
+    let server = capi::Machine::read(m).server_id();
+    let node_ports: Vec<String> = match server.as_deref() {
+        Some(id) => os
+            .get(Service::Network, &["ports"], &[("device_id", id)])
+            .await
+            .map_err(|e| unavailable("ports", e))?["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["device_id"] == id)
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for f in fips["floatingips"].as_array().into_iter().flatten() {
+        let on_node = f["port_id"]
+            .as_str()
+            .is_some_and(|p| node_ports.iter().any(|x| x == p));
+        let described =
+            marks::read_floating_ip_description(f["description"].as_str().unwrap_or_default())
+                .is_some_and(|(c, _, n)| c == *cluster && n == name);
+        if (on_node || described)
+            && let Some(id) = f["id"].as_str()
+        {
+            out.push(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_unhealthy_stops_a_repair_of_too_broken_a_cluster() {
+        let cluster = ClusterRef::parse("default/demo").unwrap();
+        let names = |n: usize| (1..=n).map(|i| format!("w-{i}")).collect::<Vec<_>>();
+        // (workers, unhealthy, max_unhealthy, refused)
+        for (workers, unhealthy, max, refused) in [
+            (5, 2, 0.4, false),
+            (5, 3, 0.4, true),
+            (0, 0, 0.0, false),
+            (4, 4, 1.0, false),
+            (4, 1, 0.0, true),
+        ] {
+            let got = check_max_unhealthy(&cluster, workers, &names(unhealthy), max);
+            assert_eq!(got.is_err(), refused, "{unhealthy} of {workers} at {max}");
+        }
+        let Err(Refusal::Conflict(f)) = check_max_unhealthy(&cluster, 5, &names(3), 0.4) else {
+            panic!("a 409 expected");
+        };
+        assert_eq!(
+            f[0].message,
+            "3 of 5 workers of default/demo are unhealthy (60%: w-1, w-2, w-3), more than max_unhealthy 40%: stopping rather than replacing them all"
+        );
+    }
+
+    #[test]
+    fn max_unhealthy_and_max_parallel_are_checked_with_their_defaults() {
+        let mut errs = Vec::new();
+        assert_eq!(limits(&json!({}), &mut errs), (0.4, 1));
+        assert_eq!(
+            limits(
+                &json!({"max_unhealthy": "25%", "max_parallel": 3}),
+                &mut errs
+            ),
+            (0.25, 3)
+        );
+        assert!(errs.is_empty());
+        limits(
+            &json!({"max_unhealthy": "120%", "max_parallel": 0}),
+            &mut errs,
+        );
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["max_unhealthy", "max_parallel"]);
+    }
 }
