@@ -1,5 +1,5 @@
-//! `repair`: an unhealthy node is deleted (`delete.rs`'s steps) and recreated with the same
-//! spec it was made with (`scale_out.rs`'s steps and failure policies).
+//! `repair`: an unhealthy node is deleted (`delete_nodes/steps.rs`) and recreated with the same
+//! spec it was made with (`scale_out/steps.rs`, with its failure policies).
 //!
 //! check → mark → wait → [force] → release → quota → create → provision → floating_ip →
 //! join → done. The spec is the one Capstan stored when it made the node, or, for a node it
