@@ -153,6 +153,10 @@ string_enum! {
         Running = "running",
         /// A persisted wait: until a time, or until a condition re-checked on a timer or event.
         Waiting = "waiting",
+        /// Backing off after a failed attempt until `wake_at`, then running its step again
+        /// (the engine's retry of a step error, or a step's own backoff such as scale_out's
+        /// cleanup before the next attempt). A watch's nudge never cuts a backoff short.
+        BackingOff = "backing_off",
         /// Another job holds this node; re-checked until it is released.
         Blocked = "blocked",
         /// Stopped until an operator amends the node's spec and resumes the job.
@@ -175,7 +179,11 @@ impl NodeStatus {
     pub fn is_runnable(self) -> bool {
         matches!(
             self,
-            NodeStatus::Pending | NodeStatus::Running | NodeStatus::Waiting | NodeStatus::Blocked
+            NodeStatus::Pending
+                | NodeStatus::Running
+                | NodeStatus::Waiting
+                | NodeStatus::BackingOff
+                | NodeStatus::Blocked
         )
     }
 }
@@ -240,10 +248,6 @@ string_enum! {
         Member = "member",
     }
 }
-
-/// How a node's wait reason begins while it backs off before a retry: such waits keep
-/// their backoff; other waits may be cut short when what they wait for changes.
-pub const RETRY_WAIT_PREFIX: &str = "retrying ";
 
 #[cfg(test)]
 mod tests {

@@ -511,7 +511,15 @@ impl Runner {
                 reason,
                 until,
                 recheck,
-            } => self.wait(&mut change, t, reason, until, recheck),
+            } => self.wait(&mut change, t, NodeStatus::Waiting, reason, until, recheck),
+            Outcome::Backoff { reason, until } => self.wait(
+                &mut change,
+                t,
+                NodeStatus::BackingOff,
+                reason,
+                Some(until),
+                Duration::ZERO,
+            ),
             Outcome::Retry { class, message } => {
                 return self.retry(change, t, state, class, message);
             }
@@ -529,10 +537,12 @@ impl Runner {
     }
 
     /// A persisted wait until `until`, or `recheck` from now; never past the job's deadline.
+    /// `status` is `waiting` (a nudge may wake it early) or `backing_off` (nothing does).
     fn wait(
         &self,
         change: &mut Change,
         t: &TaskRow,
+        status: NodeStatus,
         reason: String,
         until: Option<i64>,
         recheck: Duration,
@@ -541,7 +551,7 @@ impl Runner {
         if let Some(deadline) = self.job.deadline_at {
             wake = wake.min(deadline);
         }
-        change.update.status = NodeStatus::Waiting;
+        change.update.status = status;
         change.update.wake_at = Some(wake);
         if t.wait_reason.as_deref() != Some(reason.as_str()) {
             info!(reason = %reason, "waiting");
@@ -593,11 +603,10 @@ impl Runner {
             );
         }
         warn!(class = %class, attempt = failed, error = %message, "attempt failed; retrying");
-        change.update.status = NodeStatus::Waiting;
+        change.update.status = NodeStatus::BackingOff;
         change.update.wake_at = Some(wake);
         change.update.wait_reason = Some(format!(
-            "{}{} after {class} failure (attempt {failed})",
-            crate::model::RETRY_WAIT_PREFIX,
+            "retrying {} after {class} failure (attempt {failed})",
             t.state
         ));
         change.events.push(

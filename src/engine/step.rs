@@ -33,6 +33,13 @@ pub enum Outcome {
         until: Option<i64>,
         recheck: Duration,
     },
+    /// Back off after a failed attempt the step handled itself (scale_out's cleanup before
+    /// the next try), then run the step again at `until` (Unix ms). The node's status is
+    /// `backing_off`, so unlike a `Wait` no watch's nudge cuts it short. The step computes
+    /// `until` with a [`RetryPolicy`](super::retry::RetryPolicy) — the one backoff policy
+    /// type, the engine's own retries use it too — and records it before returning, so a
+    /// re-run after a crash backs off until the same time.
+    Backoff { reason: String, until: i64 },
     /// The attempt failed; retry this state under its retry policy.
     Retry {
         class: FailureClass,
@@ -83,6 +90,13 @@ impl Outcome {
             reason: reason.into(),
             until: None,
             recheck: after,
+        }
+    }
+
+    pub fn backoff_until(until_ms: i64, reason: impl Into<String>) -> Outcome {
+        Outcome::Backoff {
+            reason: reason.into(),
+            until: until_ms,
         }
     }
 

@@ -230,6 +230,41 @@ mod tests {
             state: J::Running,
             next_run_at: Some(3_000),
         },
+        Case {
+            why: "a node backing off keeps the job running, woken when the backoff ends",
+            old: J::Running,
+            cancel: false,
+            nodes: &[(N::Succeeded, 1, None), (N::BackingOff, 1, Some(6_000))],
+            state: J::Running,
+            next_run_at: Some(6_000),
+        },
+        Case {
+            why: "a backoff ending before a wait wakes the job first",
+            old: J::Running,
+            cancel: false,
+            nodes: &[
+                (N::Waiting, 1, Some(7_000)),
+                (N::BackingOff, 1, Some(2_500)),
+            ],
+            state: J::Running,
+            next_run_at: Some(2_500),
+        },
+        Case {
+            why: "needs_input beside a node backing off: still running, woken by the backoff",
+            old: J::Running,
+            cancel: false,
+            nodes: &[(N::NeedsInput, 1, None), (N::BackingOff, 1, Some(4_000))],
+            state: J::Running,
+            next_run_at: Some(4_000),
+        },
+        Case {
+            why: "cancel asked while a node backs off: cancelling, due now",
+            old: J::Running,
+            cancel: true,
+            nodes: &[(N::BackingOff, 2, Some(5_000))],
+            state: J::Cancelling,
+            next_run_at: Some(NOW),
+        },
     ];
 
     #[test]

@@ -1,6 +1,7 @@
 //! The store as an operator meets it: a full disk (503s and `/readyz`, then recovery without a
-//! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, and
-//! who may read `/metrics`. These run the real `capstan` binary and its built-in `smoke` kind.
+//! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, an
+//! upgrade with jobs in flight, and who may read `/metrics`. These run the real `capstan`
+//! binary and its built-in `smoke` kind, or open its database as `capstan serve` does.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -250,6 +251,94 @@ async fn foreign_file(path: &Path, statements: &[&str]) {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
     pool.close().await;
+}
+
+/// Before `backing_off` was a status, a node backing off was stored as `waiting`, told apart
+/// by its reason's text. A database upgraded with jobs in flight keeps their backoffs: the
+/// migration moves those nodes to `backing_off` (so a nudge leaves them alone) and leaves a
+/// plain wait, every reason and every wake time as they were.
+#[tokio::test]
+async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
+    use sqlx::Connection;
+    use sqlx::migrate::{Migrate, Migrator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("capstan.db");
+    // The database as the release before `backing_off` left it: migrations 1 and 2.
+    let migrations = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .await
+        .unwrap();
+    let mut conn = sqlx::SqliteConnection::connect_with(&capstan::store::connect_options(&db))
+        .await
+        .unwrap();
+    conn.ensure_migrations_table().await.unwrap();
+    for m in migrations.iter().filter(|m| m.version <= 2) {
+        conn.apply(m).await.unwrap();
+    }
+    let wake = capstan::store::now_ms() + 3_600_000;
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, tenant, owner, cluster, params, state, concurrency, \
+           created_at, updated_at, next_run_at) \
+         VALUES ('job-1', 'scale_out', 'default', 'admin', 'default/demo', '{}', 'running', 5, 0, 0, ?)",
+    )
+    .bind(wake)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let nodes = [
+        // The engine's retry of a step error.
+        (
+            "w-1",
+            "retrying create after transient failure (attempt 2)",
+            "backing_off",
+        ),
+        // scale_out's cleanup between attempts, and its same wait re-entered.
+        (
+            "w-2",
+            "capacity failure 1; retrying with the same spec",
+            "backing_off",
+        ),
+        ("w-3", "backing off after quota", "backing_off"),
+        // A wait for a change a watch sees.
+        (
+            "w-4",
+            "provisioning: Machine Provisioning, server BUILD",
+            "waiting",
+        ),
+    ];
+    for (seq, (name, reason, _)) in nodes.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO node_tasks (job_id, name, seq, spec, state, status, entered_at, \
+               wake_at, wait_reason, updated_at) \
+             VALUES ('job-1', ?, ?, '{}', 'provision', 'waiting', 0, ?, ?, 0)",
+        )
+        .bind(name)
+        .bind(seq as i64)
+        .bind(wake)
+        .bind(reason)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = capstan::store::Store::open(&db).await.unwrap();
+    let tasks = store.tasks("job-1").await.unwrap();
+    for ((name, reason, status), t) in nodes.iter().zip(&tasks) {
+        assert_eq!(
+            (
+                t.name.as_str(),
+                t.status.as_str(),
+                t.wait_reason.as_deref(),
+                t.wake_at
+            ),
+            (*name, *status, Some(*reason), Some(wake))
+        );
+    }
+    for (name, _, status) in nodes {
+        let nudged = store.nudge("default", name).await.unwrap();
+        assert_eq!(nudged.is_empty(), status == "backing_off", "{name}");
+    }
 }
 
 #[tokio::test]

@@ -159,7 +159,8 @@ async fn check(ctx: StepContext) -> Result<Outcome, StepError> {
     }
 }
 
-/// Waits until the test opens the gate named in the spec (default: the node's name).
+/// Waits until the test opens the gate named in the spec (default: the node's name),
+/// looking again every `recheck_ms` (default 50).
 async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
     if ctx.external("gate_seen_at").is_none() {
         ctx.record("gate_seen_at", json!(now_ms()), None).await?;
@@ -179,7 +180,7 @@ async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
         Ok(Outcome::next("ok"))
     } else {
         Ok(Outcome::recheck_in(
-            Duration::from_millis(50),
+            Duration::from_millis(spec_u64(&ctx, "recheck_ms", 50)),
             format!("gate {name} closed"),
         ))
     }

@@ -1,5 +1,5 @@
-//! The engine's behaviour as an operator meets it through the API: retries and backoff,
-//! deadlines, cancel, amend and resume, idempotency keys, node locks between jobs,
+//! The engine's behaviour as an operator meets it through the API: retries and backoff
+//! (which a watch's nudge never cuts short), deadlines, cancel, amend and resume, idempotency keys, node locks between jobs,
 //! schedules (across restarts and processes), tenancy, and bad input of every kind.
 
 use std::collections::HashSet;
@@ -111,6 +111,76 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
         .await
         .unwrap();
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
+}
+
+/// A watch's nudge (what `lifecycle::watch` does when a Machine of a node's name changes)
+/// wakes a node that waits for something to change, never one backing off after a failure:
+/// the two are told apart by their status, which the API shows, not by their reasons' text.
+#[tokio::test]
+async fn a_nudge_wakes_a_waiting_node_and_never_one_backing_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::new(dir.path());
+    let server = Server::start(&spec);
+    let api = Api::new(&server.url);
+    open_gate(&spec.side, "open").await;
+    let j = api
+        .submit(
+            ADMIN,
+            &job(
+                "nudge",
+                json!([
+                    {"name": "backing-1", "gate": "open", "fail_times": 1},
+                    {"name": "waiting-1", "recheck_ms": 3_600_000},
+                ]),
+            ),
+        )
+        .await;
+    let id = j["id"].as_str().unwrap();
+    let before = api
+        .wait_for(id, "one node backing off, one waiting", |j| {
+            j["nodes"][0]["status"] == "backing_off" && j["nodes"][1]["status"] == "waiting"
+        })
+        .await;
+    assert_eq!(
+        before["state"], "running",
+        "a backoff keeps the job running"
+    );
+    assert_eq!(
+        before["node_counts"],
+        json!({"backing_off": 1, "waiting": 1})
+    );
+    let backing = &before["nodes"][0];
+    assert_eq!(
+        backing["wait"]["reason"],
+        "retrying flaky after transient failure (attempt 1)"
+    );
+    assert_eq!(before["waits"][0]["status"], "backing_off");
+
+    let store = capstan::store::Store::open(&spec.db).await.unwrap();
+    assert_eq!(
+        store.nudge("default", "backing-1").await.unwrap(),
+        Vec::<String>::new(),
+        "a backing-off node is not nudged"
+    );
+    assert_eq!(
+        store.nudge("default", "waiting-1").await.unwrap(),
+        vec![id.to_string()]
+    );
+    // The waiting node looks again now: its next look is an hour from this run, not the last.
+    let waited_until = before["nodes"][1]["wait"]["until"].clone();
+    let after = api
+        .wait_for(id, "the nudged node's step run again", |j| {
+            j["nodes"][1]["wait"]["until"] != waited_until
+        })
+        .await;
+    assert_eq!(after["nodes"][1]["status"], "waiting");
+    let kept = &after["nodes"][0];
+    assert_eq!(kept["status"], "backing_off");
+    assert_eq!(kept["wait"]["until"], backing["wait"]["until"]);
+    assert_eq!(
+        kept["attempts_total"], backing["attempts_total"],
+        "its step did not run again"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ use crate::cloud::capi::{
 use crate::cloud::marks;
 use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef};
+use crate::engine::retry::RetryPolicy;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
@@ -42,9 +43,16 @@ const RECHECK: Duration = Duration::from_secs(3);
 const QUOTA_RECHECK: Duration = Duration::from_secs(5);
 /// A Machine with no server this long is looked into (CAPO shows nothing for a failed lookup).
 const STALL_AFTER: Duration = Duration::from_secs(60);
-/// Backoff between attempts after a cleaned-up failure: base doubling to the cap.
-const BACKOFF_BASE_MS: i64 = 2_000;
-const BACKOFF_CAP_MS: i64 = 60_000;
+/// Backoff between attempts after a cleaned-up failure: 2 s doubling to 60 s, each delay
+/// drawn from 100–120% of that. The engine's policy type draws its jitter both ways, so the
+/// band is written as its centre (110%: 2.2 s to 66 s) ± 1/11.
+const ATTEMPT_BACKOFF: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(2_200),
+    cap: Duration::from_millis(66_000),
+    jitter: 1.0 / 11.0,
+    max_attempts: None,
+    deadline: None,
+};
 
 pub fn register(r: &mut Registry, clients: Clients) {
     let c = clients.clone();
@@ -844,13 +852,15 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     }
     if let Some(at) = ctx.external("retry_at").and_then(|v| v.as_i64()) {
         if now_ms() < at {
-            return Ok(Outcome::wait_until(
+            return Ok(Outcome::backoff_until(
                 at,
                 format!("backing off after {}", class.as_str()),
             ));
         }
-        ctx.record("retry_at", Value::Null, None).await?;
+        // `failure` before `retry_at`: a crash between the two re-runs this branch (the
+        // backoff is over) instead of cleaning up and backing off once more.
         ctx.record("failure", Value::Null, None).await?;
+        ctx.record("retry_at", Value::Null, None).await?;
         return Ok(Outcome::next_because(
             "retry",
             Some(class),
@@ -968,17 +978,37 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
                 .unwrap_or(0)
                 + 1;
             ctx.record("failures", json!(failures), None).await?;
-            let backoff = (BACKOFF_BASE_MS << (failures - 1).min(10)).min(BACKOFF_CAP_MS);
-            let jitter = fastrand::i64(0..=backoff / 5);
-            let at = now_ms() + backoff + jitter;
+            let at = now_ms() + ATTEMPT_BACKOFF.delay(failures as u32).as_millis() as i64;
             ctx.record("retry_at", json!(at), None).await?;
-            Ok(Outcome::wait_until(
+            Ok(Outcome::backoff_until(
                 at,
                 format!(
                     "{} failure {failures}; retrying with the same spec",
                     class.as_str()
                 ),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cleanup's backoff through the engine's policy type draws from the same band as its
+    /// own computation did: `min(2 s · 2^(n-1), 60 s)` plus up to 20%.
+    #[test]
+    fn the_backoff_between_attempts_doubles_from_2s_to_60s_plus_up_to_a_fifth() {
+        for failures in 1..=8u32 {
+            let raw = (2_000u64 << (failures - 1)).min(60_000);
+            for _ in 0..200 {
+                let d = ATTEMPT_BACKOFF.delay(failures).as_secs_f64() * 1000.0;
+                assert!(
+                    (raw as f64 - 0.001..=raw as f64 * 1.2 + 0.001).contains(&d),
+                    "failure {failures}: {d} ms outside {raw}..={} ms",
+                    raw * 6 / 5
+                );
+            }
         }
     }
 }
