@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::{Cloud, World, assert_exactly_as_specified, by_name, counts, name_of, request};
@@ -277,6 +278,20 @@ pub async fn leaked_resources(w: &World) {
     assert_exactly_as_specified(w, &nodes, was).await;
 }
 
+/// A Machine's name, UID and creation time: what must not change for a Machine a job leaves
+/// alone.
+pub fn identity_of(m: &DynamicObject) -> (String, String, String) {
+    (
+        m.metadata.name.clone().unwrap_or_default(),
+        m.metadata.uid.clone().unwrap_or_default(),
+        m.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+    )
+}
+
 /// delete_nodes of two named MachineSet workers — the two newest, which the set's policy
 /// (Oldest) would never pick: exactly those go, the set is lowered by two, the rest keep
 /// their UIDs, no replacement comes, their servers are gone. With `kills`, the engine is
@@ -285,21 +300,8 @@ pub async fn leaked_resources(w: &World) {
 /// apiserver is real: it has no such fault, and a conflict there is luck).
 pub async fn named_set_delete(w: &mut World, kills: usize) {
     let names = w.scale_demo_set(5).await;
-    let mut all: Vec<(String, String, String)> = w
-        .set_machines()
-        .await
-        .into_iter()
-        .map(|m| {
-            (
-                m.metadata.name.unwrap(),
-                m.metadata.uid.unwrap(),
-                m.metadata
-                    .creation_timestamp
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
+    let mut all: Vec<(String, String, String)> =
+        w.set_machines().await.iter().map(identity_of).collect();
     assert_eq!(all.len(), names.len());
     all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     let named: Vec<String> = all[..2].iter().map(|m| m.0.clone()).collect();

@@ -8,25 +8,9 @@ use serde_json::json;
 use crate::common::{World, by_name, node, request, scenarios};
 
 async fn machine_names(w: &World) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = w
-        .machines()
-        .await
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|m| {
-            (
-                m.metadata.name.unwrap(),
-                m.metadata.uid.unwrap(),
-                m.metadata
-                    .creation_timestamp
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
+    let list = w.machines().await.list(&Default::default()).await.unwrap();
+    let mut out: Vec<(String, String, String)> =
+        list.items.iter().map(scenarios::identity_of).collect();
     out.sort();
     out
 }
