@@ -1,5 +1,7 @@
 //! Views of the cloud through Capstan's own clients: a cluster's Machines with what made
 //! them, and its project's quota — both read with the cluster's own OpenStack credentials.
+//! 422 naming the path parameter when `{ns}` or `{name}` is not a DNS-1123 label (checked
+//! before Kubernetes is asked), 404 when the cluster does not exist or is another tenant's,
 //! 503 when no cloud is configured or it cannot be read.
 
 use axum::Json;
@@ -13,6 +15,7 @@ use crate::cloud::capi::{CLUSTER_NAME_LABEL, Condition, JOB_LABEL, Machine, capo
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
 use crate::config::Principal;
+use crate::engine::request::{FieldError, check_dns_label};
 
 fn clients(st: &AppState) -> Result<&crate::cloud::Clients, ApiError> {
     st.clients.as_ref().ok_or_else(|| {
@@ -33,15 +36,16 @@ pub async fn nodes(
     Extension(p): Extension<Principal>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let cluster = format!("{ns}/{name}");
-    visible(&st, &p, &ns, &cluster)?;
+    let cluster = cluster_ref(ns, name)?;
+    let (ns, name) = (cluster.ns.as_str(), cluster.name.as_str());
+    visible(&st, &p, &cluster)?;
     let c = clients(&st)?;
-    let os = cluster_os(c, &ns, &name).await?;
+    let os = cluster_os(c, &cluster).await?;
     let list = c
         .capi()
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading Machines: {e}")))?
-        .machines(&ns)
+        .machines(ns)
         .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={name}")))
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading Machines: {e}")))?;
@@ -91,16 +95,39 @@ pub async fn nodes(
             "created_at": m.created_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }));
     }
-    Ok(Json(json!({ "cluster": cluster, "nodes": out })))
+    Ok(Json(
+        json!({ "cluster": cluster.to_string(), "nodes": out }),
+    ))
+}
+
+/// The cluster named by the path, checked the way Kubernetes would before anything asks it:
+/// a namespace or name that is not a DNS-1123 label is a 422 naming the path parameter.
+fn cluster_ref(ns: String, name: String) -> Result<ClusterRef, ApiError> {
+    let mut wrong = Vec::new();
+    for (param, value) in [("ns", &ns), ("name", &name)] {
+        if let Err(e) = check_dns_label(value) {
+            wrong.push(FieldError::new(param, e));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(ClusterRef { ns, name })
+    } else {
+        Err(ApiError::Invalid(wrong))
+    }
 }
 
 /// A cluster of another tenant answers 404, exactly like one that does not exist.
-fn visible(st: &AppState, p: &Principal, ns: &str, cluster: &str) -> Result<(), ApiError> {
-    if st.auth.may_see_namespace(p, ns) {
+fn visible(st: &AppState, p: &Principal, cluster: &ClusterRef) -> Result<(), ApiError> {
+    if st.auth.may_see_namespace(p, &cluster.ns) {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("cluster {cluster} not found")))
+        Err(not_found(cluster))
     }
+}
+
+/// One text for a cluster that does not exist and one this principal may not see.
+fn not_found(cluster: &ClusterRef) -> ApiError {
+    ApiError::NotFound(format!("cluster {cluster} not found"))
 }
 
 /// The job that made a node, as `p` may see it: a member sees only their own jobs' IDs, a
@@ -119,15 +146,10 @@ async fn job_seen_by(st: &AppState, p: &Principal, job: &Value) -> Result<Value,
 /// that do not work a 422 naming the Secret.
 async fn cluster_os(
     c: &crate::cloud::Clients,
-    ns: &str,
-    name: &str,
+    cluster: &ClusterRef,
 ) -> Result<crate::cloud::os::OpenStack, ApiError> {
-    let cluster = ClusterRef {
-        ns: ns.to_string(),
-        name: name.to_string(),
-    };
-    c.os(&cluster).await.map_err(|e| match e {
-        CredentialError::NoCluster(_) => ApiError::NotFound(format!("cluster {cluster} not found")),
+    c.os(cluster).await.map_err(|e| match e {
+        CredentialError::NoCluster(_) => not_found(cluster),
         e if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
         e => ApiError::field("cluster", e.to_string()),
     })
@@ -140,14 +162,14 @@ pub async fn quota(
     Extension(p): Extension<Principal>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let cluster = format!("{ns}/{name}");
-    visible(&st, &p, &ns, &cluster)?;
+    let cluster = cluster_ref(ns, name)?;
+    visible(&st, &p, &cluster)?;
     let c = clients(&st)?;
-    let os = cluster_os(c, &ns, &name).await?;
+    let os = cluster_os(c, &cluster).await?;
     let usage = crate::lifecycle::quota::read(&os)
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading quotas: {e}")))?;
     Ok(Json(
-        json!({ "cluster": cluster, "project_id": os.project_id, "quota": usage.items }),
+        json!({ "cluster": cluster.to_string(), "project_id": os.project_id, "quota": usage.items }),
     ))
 }

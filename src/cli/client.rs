@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::exit::Failure;
 use super::{JobsCmd, Remote, SchedulesCmd, output, watch};
 use crate::config::Secret;
 
@@ -60,7 +61,11 @@ impl Client {
                 .and_then(|e| e.as_str())
                 .map(str::to_string)
                 .unwrap_or_else(|| value.to_string());
-            bail!("{status}: {msg}");
+            return Err(Failure::Answered {
+                status,
+                message: msg,
+            }
+            .into());
         }
         Ok(value)
     }
@@ -80,11 +85,11 @@ impl Client {
             .await
             .with_context(|| format!("reaching {}", self.base))?;
         if !resp.status().is_success() {
-            bail!(
-                "{}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
+            return Err(Failure::Answered {
+                status: resp.status(),
+                message: resp.text().await.unwrap_or_default(),
+            }
+            .into());
         }
         Ok(resp)
     }

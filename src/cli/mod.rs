@@ -2,6 +2,7 @@
 //! `bench`. Each subcommand parses its flags here and hands off; nothing is decided in main.
 
 mod client;
+mod exit;
 mod output;
 mod watch;
 
@@ -17,7 +18,8 @@ use crate::serve::{ServeOptions, serve};
 #[command(
     name = "capstan",
     version,
-    about = "Durable jobs for the worker nodes of Cluster API clusters on OpenStack"
+    about = "Durable jobs for the worker nodes of Cluster API clusters on OpenStack",
+    long_about = exit::HELP
 )]
 pub struct Cli {
     /// Log one JSON object per line instead of human-readable lines.
@@ -205,7 +207,8 @@ pub enum JobsCmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Live progress of each node until the job finishes.
+    /// Live progress of each node until the job finishes or needs input; exits with the
+    /// job's code (0 succeeded, 3 failed, 4 cancelled, 5 needs input).
     Watch {
         id: String,
         #[command(flatten)]
@@ -401,7 +404,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("capstan: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }

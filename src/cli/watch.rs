@@ -1,5 +1,6 @@
 //! `capstan jobs watch` (a live per-node progress display) and `jobs events --follow`.
-//! Both ride the job's server-sent event stream; `watch` redraws the node table on each event.
+//! Both ride the job's server-sent event stream; `watch` redraws the node table on each event
+//! and exits with the job's code (see `exit`) once it has finished or needs input.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::client::Client;
+use super::exit;
 use super::output;
 
 /// Reads an SSE response and sends each event's `data` as JSON.
@@ -85,11 +87,8 @@ pub async fn watch(c: &Client, id: &str) -> anyhow::Result<()> {
             let _ = out.flush();
             last_frame = frame;
         }
-        if job["state"]
-            .as_str()
-            .is_some_and(|s| matches!(s, "succeeded" | "failed" | "cancelled"))
-        {
-            return Ok(());
+        if let Some(end) = exit::job_end(id, job["state"].as_str().unwrap_or_default()) {
+            return Ok(end?);
         }
         // Redraw on the next event, or after a second (waits count down without events).
         if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {

@@ -1066,3 +1066,93 @@ async fn with_no_token_configured_serve_keeps_a_private_admin_token_file_and_nev
         "the token itself must never be logged"
     );
 }
+
+/// `capstan` as a script runs it against `url` with the admin token: its exit code and stderr.
+fn capstan_cli(url: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .env("CAPSTAN_URL", url)
+        .env("CAPSTAN_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn exit_of(child: std::process::Child) -> (i32, String) {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.code().expect("exited, not killed"), stderr)
+}
+
+#[tokio::test]
+async fn a_script_tells_from_the_cli_exit_code_how_a_job_ended_and_why_a_call_was_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerSpec::new(dir.path()));
+    let api = Api::new(&server.url);
+    let url = server.url.as_str();
+    let watch = |id: &str| capstan_cli(url, &["jobs", "watch", id]);
+
+    let ok = api.submit(ADMIN, &job("retry", json!(["w-ok"]))).await;
+    let (code, err) = exit_of(watch(ok["id"].as_str().unwrap())).await;
+    assert_eq!(code, 0, "succeeded: {err}");
+
+    let failed = api
+        .submit(
+            ADMIN,
+            &job("retry", json!([{"name": "w-failed", "fail_times": 9}])),
+        )
+        .await;
+    let (code, err) = exit_of(watch(failed["id"].as_str().unwrap())).await;
+    assert_eq!(code, 3, "failed: {err}");
+    assert!(err.contains("failed"), "{err}");
+
+    // Watched while it is cancelled: the watch ends with the job.
+    let held = api.submit(ADMIN, &job("gate", json!(["w-held"]))).await;
+    let id = held["id"].as_str().unwrap();
+    api.wait_for(id, "the node waiting at the gate", |j| {
+        j["node_counts"]["waiting"] == 1
+    })
+    .await;
+    let watching = watch(id);
+    let (status, _) = api
+        .post(&format!("/v1/jobs/{id}/cancel"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (code, err) = exit_of(watching).await;
+    assert_eq!(code, 4, "cancelled: {err}");
+
+    let input = api.submit(ADMIN, &job("input", json!(["w-input"]))).await;
+    let (code, err) = exit_of(watch(input["id"].as_str().unwrap())).await;
+    assert_eq!(code, 5, "needs input: {err}");
+    assert!(err.contains("jobs resume"), "{err}");
+
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    for args in [["jobs", "watch", unknown], ["jobs", "show", unknown]] {
+        let (code, err) = exit_of(capstan_cli(url, &args)).await;
+        assert_eq!(code, 6, "{args:?}: {err}");
+    }
+
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, job("gate", json!(["Not_A_Name"])).to_string()).unwrap();
+    let (code, err) = exit_of(capstan_cli(
+        url,
+        &["jobs", "submit", file.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(code, 7, "refused: {err}");
+    assert!(err.contains("422"), "{err}");
+
+    // A port nothing listens on any more.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (code, err) = exit_of(capstan_cli(&gone, &["jobs", "list"])).await;
+    assert_eq!(code, 8, "unreachable: {err}");
+
+    let (code, _) = exit_of(capstan_cli(url, &["jobs", "watch"])).await;
+    assert_eq!(code, 2, "a usage error stays clap's");
+}

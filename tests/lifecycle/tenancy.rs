@@ -383,6 +383,38 @@ async fn each_tenant_works_in_its_own_project_and_sees_only_its_own_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_view_names_a_wrong_path_parameter_and_a_missing_cluster_is_not_found() {
+    let w = World::start();
+    // Not DNS-1123 labels: refused with the parameter named, before Kubernetes is asked.
+    for (path, param) in [
+        ("/v1/clusters/%0FC9%27/0/nodes", "ns"),
+        ("/v1/clusters/Default/demo/quota", "ns"),
+        ("/v1/clusters/default/demo_1/nodes", "name"),
+        ("/v1/clusters/default/-demo/quota", "name"),
+    ] {
+        let (s, body) = w.call(Method::GET, path, TOKEN, None).await;
+        assert_eq!(s, 422, "{path}: {body}");
+        assert_eq!(fields(&body).len(), 1, "{path}: {body}");
+        assert_eq!(body["fields"][0]["field"], param, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("DNS-1123"),
+            "{path}: {body}"
+        );
+    }
+    // A cluster that does not exist and one of another tenant read the same.
+    for (token, path, cluster) in [
+        (TOKEN, "/v1/clusters/default/ghost/nodes", "default/ghost"),
+        (TOKEN, "/v1/clusters/default/ghost/quota", "default/ghost"),
+        (TOKEN, "/v1/clusters/nowhere/demo/nodes", "nowhere/demo"),
+        (ALICE, "/v1/clusters/acme/prod/nodes", "acme/prod"),
+    ] {
+        let (s, body) = w.call(Method::GET, path, token, None).await;
+        assert_eq!(s, 404, "{path}: {body}");
+        assert_eq!(body["error"], format!("cluster {cluster} not found"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_member_sees_which_of_the_nodes_are_their_own_jobs_and_no_one_elses() {
     let w = World::start();
     alice_node(&w).await;
