@@ -25,6 +25,12 @@ pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Se
 pub trait Admission: Send + Sync {
     /// Reshapes a body of this kind before the generic checks; errors name their fields.
     fn prepare(&self, kind: &str, body: Value) -> Result<Value, Vec<FieldError>>;
+    /// What `prepare` fills in that the generic checks need (a sweep's one node), without
+    /// its checks: the body the generic checks read when `prepare` refused it, so they do
+    /// not report what the kind itself supplies.
+    fn reshape(&self, _kind: &str, body: Value) -> Value {
+        body
+    }
     /// The kind's own top-level request fields (which `prepare` moves into `params`), listed
     /// with the generic ones when a request has a field neither knows.
     fn fields(&self, _kind: &str) -> &'static [&'static str] {

@@ -129,7 +129,7 @@ impl Intake {
                 Ok(b) => b,
                 Err(errs) => {
                     extra.extend(errs);
-                    body.clone()
+                    a.reshape(&kind, body.clone())
                 }
             },
             None => body.clone(),

@@ -751,11 +751,11 @@ impl Applied {
 }
 
 /// A step's answer as an outcome. An error is retried under the state's policy — unless
-/// retrying cannot help (DESIGN §4): `auth` fails the node, `invalid_spec` waits for an
-/// operator's amend.
+/// retrying cannot help (DESIGN §4): `auth` and `internal` (a bug in Capstan: the same run
+/// would fail the same way) fail the node, `invalid_spec` waits for an operator's amend.
 fn outcome_of(result: Result<Outcome, StepError>) -> Outcome {
     result.unwrap_or_else(|e| match e.class {
-        FailureClass::Auth => Outcome::Fail {
+        FailureClass::Auth | FailureClass::Internal => Outcome::Fail {
             class: e.class,
             message: e.message,
         },
@@ -822,5 +822,31 @@ impl Held {
 
     pub fn len(&self) -> usize {
         self.jobs.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retrying cannot help `auth` or `internal` (the node fails at once) nor `invalid_spec`
+    /// (the operator must amend); every other class is retried under the state's policy.
+    #[test]
+    fn a_step_error_is_retried_only_when_retrying_can_help() {
+        for class in FailureClass::ALL.iter().copied() {
+            let out = outcome_of(Err(StepError::new(class, "it broke")));
+            match class {
+                FailureClass::Auth | FailureClass::Internal => {
+                    assert!(matches!(out, Outcome::Fail { .. }), "{class}: {out:?}")
+                }
+                FailureClass::InvalidSpec => {
+                    assert!(
+                        matches!(out, Outcome::NeedsInput { .. }),
+                        "{class}: {out:?}"
+                    )
+                }
+                _ => assert!(matches!(out, Outcome::Retry { .. }), "{class}: {out:?}"),
+            }
+        }
     }
 }

@@ -33,6 +33,13 @@ impl Admission for Lifecycle {
         kind::find(kind).map_or(&[], |k| k.fields())
     }
 
+    fn reshape(&self, kind: &str, body: Value) -> Value {
+        match kind::find(kind) {
+            Some(k) => k.reshape(body),
+            None => body,
+        }
+    }
+
     fn check_amend<'a>(
         &'a self,
         kind: &'a str,
@@ -59,6 +66,11 @@ impl Admission for Lifecycle {
     }
 }
 
+/// A kind's own field that holds a duration (`force_after`, `startup_timeout`, `grace`).
+fn is_duration(field: &str) -> bool {
+    field.ends_with("_after") || field.ends_with("_timeout") || field == "grace"
+}
+
 /// Moves a kind's own top-level fields into `params`, checking durations.
 pub(crate) fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, Vec<FieldError>> {
     let Some(obj) = body.as_object_mut() else {
@@ -71,7 +83,7 @@ pub(crate) fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, 
     let mut errs = Vec::new();
     for f in fields {
         if let Some(v) = obj.remove(*f) {
-            if f.ends_with("_after") {
+            if is_duration(f) {
                 match v.as_str().map(crate::duration::parse) {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => errs.push(FieldError::new(*f, e)),

@@ -43,10 +43,17 @@ pub trait JobKind: Sync {
     /// which an unknown-field error lists beside the generic ones).
     fn fields(&self) -> &'static [&'static str];
 
-    /// Reshapes a request body of this kind before the generic checks: by default moves
-    /// `fields` into `params`, checking the durations (`*_after`).
+    /// What the kind fills in that cannot fail (a sweep's one node task): applied by
+    /// `prepare`, and alone when `prepare` refuses a body, so the generic checks do not
+    /// report what the kind supplies. By default: nothing.
+    fn reshape(&self, body: Value) -> Value {
+        body
+    }
+
+    /// Reshapes a request body of this kind before the generic checks: by default `reshape`,
+    /// then `fields` moved into `params`, checking the durations (`*_after`, `*_timeout`, `grace`).
     fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
-        move_to_params(body, self.fields())
+        move_to_params(self.reshape(body), self.fields())
     }
 
     /// Checks a parsed request against the cluster and its cloud (preflight, name

@@ -205,3 +205,28 @@ async fn the_orphan_sweep_lists_in_a_dry_run_and_removes_after_the_grace_period(
         before["ports"].as_array().unwrap().len() - 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_without_nodes_and_a_bad_field_is_refused_for_that_field_only() {
+    let w = World::start();
+    for (kind, field, bad) in [
+        ("orphan_sweep", "grace", "soon"),
+        ("repair_sweep", "unhealthy_after", "later"),
+    ] {
+        let (status, body) = w
+            .submit(&json!({"kind": kind, "cluster": "default/demo", field: bad}))
+            .await;
+        assert_eq!(status, 422, "{kind}: {body}");
+        let named: Vec<&str> = body["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        // The sweep supplies its one node itself: only the bad field is named.
+        assert_eq!(named.len(), 1, "{kind}: {body}");
+        assert!(named[0].ends_with(field), "{kind}: {body}");
+    }
+    let jobs = w.get("/v1/jobs").await.unwrap();
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs}");
+}

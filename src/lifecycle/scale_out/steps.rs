@@ -122,8 +122,15 @@ async fn failed(ctx: &mut StepContext, c: &Classified, text: &str) -> Result<Out
 // ---- quota -------------------------------------------------------------------------------
 
 /// Waits (as `waiting_for_quota`) until the project has room for this node.
-async fn quota_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> {
+async fn quota_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
+    // A new attempt: the last one's failure and backoff are done with (cleanup leaves them
+    // for this step to clear, so a crash inside cleanup never backs off twice).
+    for key in ["failure", "retry_at"] {
+        if ctx.external(key).is_some_and(|v| !v.is_null()) {
+            ctx.record(key, Value::Null, None).await?;
+        }
+    }
     let os = os_of(c, &cluster_of(&ctx)?).await?;
     let usage = quota::read(&os)
         .await
@@ -842,8 +849,9 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
                 ),
             ));
         }
-        ctx.record("awaiting_input", Value::Null, None).await?;
+        // `failure` first: a crash between the two re-runs this branch.
         ctx.record("failure", Value::Null, None).await?;
+        ctx.record("awaiting_input", Value::Null, None).await?;
         return Ok(Outcome::next_because(
             "retry",
             None,
@@ -857,10 +865,9 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
                 format!("backing off after {}", class.as_str()),
             ));
         }
-        // `failure` before `retry_at`: a crash between the two re-runs this branch (the
-        // backoff is over) instead of cleaning up and backing off once more.
-        ctx.record("failure", Value::Null, None).await?;
-        ctx.record("retry_at", Value::Null, None).await?;
+        // The backoff is over. `failure` and `retry_at` are cleared by the next attempt
+        // (`quota`), not here: a crash before the move to `quota` commits re-runs this
+        // branch, never the cleanup and another backoff.
         return Ok(Outcome::next_because(
             "retry",
             Some(class),
@@ -977,9 +984,11 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
                 .and_then(|v| v.as_i64())
                 .unwrap_or(0)
                 + 1;
-            ctx.record("failures", json!(failures), None).await?;
+            // `retry_at` first: a crash between the two writes re-runs the branch above (a
+            // backoff under way), never this cleanup, so no failure is counted twice.
             let at = now_ms() + ATTEMPT_BACKOFF.delay(failures as u32).as_millis() as i64;
             ctx.record("retry_at", json!(at), None).await?;
+            ctx.record("failures", json!(failures), None).await?;
             Ok(Outcome::backoff_until(
                 at,
                 format!(

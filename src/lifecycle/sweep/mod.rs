@@ -10,10 +10,10 @@ mod steps;
 
 use serde_json::Value;
 
-use super::admission::{Lifecycle, move_to_params};
+use super::admission::Lifecycle;
 use super::kind::{JobKind, Steps};
 use crate::engine::admission::AdmitFuture;
-use crate::engine::request::{FieldError, JobRequest};
+use crate::engine::request::JobRequest;
 
 pub struct RepairSweep;
 
@@ -35,8 +35,8 @@ impl JobKind for RepairSweep {
             "startup_timeout",
         ]
     }
-    fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
-        move_to_params(admission::sweep_node(body), self.fields())
+    fn reshape(&self, body: Value) -> Value {
+        admission::sweep_node(body)
     }
     fn admit<'a>(&'a self, cx: &'a Lifecycle, req: &'a mut JobRequest) -> AdmitFuture<'a> {
         Box::pin(admission::admit(&cx.clients, req))
@@ -58,8 +58,8 @@ impl JobKind for OrphanSweep {
     fn fields(&self) -> &'static [&'static str] {
         &["grace", "dry_run"]
     }
-    fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
-        move_to_params(admission::sweep_node(body), self.fields())
+    fn reshape(&self, body: Value) -> Value {
+        admission::sweep_node(body)
     }
     fn admit<'a>(&'a self, cx: &'a Lifecycle, req: &'a mut JobRequest) -> AdmitFuture<'a> {
         Box::pin(admission::admit(&cx.clients, req))
