@@ -97,12 +97,7 @@ async fn unknown_names_are_refused_and_nothing_is_touched() {
         .submit(&json!({"kind": "delete_nodes", "cluster": "default/demo", "nodes": [first, "nope-1", "nope-2"]}))
         .await;
     assert_eq!(status, 422, "{body}");
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
+    let fields = crate::refused_fields(&body);
     assert_eq!(fields, ["nodes[1]", "nodes[2]"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(machine_names(&w).await, before);

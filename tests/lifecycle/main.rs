@@ -15,3 +15,13 @@ mod repair;
 mod scale_out;
 mod sweep;
 mod tenancy;
+
+/// The fields a 422 names, in its order.
+fn refused_fields(body: &serde_json::Value) -> Vec<&str> {
+    body["fields"]
+        .as_array()
+        .expect("a 422 lists its fields")
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect()
+}

@@ -116,11 +116,6 @@ async fn a_missing_keypair_or_security_group_is_refused_at_submit_and_nothing_is
         )]))
         .await;
     assert_eq!(status, 422, "{body}");
-    let fields: Vec<&str> = body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
+    let fields = crate::refused_fields(&body);
     assert_eq!(fields, ["nodes[0].ssh_key", "nodes[0].security_groups[0]"]);
 }

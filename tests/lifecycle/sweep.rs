@@ -217,12 +217,7 @@ async fn a_sweep_without_nodes_and_a_bad_field_is_refused_for_that_field_only() 
             .submit(&json!({"kind": kind, "cluster": "default/demo", field: bad}))
             .await;
         assert_eq!(status, 422, "{kind}: {body}");
-        let named: Vec<&str> = body["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap())
-            .collect();
+        let named = crate::refused_fields(&body);
         // The sweep supplies its one node itself: only the bad field is named.
         assert_eq!(named.len(), 1, "{kind}: {body}");
         assert!(named[0].ends_with(field), "{kind}: {body}");
