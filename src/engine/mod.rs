@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod intake;
+pub mod progress;
 pub mod request;
 pub mod retry;
 mod runner;

@@ -389,7 +389,7 @@ impl Runner {
             return;
         };
         let recorded = Arc::new(std::sync::Mutex::new(Recorded {
-            map: t.external_ids(),
+            map: t.progress_record(),
             dirty: false,
         }));
         let def = self

@@ -3,8 +3,8 @@
 //!
 //! Steps never sleep: waiting is an outcome, persisted with its deadline, so it survives a
 //! restart. Steps must be safe to run again: a crash between a step's act and the commit of
-//! its outcome re-runs it, so it looks before it creates and records external IDs (through
-//! [`StepContext::record`]) before moving on.
+//! its outcome re-runs it, so it looks before it creates and records external IDs in its
+//! node's progress record (through [`StepContext::record`]) before moving on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,8 +12,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::progress::{self, Field, Progress};
 use crate::model::{EventKind, FailureClass};
 use crate::store::{NewEvent, Store, StoreError};
 
@@ -147,7 +149,8 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// A node's recorded external IDs, and whether the running step added any.
+/// A node's progress record as stored (see [`progress`]), and whether the running step
+/// wrote to it.
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
     pub map: Map<String, Value>,
@@ -174,14 +177,43 @@ pub struct StepContext {
 }
 
 impl StepContext {
-    /// A value an earlier run of this node's steps recorded.
-    pub fn external(&self, key: &str) -> Option<Value> {
-        self.external.lock().unwrap().map.get(key).cloned()
+    /// This node's progress record as the kind's struct `P`, migrated from the version it
+    /// was stored at. A record that cannot be read is a bug or a damaged database, not a
+    /// fault of the spec or the cloud: the error (class `internal`, which fails the node)
+    /// names the node and the field.
+    pub fn progress<P: Progress>(&self) -> Result<P, StepError> {
+        let rec = self.external.lock().unwrap();
+        progress::read(&rec.map)
+            .map_err(|e| StepError::new(FailureClass::Internal, format!("node {}: {e}", self.node)))
     }
 
-    /// Durably records an ID or fact under `key` before the step moves on, with an optional
-    /// note for the history. Fails if this worker no longer holds the job.
-    pub async fn record(
+    /// Durably records `value` as `field` of this node's progress record before the step
+    /// moves on, with an optional note for the history. Fails if this worker no longer holds
+    /// the job.
+    pub async fn record<P: Progress, T: Serialize>(
+        &mut self,
+        field: Field<P, T>,
+        value: &T,
+        note: Option<String>,
+    ) -> Result<(), StepError> {
+        let value = serde_json::to_value(value).map_err(|e| {
+            StepError::new(
+                FailureClass::Internal,
+                format!(
+                    "node {}: field `{}` not recordable: {e}",
+                    self.node, field.key
+                ),
+            )
+        })?;
+        self.write(field.key, value, note).await
+    }
+
+    /// Clears `field` (stored as `null`, read as `None`), fenced like [`Self::record`].
+    pub async fn clear<P: Progress, T>(&mut self, field: Field<P, T>) -> Result<(), StepError> {
+        self.write(field.key, Value::Null, None).await
+    }
+
+    async fn write(
         &mut self,
         key: &str,
         value: Value,
@@ -198,12 +230,17 @@ impl StepContext {
                 &self.job_id,
                 self.fence,
                 &self.node,
+                progress::CURRENT_VERSION,
                 key,
                 &value,
                 event.as_ref(),
             )
             .await?;
         let mut rec = self.external.lock().unwrap();
+        rec.map.insert(
+            progress::VERSION_KEY.to_string(),
+            progress::CURRENT_VERSION.into(),
+        );
         rec.map.insert(key.to_string(), value);
         rec.dirty = true;
         Ok(())

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::kind::{JobKind, Steps};
+use crate::engine::progress::{Field, Progress};
 use crate::engine::request::FieldError;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::FailureClass;
@@ -32,6 +31,19 @@ impl JobKind for Smoke {
     }
 }
 
+/// What a smoke node records: when it was touched (Unix ms). See `engine::progress`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SmokeProgress {
+    touched_at: Option<i64>,
+}
+
+impl Progress for SmokeProgress {}
+
+impl SmokeProgress {
+    const TOUCHED_AT: Field<Self, i64> = Field::new("touched_at");
+}
+
 fn register(r: &mut Registry) {
     r.step("smoke.touch", &["ok"], touch);
     r.step("smoke.settle", &["ok"], settle);
@@ -39,8 +51,8 @@ fn register(r: &mut Registry) {
 
 /// Records the touch time once; a re-run after a crash finds it and does not touch again.
 async fn touch(mut ctx: StepContext) -> Result<Outcome, StepError> {
-    if ctx.external("touched_at").is_none() {
-        ctx.record("touched_at", json!(now_ms()), Some("touched".into()))
+    if ctx.progress::<SmokeProgress>()?.touched_at.is_none() {
+        ctx.record(SmokeProgress::TOUCHED_AT, &now_ms(), Some("touched".into()))
             .await?;
     }
     Ok(Outcome::next("ok"))
@@ -54,8 +66,8 @@ async fn settle(ctx: StepContext) -> Result<Outcome, StepError> {
         None => Duration::from_secs(1),
     };
     let touched = ctx
-        .external("touched_at")
-        .and_then(|v| v.as_i64())
+        .progress::<SmokeProgress>()?
+        .touched_at
         .unwrap_or_else(now_ms);
     let ready_at = touched + settle.as_millis() as i64;
     if now_ms() >= ready_at {

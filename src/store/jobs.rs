@@ -59,13 +59,26 @@ pub struct TaskRow {
     pub updated_at: i64,
 }
 
+/// The key of a progress record's version in the `external_ids` column (the engine's
+/// `progress` module says what the versions mean).
+pub const PROGRESS_VERSION_KEY: &str = "v";
+
 impl TaskRow {
     pub fn spec(&self) -> Value {
         serde_json::from_str(&self.spec).unwrap_or(Value::Null)
     }
 
-    pub fn external_ids(&self) -> serde_json::Map<String, Value> {
+    /// The node's progress record as stored, its version (`"v"`) included.
+    pub fn progress_record(&self) -> serde_json::Map<String, Value> {
         serde_json::from_str(&self.external_ids).unwrap_or_default()
+    }
+
+    /// The fields of the node's progress record, without its version: what the API shows
+    /// as `external_ids` and a cancel reports as left in place.
+    pub fn external_ids(&self) -> serde_json::Map<String, Value> {
+        let mut fields = self.progress_record();
+        fields.remove(PROGRESS_VERSION_KEY);
+        fields
     }
 }
 

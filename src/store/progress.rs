@@ -7,7 +7,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::derive::derive_job_state;
 use super::events::{NewEvent, insert_event};
-use super::jobs::{JobRow, TaskRow};
+use super::jobs::{JobRow, PROGRESS_VERSION_KEY, TaskRow};
 use super::leases::check_fence;
 use super::{Result, Store, StoreError, now_ms};
 use crate::model::{EventKind, FailureClass, JobState, NodeStatus};
@@ -59,23 +59,30 @@ impl Store {
         super::commits::commit(self, job, fence, update, events).await
     }
 
-    /// Records an external ID a step created (fenced), so a re-run after a crash finds it
-    /// instead of creating a second one. The optional event says what was created.
+    /// Records one field of a node's progress record (fenced) — an external ID a step
+    /// created, so a re-run after a crash finds it instead of creating a second one — and
+    /// stamps the record with its `version` (under [`PROGRESS_VERSION_KEY`]) in the same
+    /// write. The optional event says what was created.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_external(
         &self,
         job_id: &str,
         fence: i64,
         node: &str,
+        version: u64,
         key: &str,
         value: &Value,
         event: Option<&NewEvent>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE node_tasks SET external_ids = json_set(external_ids, '$.\"' || ? || '\"', json(?)), \
+            "UPDATE node_tasks SET external_ids = json_set(external_ids, '$.\"' || ? || '\"', ?, \
+               '$.\"' || ? || '\"', json(?)), \
                updated_at = ? \
              WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
         )
+        .bind(PROGRESS_VERSION_KEY)
+        .bind(version as i64)
         .bind(key)
         .bind(value.to_string())
         .bind(now_ms())

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use capstan::engine::progress::{Field, Progress};
 use capstan::engine::step::{Outcome, Registry, StepContext, StepError};
 use capstan::model::FailureClass;
 use capstan::store::now_ms;
@@ -106,13 +107,28 @@ async fn effect(ctx: StepContext) -> Result<Outcome, StepError> {
     Ok(Outcome::next("ok"))
 }
 
+/// What the test steps record about a node.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct TestProgress {
+    ready_at: Option<i64>,
+    gate_seen_at: Option<i64>,
+}
+
+impl Progress for TestProgress {}
+
+impl TestProgress {
+    const READY_AT: Field<Self, i64> = Field::new("ready_at");
+    const GATE_SEEN_AT: Field<Self, i64> = Field::new("gate_seen_at");
+}
+
 /// A persisted wait of `wait_ms`, measured from the first run.
 async fn wait(mut ctx: StepContext) -> Result<Outcome, StepError> {
-    let ready_at = match ctx.external("ready_at").and_then(|v| v.as_i64()) {
+    let ready_at = match ctx.progress::<TestProgress>()?.ready_at {
         Some(t) => t,
         None => {
             let t = now_ms() + spec_u64(&ctx, "wait_ms", 300) as i64;
-            ctx.record("ready_at", json!(t), None).await?;
+            ctx.record(TestProgress::READY_AT, &t, None).await?;
             t
         }
     };
@@ -162,8 +178,9 @@ async fn check(ctx: StepContext) -> Result<Outcome, StepError> {
 /// Waits until the test opens the gate named in the spec (default: the node's name),
 /// looking again every `recheck_ms` (default 50).
 async fn gate(mut ctx: StepContext) -> Result<Outcome, StepError> {
-    if ctx.external("gate_seen_at").is_none() {
-        ctx.record("gate_seen_at", json!(now_ms()), None).await?;
+    if ctx.progress::<TestProgress>()?.gate_seen_at.is_none() {
+        ctx.record(TestProgress::GATE_SEEN_AT, &now_ms(), None)
+            .await?;
     }
     let name = ctx
         .spec

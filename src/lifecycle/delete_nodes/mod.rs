@@ -6,6 +6,7 @@
 use super::{common, leftovers};
 
 mod admission;
+mod progress;
 mod steps;
 
 use super::admission::Lifecycle;

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::leftovers::Removal;
+use super::progress::{DeleteProgress, Scaled, SetMember};
 use crate::cloud::Clients;
 use crate::cloud::capi::capo::{OpenStackMachine, OpenStackServer};
 use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION, Machine};
@@ -77,8 +78,10 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     let name = machine_name(&ctx);
     let cluster = cluster_of(&ctx)?;
     let ns = cluster.ns.as_str();
-    if ctx.external("started_at").is_none() {
-        ctx.record("started_at", json!(now_ms()), None).await?;
+    let progress: DeleteProgress = ctx.progress()?;
+    if progress.started_at.is_none() {
+        ctx.record(DeleteProgress::STARTED_AT, &now_ms(), None)
+            .await?;
     }
     let capi = capi_of(c).await?;
     let machines = capi.machines(ns);
@@ -89,12 +92,12 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
     else {
         // Gone already — but if it was a set's, the set may have taken it for another named
         // Machine's count: this one's count is still owed.
-        if let Some(scaled) = ctx.external("scaled") {
-            let api = match scaled["kind"].as_str() {
-                Some("MachineDeployment") => capi.machine_deployments(ns),
+        if let Some(scaled) = &progress.scaled {
+            let api = match scaled.kind.as_str() {
+                "MachineDeployment" => capi.machine_deployments(ns),
                 _ => capi.machine_sets(ns),
             };
-            let owner_name = scaled["name"].as_str().unwrap_or_default();
+            let owner_name = scaled.name.as_str();
             // Owed only if the set took this Machine in place of another one this job named
             // (still there, annotated by this job); gone for another reason, nothing is owed.
             let mark = format!("capstan job {}", ctx.job_id);
@@ -142,7 +145,7 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         ));
     }
     // What CAPO named this node's ports and volumes, for the check after it is gone.
-    if ctx.external("port_names").is_none() {
+    if progress.port_names.is_none() {
         let osm = capi
             .openstack_machines(ns)
             .get_opt(&name)
@@ -154,8 +157,9 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             Some(osm) => osm.resource_names(),
             None => OpenStackMachine::default_resource_names(&name),
         };
-        ctx.record("port_names", json!(ports), None).await?;
-        ctx.record("volume_names", json!(volumes), None).await?;
+        ctx.record(DeleteProgress::PORT_NAMES, &ports, None).await?;
+        ctx.record(DeleteProgress::VOLUME_NAMES, &volumes, None)
+            .await?;
         // The server this cluster's objects name: the proof that lets a later step delete
         // it (a same-named server is not proof).
         let mut server_ids: Vec<String> = machine.server_id().into_iter().collect();
@@ -169,7 +173,8 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         {
             server_ids.push(id);
         }
-        ctx.record("server_ids", json!(server_ids), None).await?;
+        ctx.record(DeleteProgress::SERVER_IDS, &server_ids, None)
+            .await?;
     }
     let Some((kind, set_name)) = owner(&m) else {
         if m.metadata.deletion_timestamp.is_some() {
@@ -242,17 +247,21 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         .unwrap_or_default();
     let scaled_name = scaled.metadata.name.clone().unwrap_or_default();
     // Who is in the set now: what must still be there when this node is gone.
-    if ctx.external("set_members").is_none() {
-        let members: Vec<Value> = machines
+    if progress.set_members.is_none() {
+        let members: Vec<SetMember> = machines
             .list(&Default::default())
             .await
             .map_err(|e| kube_error("listing Machines", e))?
             .items
             .iter()
             .filter(|x| owner(x).is_some_and(|(k, n)| k == "MachineSet" && n == set_name))
-            .map(|x| json!({ "name": x.metadata.name, "uid": x.metadata.uid }))
+            .map(|x| SetMember {
+                name: x.metadata.name.clone(),
+                uid: x.metadata.uid.clone(),
+            })
             .collect();
-        ctx.record("set_members", json!(members), None).await?;
+        ctx.record(DeleteProgress::SET_MEMBERS, &members, None)
+            .await?;
         let policy = capi::shape::deletion_order(&set);
         ctx.event(
             EventKind::Note,
@@ -281,13 +290,12 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             .await
             .map_err(|e| kube_error("annotating the Machine", e))?;
     }
-    if ctx.external("scaled").is_none() {
-        ctx.record(
-            "scaled",
-            json!({ "kind": scaled_kind, "name": scaled_name }),
-            None,
-        )
-        .await?;
+    if progress.scaled.is_none() {
+        let scaled = Scaled {
+            kind: scaled_kind,
+            name: scaled_name,
+        };
+        ctx.record(DeleteProgress::SCALED, &scaled, None).await?;
     }
     lower_once(&ctx, &scaled_api, &scaled, &name).await
 }
@@ -376,7 +384,8 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
-    let known = server_ids(&ctx);
+    let progress: DeleteProgress = ctx.progress()?;
+    let known = progress.all_server_ids();
     let server: Vec<Value> = os_of(c, &cluster)
         .await?
         .named(Service::Compute, &["servers", "detail"], "servers", &name)
@@ -406,13 +415,10 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
     let force_after = ctx.params["force_after"]
         .as_str()
         .and_then(|s| crate::duration::parse(s).ok());
-    let started = ctx
-        .external("started_at")
-        .and_then(|v| v.as_i64())
-        .unwrap_or_else(now_ms);
+    let started = progress.started_at.unwrap_or_else(now_ms);
     if let Some(f) = force_after
         && now_ms() - started >= f.as_millis() as i64
-        && ctx.external("forced") != Some(json!(true))
+        && progress.forced != Some(true)
     {
         return Ok(Outcome::next_because(
             "force",
@@ -481,7 +487,7 @@ async fn force_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
             .await?;
         }
     }
-    ctx.record("forced", json!(true), None).await?;
+    ctx.record(DeleteProgress::FORCED, &true, None).await?;
     Ok(Outcome::next("ok"))
 }
 
@@ -509,10 +515,7 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
     )
     .await?;
     // The set must have lost exactly the named Machines.
-    if let Some(members) = ctx
-        .external("set_members")
-        .and_then(|v| v.as_array().cloned())
-    {
+    if let Some(members) = ctx.progress::<DeleteProgress>()?.set_members {
         let ns = cluster_of(&ctx)?.ns;
         let now: BTreeSet<String> = capi_of(c)
             .await?
@@ -532,8 +535,8 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             .collect();
         let unexpected: Vec<String> = members
             .iter()
-            .filter(|m| !m["uid"].as_str().is_some_and(|u| now.contains(u)))
-            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .filter(|m| !m.uid.as_ref().is_some_and(|u| now.contains(u)))
+            .filter_map(|m| m.name.clone())
             .filter(|n| !named.contains(n))
             .collect();
         if !unexpected.is_empty() {
@@ -548,24 +551,8 @@ async fn release_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             .await?;
         }
     }
-    ctx.record("released", json!(true), None).await?;
+    ctx.record(DeleteProgress::RELEASED, &true, None).await?;
     Ok(Outcome::next("ok"))
-}
-
-/// The server IDs this cluster's objects named for the node when it was marked.
-fn server_ids(ctx: &StepContext) -> Vec<String> {
-    let mut ids: Vec<String> = ctx
-        .external("server_ids")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    // Recorded by earlier versions, and by scale_out for the nodes a repair recreates.
-    if let Some(id) = ctx
-        .external("server_id")
-        .and_then(|v| v.as_str().map(str::to_string))
-    {
-        ids.push(id);
-    }
-    ids
 }
 
 /// Deletes the node's server, ports and volumes (by CAPO's names, as recorded when it was
@@ -576,12 +563,8 @@ pub(crate) async fn sweep_named(
     ctx: &StepContext,
     name: &str,
 ) -> Result<Removal, StepError> {
+    let progress: DeleteProgress = ctx.progress()?;
     let (default_ports, default_volumes) = OpenStackMachine::default_resource_names(name);
-    let list = |key: &str, default: Vec<String>| -> Vec<String> {
-        ctx.external(key)
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or(default)
-    };
     // A repair releases the floating IP the node had (Capstan's or not), so the same address
     // can be taken again; admission found it on this node's port, with this cluster's
     // credentials.
@@ -597,9 +580,9 @@ pub(crate) async fn sweep_named(
         &super::leftovers::Leftovers {
             cluster: &cluster,
             node: name,
-            server_ids: &server_ids(ctx),
-            ports: &list("port_names", default_ports),
-            volumes: &list("volume_names", default_volumes),
+            server_ids: &progress.all_server_ids(),
+            ports: &progress.port_names.unwrap_or(default_ports),
+            volumes: &progress.volume_names.unwrap_or(default_volumes),
             floating_ips: &released,
             capstan_floating_ips: true,
         },

@@ -8,6 +8,7 @@ use super::{classify, common, leftovers, quota, spec};
 
 mod admission;
 mod preflight;
+mod progress;
 mod steps;
 
 use serde_json::Value;

@@ -21,6 +21,7 @@ use super::common::{
     capi_of, cluster_of, kube_error, os_error, os_failure, os_of, server_of, workload_client,
 };
 use super::leftovers::Removal;
+use super::progress::{RecordedFailure, ScaleOutProgress};
 use super::quota::{self, Need};
 use super::spec::{FloatingIp, NodeSpec};
 use crate::cloud::capi::capo::{OpenStackCluster, OpenStackServer};
@@ -106,12 +107,14 @@ fn ours(o: &DynamicObject, job: &str) -> bool {
 
 /// Moves the node to cleanup, keeping what failed for the cleanup step and the history.
 async fn failed(ctx: &mut StepContext, c: &Classified, text: &str) -> Result<Outcome, StepError> {
-    ctx.record(
-        "failure",
-        json!({ "class": c.class.as_str(), "text": text, "reason": c.reason, "short": c.short }),
-        None,
-    )
-    .await?;
+    let failure = RecordedFailure {
+        class: c.class,
+        reason: c.reason.to_string(),
+        short: c.short.clone(),
+        text: text.to_string(),
+    };
+    ctx.record(ScaleOutProgress::FAILURE, &failure, None)
+        .await?;
     Ok(Outcome::next_because(
         "failed",
         Some(c.class),
@@ -126,10 +129,12 @@ async fn quota_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
     let spec = spec_of(&ctx)?;
     // A new attempt: the last one's failure and backoff are done with (cleanup leaves them
     // for this step to clear, so a crash inside cleanup never backs off twice).
-    for key in ["failure", "retry_at"] {
-        if ctx.external(key).is_some_and(|v| !v.is_null()) {
-            ctx.record(key, Value::Null, None).await?;
-        }
+    let progress: ScaleOutProgress = ctx.progress()?;
+    if progress.failure.is_some() {
+        ctx.clear(ScaleOutProgress::FAILURE).await?;
+    }
+    if progress.retry_at.is_some() {
+        ctx.clear(ScaleOutProgress::RETRY_AT).await?;
     }
     let os = os_of(c, &cluster_of(&ctx)?).await?;
     let usage = quota::read(&os)
@@ -329,14 +334,10 @@ async fn create_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepE
             Err(e) => return Err(kube_error(&format!("creating {what}"), e)),
         }
     }
-    let attempt = ctx
-        .external("attempts")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
-        + 1;
+    let attempt = ctx.progress::<ScaleOutProgress>()?.attempts.unwrap_or(0) + 1;
     ctx.record(
-        "attempts",
-        json!(attempt),
+        ScaleOutProgress::ATTEMPTS,
+        &attempt,
         Some(format!(
             "attempt {attempt}: Machine and OpenStackMachine {} created",
             spec.name
@@ -392,14 +393,11 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
     if let Some(s) = &server {
         // Each attempt's server (a retry makes a new one): the proof the later steps need.
         if let Some(id) = s["id"].as_str()
-            && ctx
-                .external("server_id")
-                .and_then(|v| v.as_str().map(str::to_string))
-                != Some(id.to_string())
+            && ctx.progress::<ScaleOutProgress>()?.server_id.as_deref() != Some(id)
         {
             ctx.record(
-                "server_id",
-                json!(id),
+                ScaleOutProgress::SERVER_ID,
+                &id.to_string(),
                 Some(format!("server {} is {id}", spec.name)),
             )
             .await?;
@@ -575,10 +573,8 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
     let cluster = cluster_of(&ctx)?;
     let os = os_of(c, &cluster).await?;
     // The node's port: on its server (recorded when provisioning saw it).
-    let server_id = ctx
-        .external("server_id")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let progress: ScaleOutProgress = ctx.progress()?;
+    let server_id = progress.server_id.clone().unwrap_or_default();
     let port = os
         .named(Service::Network, &["ports"], "ports", &spec.port_name())
         .await
@@ -600,9 +596,7 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
     // on our side was done by Neutron after all (a database outage holds requests, then
     // completes them) and the retry made another: one is kept, the rest released below.
     let described = described_floating_ips(&os, &description).await?;
-    let mut fip_id = ctx
-        .external("floating_ip_id")
-        .and_then(|v| v.as_str().map(str::to_string));
+    let mut fip_id = progress.floating_ip_id.clone();
     if fip_id.is_none() {
         fip_id = described
             .iter()
@@ -660,10 +654,10 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
             }
         }
     };
-    if ctx.external("floating_ip_id").is_none() {
+    if progress.floating_ip_id.is_none() {
         ctx.record(
-            "floating_ip_id",
-            json!(fip_id),
+            ScaleOutProgress::FLOATING_IP_ID,
+            &fip_id,
             Some(format!("floating IP {fip_id} allocated for {}", spec.name)),
         )
         .await?;
@@ -830,51 +824,108 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
 /// attempt; then applies the failure class's policy.
 async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepError> {
     let spec = spec_of(&ctx)?;
-    let cluster = cluster_of(&ctx)?;
-    let failure = ctx.external("failure").unwrap_or(Value::Null);
-    let class: FailureClass = failure["class"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(FailureClass::Transient);
+    let progress: ScaleOutProgress = ctx.progress()?;
     // Waiting for input: the spec it waited with is recorded. An amended spec starts over;
     // the same spec (a resume without an amend, or a crash right after asking) asks again.
-    if let Some(asked_with) = ctx.external("awaiting_input").filter(|v| v.is_object()) {
-        if asked_with == ctx.spec {
-            let text = failure["text"].as_str().unwrap_or_default();
-            return Ok(Outcome::needs_input(
-                Some(class),
-                format!(
-                    "{text} — amend the node (PATCH /v1/jobs/{{id}}/nodes/{}) and resume",
-                    spec.name
-                ),
-            ));
+    if let Some(asked_with) = &progress.awaiting_input {
+        if Value::Object(asked_with.clone()) == ctx.spec {
+            let failure = failure_of(&ctx, &progress)?;
+            return Ok(ask_for_input(&spec, failure));
         }
         // `failure` first: a crash between the two re-runs this branch.
-        ctx.record("failure", Value::Null, None).await?;
-        ctx.record("awaiting_input", Value::Null, None).await?;
+        ctx.clear(ScaleOutProgress::FAILURE).await?;
+        ctx.clear(ScaleOutProgress::AWAITING_INPUT).await?;
         return Ok(Outcome::next_because(
             "retry",
             None,
             "resumed with the amended spec",
         ));
     }
-    if let Some(at) = ctx.external("retry_at").and_then(|v| v.as_i64()) {
-        if now_ms() < at {
-            return Ok(Outcome::backoff_until(
-                at,
-                format!("backing off after {}", class.as_str()),
-            ));
-        }
-        // The backoff is over. `failure` and `retry_at` are cleared by the next attempt
-        // (`quota`), not here: a crash before the move to `quota` commits re-runs this
-        // branch, never the cleanup and another backoff.
-        return Ok(Outcome::next_because(
-            "retry",
-            Some(class),
-            "retrying after backoff",
-        ));
+    let failure = failure_of(&ctx, &progress)?;
+    if let Some(at) = progress.retry_at {
+        return Ok(backoff_until(at, failure.class));
     }
+    let cluster = cluster_of(&ctx)?;
     // 1. The Machine and OpenStackMachine this job made (never anyone else's).
+    if let Some(wait) = remove_attempt_machines(c, &ctx, &spec, &cluster).await? {
+        return Ok(wait);
+    }
+    // 2. OpenStack: whatever of that attempt is still there.
+    remove_attempt_leftovers(c, &mut ctx, &spec, &cluster, &progress, failure.class).await?;
+    // 3. The policy for the class.
+    match failure.class {
+        FailureClass::InvalidSpec | FailureClass::Conflict => {
+            let asked_with = ctx.spec.as_object().cloned().unwrap_or_default();
+            ctx.record(ScaleOutProgress::AWAITING_INPUT, &asked_with, None)
+                .await?;
+            Ok(ask_for_input(&spec, failure))
+        }
+        FailureClass::Auth => Ok(Outcome::fail(failure.class, failure.text.clone())),
+        class => {
+            let failures = progress.failures.unwrap_or(0) + 1;
+            // `retry_at` first: a crash between the two writes re-runs the backoff branch
+            // above, never this cleanup, so no failure is counted twice.
+            let at = now_ms() + ATTEMPT_BACKOFF.delay(failures).as_millis() as i64;
+            ctx.record(ScaleOutProgress::RETRY_AT, &at, None).await?;
+            ctx.record(ScaleOutProgress::FAILURES, &failures, None)
+                .await?;
+            Ok(Outcome::backoff_until(
+                at,
+                format!(
+                    "{} failure {failures}; retrying with the same spec",
+                    class.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+/// The failure cleanup acts on. A step records it before it moves the node to cleanup, so
+/// its absence is a bug, not a reason to guess a class.
+fn failure_of<'a>(
+    ctx: &StepContext,
+    progress: &'a ScaleOutProgress,
+) -> Result<&'a RecordedFailure, StepError> {
+    progress.failure.as_ref().ok_or_else(|| {
+        StepError::new(
+            FailureClass::Internal,
+            format!(
+                "node {}: progress record field `failure`: missing, though the node is in cleanup",
+                ctx.node
+            ),
+        )
+    })
+}
+
+/// Waits for an operator to amend the node and resume.
+fn ask_for_input(spec: &NodeSpec, failure: &RecordedFailure) -> Outcome {
+    Outcome::needs_input(
+        Some(failure.class),
+        format!(
+            "{} — amend the node (PATCH /v1/jobs/{{id}}/nodes/{}) and resume",
+            failure.text, spec.name
+        ),
+    )
+}
+
+/// Backs off until `at`, then retries. `failure` and `retry_at` are cleared by the next
+/// attempt (`quota`), not here: a crash before the move to `quota` commits re-runs this,
+/// never the cleanup and another backoff.
+fn backoff_until(at: i64, class: FailureClass) -> Outcome {
+    if now_ms() < at {
+        return Outcome::backoff_until(at, format!("backing off after {}", class.as_str()));
+    }
+    Outcome::next_because("retry", Some(class), "retrying after backoff")
+}
+
+/// Deletes the Machine and OpenStackMachine this job made for the failed attempt; a wait
+/// while they go.
+async fn remove_attempt_machines(
+    c: &Clients,
+    ctx: &StepContext,
+    spec: &NodeSpec,
+    cluster: &ClusterRef,
+) -> Result<Option<Outcome>, StepError> {
     let capi = capi_of(c).await?;
     let machines = capi.machines(&cluster.ns);
     let osms = capi.openstack_machines(&cluster.ns);
@@ -900,37 +951,37 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             waiting.push(what);
         }
     }
-    if !waiting.is_empty() {
-        return Ok(Outcome::recheck_in(
+    Ok((!waiting.is_empty()).then(|| {
+        Outcome::recheck_in(
             RECHECK,
             format!("waiting for {} {} to go", waiting.join(" and "), spec.name),
-        ));
-    }
-    // 2. OpenStack: whatever of that attempt is still there — only when this job made an
-    //    attempt: a name another Machine holds (conflict) means those are someone else's.
-    let recorded: Vec<String> = ctx
-        .external("floating_ip_id")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .into_iter()
-        .collect();
-    let attempted = ctx.external("attempts").is_some_and(|v| !v.is_null());
-    let removal = if class == FailureClass::Conflict || !attempted {
+        )
+    }))
+}
+
+/// Removes through OpenStack what the failed attempt left — only when this job made an
+/// attempt: a name another Machine holds (conflict) means those are someone else's — and
+/// forgets the attempt's server and floating IP.
+async fn remove_attempt_leftovers(
+    c: &Clients,
+    ctx: &mut StepContext,
+    spec: &NodeSpec,
+    cluster: &ClusterRef,
+    progress: &ScaleOutProgress,
+    class: FailureClass,
+) -> Result<(), StepError> {
+    let removal = if class == FailureClass::Conflict || progress.attempts.is_none() {
         Removal::default()
     } else {
-        let server_ids: Vec<String> = ctx
-            .external("server_id")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .into_iter()
-            .collect();
         super::leftovers::remove(
-            &os_of(c, &cluster).await?,
+            &os_of(c, cluster).await?,
             &super::leftovers::Leftovers {
-                cluster: &cluster,
+                cluster,
                 node: &spec.name,
-                server_ids: &server_ids,
+                server_ids: &progress.server_id.iter().cloned().collect::<Vec<_>>(),
                 ports: &[spec.port_name()],
                 volumes: &spec.volume_names(),
-                floating_ips: &recorded,
+                floating_ips: &progress.floating_ip_id.iter().cloned().collect::<Vec<_>>(),
                 capstan_floating_ips: false,
             },
         )
@@ -941,11 +992,11 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             .await?;
     }
     let removed = removal.removed;
-    if ctx.external("floating_ip_id").is_some() {
-        ctx.record("floating_ip_id", Value::Null, None).await?;
+    if progress.floating_ip_id.is_some() {
+        ctx.clear(ScaleOutProgress::FLOATING_IP_ID).await?;
     }
-    if ctx.external("server_id").is_some() {
-        ctx.record("server_id", Value::Null, None).await?;
+    if progress.server_id.is_some() {
+        ctx.clear(ScaleOutProgress::SERVER_ID).await?;
     }
     let message = if removed.is_empty() {
         format!(
@@ -963,41 +1014,7 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         message,
         Some(json!({ "removed": removed })),
     )
-    .await?;
-    // 3. The policy for the class.
-    let text = failure["text"].as_str().unwrap_or_default().to_string();
-    match class {
-        FailureClass::InvalidSpec | FailureClass::Conflict => {
-            ctx.record("awaiting_input", ctx.spec.clone(), None).await?;
-            Ok(Outcome::needs_input(
-                Some(class),
-                format!(
-                    "{text} — amend the node (PATCH /v1/jobs/{{id}}/nodes/{}) and resume",
-                    spec.name
-                ),
-            ))
-        }
-        FailureClass::Auth => Ok(Outcome::fail(class, text)),
-        _ => {
-            let failures = ctx
-                .external("failures")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0)
-                + 1;
-            // `retry_at` first: a crash between the two writes re-runs the branch above (a
-            // backoff under way), never this cleanup, so no failure is counted twice.
-            let at = now_ms() + ATTEMPT_BACKOFF.delay(failures as u32).as_millis() as i64;
-            ctx.record("retry_at", json!(at), None).await?;
-            ctx.record("failures", json!(failures), None).await?;
-            Ok(Outcome::backoff_until(
-                at,
-                format!(
-                    "{} failure {failures}; retrying with the same spec",
-                    class.as_str()
-                ),
-            ))
-        }
-    }
+    .await
 }
 
 #[cfg(test)]

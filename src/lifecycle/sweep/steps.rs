@@ -26,6 +26,7 @@ use crate::cloud::capi::{self, capo};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::intake::{Intake, Refused};
+use crate::engine::progress::{Field, Progress};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::lifecycle::kind::{self, JobKind};
 use crate::model::{EventKind, FailureClass, JobState};
@@ -109,17 +110,32 @@ async fn busy_nodes(store: &Store, except: &str) -> Result<BTreeSet<String>, Ste
     Ok(out)
 }
 
+/// What a repair_sweep's node records: the repair job it submitted. See
+/// `engine::progress`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct RepairSweepProgress {
+    repair_job: Option<String>,
+}
+
+impl Progress for RepairSweepProgress {}
+
+impl RepairSweepProgress {
+    const REPAIR_JOB: Field<Self, String> = Field::new("repair_job");
+}
+
 async fn repair_sweep(
     c: &Clients,
     intake: &Intake,
     mut ctx: StepContext,
 ) -> Result<Outcome, StepError> {
     let store = intake.store();
-    if let Some(j) = ctx.external("repair_job") {
+    if let Some(j) = ctx.progress::<RepairSweepProgress>()?.repair_job {
+        // Quoted, as the note has always shown the ID.
         return Ok(Outcome::next_because(
             "ok",
             None,
-            format!("submitted repair job {j}"),
+            format!("submitted repair job {j:?}"),
         ));
     }
     let cref = cluster_of(&ctx)?;
@@ -263,8 +279,8 @@ async fn repair_sweep(
         }
     };
     ctx.record(
-        "repair_job",
-        json!(submitted.job_id),
+        RepairSweepProgress::REPAIR_JOB,
+        &submitted.job_id,
         Some(format!(
             "submitted repair job {} for {}",
             submitted.job_id,
