@@ -21,7 +21,7 @@ use super::leftovers::Removal;
 use super::progress::{DeleteProgress, Scaled, SetMember};
 use crate::cloud::Clients;
 use crate::cloud::capi::capo::{OpenStackMachine, OpenStackServer};
-use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION, Machine};
+use crate::cloud::capi::{self, Capi, DELETE_MACHINE_ANNOTATION, Machine};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
@@ -84,53 +84,13 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             .await?;
     }
     let capi = capi_of(c).await?;
-    let machines = capi.machines(ns);
-    let Some(m) = machines
+    let Some(m) = capi
+        .machines(ns)
         .get_opt(&name)
         .await
         .map_err(|e| kube_error("reading the Machine", e))?
     else {
-        // Gone already — but if it was a set's, the set may have taken it for another named
-        // Machine's count: this one's count is still owed.
-        if let Some(scaled) = &progress.scaled {
-            let api = match scaled.kind.as_str() {
-                "MachineDeployment" => capi.machine_deployments(ns),
-                _ => capi.machine_sets(ns),
-            };
-            let owner_name = scaled.name.as_str();
-            // Owed only if the set took this Machine in place of another one this job named
-            // (still there, annotated by this job); gone for another reason, nothing is owed.
-            let mark = format!("capstan job {}", ctx.job_id);
-            let named_left = machines
-                .list(&Default::default())
-                .await
-                .map_err(|e| kube_error("listing Machines", e))?
-                .items
-                .iter()
-                .any(|x| {
-                    x.metadata.deletion_timestamp.is_none()
-                        && x.metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(DELETE_MACHINE_ANNOTATION))
-                            == Some(&mark)
-                });
-            if named_left
-                && let Some(o) = api
-                    .get_opt(owner_name)
-                    .await
-                    .map_err(|e| kube_error("reading the Machine's owner", e))?
-            {
-                return lower_once(&ctx, &api, &o, &name).await;
-            }
-        }
-        ctx.event(
-            EventKind::Note,
-            format!("Machine {name} is already gone; finishing what is left in OpenStack"),
-            None,
-        )
-        .await?;
-        return Ok(Outcome::next("ok"));
+        return already_gone(&ctx, &capi, ns, &name, progress.scaled.as_ref()).await;
     };
     // Only this cluster's Machines: a same-named Machine of another cluster is not ours.
     let machine = Machine::read(&m);
@@ -144,53 +104,11 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             ),
         ));
     }
-    // What CAPO named this node's ports and volumes, for the check after it is gone.
     if progress.port_names.is_none() {
-        let osm = capi
-            .openstack_machines(ns)
-            .get_opt(&name)
-            .await
-            .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
-        // CAPO's names for them come from the OpenStackMachine; when it is gone, CAPO's
-        // defaults.
-        let (ports, volumes) = match osm.as_ref().map(OpenStackMachine::read) {
-            Some(osm) => osm.resource_names(),
-            None => OpenStackMachine::default_resource_names(&name),
-        };
-        ctx.record(DeleteProgress::PORT_NAMES, &ports, None).await?;
-        ctx.record(DeleteProgress::VOLUME_NAMES, &volumes, None)
-            .await?;
-        // The server this cluster's objects name: the proof that lets a later step delete
-        // it (a same-named server is not proof).
-        let mut server_ids: Vec<String> = machine.server_id().into_iter().collect();
-        if let Some(oss) = capi
-            .openstack_servers(ns)
-            .get_opt(&name)
-            .await
-            .map_err(|e| kube_error("reading the OpenStackServer", e))?
-            && let Some(id) = OpenStackServer::read(&oss).instance_id
-            && !server_ids.contains(&id)
-        {
-            server_ids.push(id);
-        }
-        ctx.record(DeleteProgress::SERVER_IDS, &server_ids, None)
-            .await?;
+        record_what_it_leaves(&mut ctx, &capi, ns, &name, &machine).await?;
     }
     let Some((kind, set_name)) = owner(&m) else {
-        if m.metadata.deletion_timestamp.is_some() {
-            return Ok(Outcome::next("ok"));
-        }
-        machines
-            .delete(&name, &DeleteParams::background())
-            .await
-            .map_err(|e| kube_error("deleting the Machine", e))?;
-        ctx.event(
-            EventKind::Note,
-            format!("Machine {name} is standalone: deleted"),
-            None,
-        )
-        .await?;
-        return Ok(Outcome::next("ok"));
+        return delete_standalone(&ctx, &capi, ns, &name, &m).await;
     };
     if kind != "MachineSet" {
         return Err(StepError::new(
@@ -198,106 +116,258 @@ async fn mark_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
             format!("Machine {name} is owned by a {kind}, which Capstan does not scale"),
         ));
     }
-    // The set, or the deployment that owns the set: that one's replicas count.
-    let sets = capi.machine_sets(ns);
-    let set = sets
+    let set = capi
+        .machine_sets(ns)
         .get(&set_name)
         .await
         .map_err(|e| kube_error("reading the MachineSet", e))?;
-    let (scaled_api, scaled) = match owner(&set) {
-        Some((k, md)) if k == "MachineDeployment" => {
-            let mds = capi.machine_deployments(ns);
-            let o = mds
-                .get(&md)
-                .await
-                .map_err(|e| kube_error("reading the MachineDeployment", e))?;
-            // During a rollout the deployment scales its old set down first: lowering it
-            // now would take a node that was not named (rancher/rancher#52041). Wait.
-            let md_uid = o.metadata.uid.clone().unwrap_or_default();
-            let active_sets = sets
-                .list(&Default::default())
-                .await
-                .map_err(|e| kube_error("listing MachineSets", e))?
-                .items
-                .into_iter()
-                .filter(|x| {
-                    x.metadata
-                        .owner_references
-                        .as_ref()
-                        .is_some_and(|r| r.iter().any(|r| r.uid == md_uid))
-                        && capi::shape::replicas(x).unwrap_or(0) > 0
-                })
-                .count();
-            if active_sets > 1 {
-                return Ok(Outcome::recheck_in(
-                    RECHECK,
-                    format!(
-                        "MachineDeployment {md} is rolling out ({active_sets} MachineSets with replicas); waiting until one is left so that only {name} goes"
-                    ),
-                ));
-            }
-            (mds, o)
-        }
-        _ => (sets, set.clone()),
+    let (scaled_api, scaled) = match scaled_owner(&capi, ns, &name, &set).await? {
+        Ok(scaled) => scaled,
+        Err(wait) => return Ok(wait),
     };
-    let scaled_kind = scaled
-        .types
-        .as_ref()
-        .map(|t| t.kind.clone())
-        .unwrap_or_default();
-    let scaled_name = scaled.metadata.name.clone().unwrap_or_default();
+    let target = Scaled {
+        kind: scaled
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default(),
+        name: scaled.metadata.name.clone().unwrap_or_default(),
+    };
     // Who is in the set now: what must still be there when this node is gone.
     if progress.set_members.is_none() {
-        let members: Vec<SetMember> = machines
+        record_set_members(&mut ctx, &capi, ns, &name, &set, &target).await?;
+    }
+    annotate(&ctx, &capi, ns, &name, &m).await?;
+    if progress.scaled.is_none() {
+        ctx.record(DeleteProgress::SCALED, &target, None).await?;
+    }
+    lower_once(&ctx, &scaled_api, &scaled, &name).await
+}
+
+/// The Machine is gone already — but if it was a set's, the set may have taken it for
+/// another named Machine's count: this one's count is still owed then.
+async fn already_gone(
+    ctx: &StepContext,
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    scaled: Option<&Scaled>,
+) -> Result<Outcome, StepError> {
+    if let Some(scaled) = scaled {
+        let api = match scaled.kind.as_str() {
+            "MachineDeployment" => capi.machine_deployments(ns),
+            _ => capi.machine_sets(ns),
+        };
+        // Owed only if the set took this Machine in place of another one this job named
+        // (still there, annotated by this job); gone for another reason, nothing is owed.
+        let mark = format!("capstan job {}", ctx.job_id);
+        let named_left = capi
+            .machines(ns)
             .list(&Default::default())
             .await
             .map_err(|e| kube_error("listing Machines", e))?
             .items
             .iter()
-            .filter(|x| owner(x).is_some_and(|(k, n)| k == "MachineSet" && n == set_name))
-            .map(|x| SetMember {
-                name: x.metadata.name.clone(),
-                uid: x.metadata.uid.clone(),
-            })
-            .collect();
-        ctx.record(DeleteProgress::SET_MEMBERS, &members, None)
-            .await?;
-        let policy = capi::shape::deletion_order(&set);
-        ctx.event(
-            EventKind::Note,
-            format!(
-                "Machine {name} belongs to MachineSet {set_name} (deletion order {policy}); it is annotated {DELETE_MACHINE_ANNOTATION} so that it, and no other, goes when {scaled_kind} {scaled_name} is lowered by one"
-            ),
-            Some(json!({ "machine_set": set_name, "delete_policy": policy, "scaled": {"kind": scaled_kind, "name": scaled_name} })),
-        )
+            .any(|x| {
+                x.metadata.deletion_timestamp.is_none()
+                    && x.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(DELETE_MACHINE_ANNOTATION))
+                        == Some(&mark)
+            });
+        if named_left
+            && let Some(o) = api
+                .get_opt(&scaled.name)
+                .await
+                .map_err(|e| kube_error("reading the Machine's owner", e))?
+        {
+            return lower_once(ctx, &api, &o, name).await;
+        }
+    }
+    ctx.event(
+        EventKind::Note,
+        format!("Machine {name} is already gone; finishing what is left in OpenStack"),
+        None,
+    )
+    .await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// Records what CAPO named this node's ports and volumes, and the servers this cluster's
+/// objects name for it: the proof that lets a later step delete them after the objects
+/// are gone (a same-named server is not proof).
+async fn record_what_it_leaves(
+    ctx: &mut StepContext,
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    machine: &Machine,
+) -> Result<(), StepError> {
+    let osm = capi
+        .openstack_machines(ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackMachine", e))?;
+    // CAPO's names for them come from the OpenStackMachine; when it is gone, CAPO's
+    // defaults.
+    let (ports, volumes) = match osm.as_ref().map(OpenStackMachine::read) {
+        Some(osm) => osm.resource_names(),
+        None => OpenStackMachine::default_resource_names(name),
+    };
+    ctx.record(DeleteProgress::PORT_NAMES, &ports, None).await?;
+    ctx.record(DeleteProgress::VOLUME_NAMES, &volumes, None)
         .await?;
-    }
-    // 1. The annotation first, so the set deletes this Machine when its count drops. (With
-    //    several named Machines annotated, the set may take them in another order than the
-    //    job lowers it; each still lowers it once, so all of them, and only they, go.)
-    if m.metadata.deletion_timestamp.is_none()
-        && m.metadata
-            .annotations
-            .as_ref()
-            .is_none_or(|a| !a.contains_key(DELETE_MACHINE_ANNOTATION))
+    let mut server_ids: Vec<String> = machine.server_id().into_iter().collect();
+    if let Some(oss) = capi
+        .openstack_servers(ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackServer", e))?
+        && let Some(id) = OpenStackServer::read(&oss).instance_id
+        && !server_ids.contains(&id)
     {
-        machines
-            .patch(
-                &name,
-                &capi::patch_params(),
-                &Patch::Merge(json!({"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: format!("capstan job {}", ctx.job_id)}}})),
-            )
-            .await
-            .map_err(|e| kube_error("annotating the Machine", e))?;
+        server_ids.push(id);
     }
-    if progress.scaled.is_none() {
-        let scaled = Scaled {
-            kind: scaled_kind,
-            name: scaled_name,
-        };
-        ctx.record(DeleteProgress::SCALED, &scaled, None).await?;
+    ctx.record(DeleteProgress::SERVER_IDS, &server_ids, None)
+        .await
+}
+
+/// A Machine no set owns is deleted (once: one already going is left to finish).
+async fn delete_standalone(
+    ctx: &StepContext,
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    m: &DynamicObject,
+) -> Result<Outcome, StepError> {
+    if m.metadata.deletion_timestamp.is_some() {
+        return Ok(Outcome::next("ok"));
     }
-    lower_once(&ctx, &scaled_api, &scaled, &name).await
+    capi.machines(ns)
+        .delete(name, &DeleteParams::background())
+        .await
+        .map_err(|e| kube_error("deleting the Machine", e))?;
+    ctx.event(
+        EventKind::Note,
+        format!("Machine {name} is standalone: deleted"),
+        None,
+    )
+    .await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// The object whose replicas count for `set`: the set itself, or the MachineDeployment that
+/// owns it — unless that deployment is rolling out, when the answer is a wait.
+async fn scaled_owner(
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    set: &DynamicObject,
+) -> Result<Result<(kube::Api<DynamicObject>, DynamicObject), Outcome>, StepError> {
+    let sets = capi.machine_sets(ns);
+    let Some((_, md)) = owner(set).filter(|(k, _)| k == "MachineDeployment") else {
+        return Ok(Ok((sets, set.clone())));
+    };
+    let mds = capi.machine_deployments(ns);
+    let o = mds
+        .get(&md)
+        .await
+        .map_err(|e| kube_error("reading the MachineDeployment", e))?;
+    // During a rollout the deployment scales its old set down first: lowering it now would
+    // take a node that was not named (rancher/rancher#52041). Wait.
+    let md_uid = o.metadata.uid.clone().unwrap_or_default();
+    let active_sets = sets
+        .list(&Default::default())
+        .await
+        .map_err(|e| kube_error("listing MachineSets", e))?
+        .items
+        .into_iter()
+        .filter(|x| {
+            x.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|r| r.uid == md_uid))
+                && capi::shape::replicas(x).unwrap_or(0) > 0
+        })
+        .count();
+    if active_sets > 1 {
+        return Ok(Err(Outcome::recheck_in(
+            RECHECK,
+            format!(
+                "MachineDeployment {md} is rolling out ({active_sets} MachineSets with replicas); waiting until one is left so that only {name} goes"
+            ),
+        )));
+    }
+    Ok(Ok((mds, o)))
+}
+
+/// Records the set's members before the node goes, and says in the history how the node
+/// will go.
+async fn record_set_members(
+    ctx: &mut StepContext,
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    set: &DynamicObject,
+    target: &Scaled,
+) -> Result<(), StepError> {
+    let set_name = set.metadata.name.clone().unwrap_or_default();
+    let members: Vec<SetMember> = capi
+        .machines(ns)
+        .list(&Default::default())
+        .await
+        .map_err(|e| kube_error("listing Machines", e))?
+        .items
+        .iter()
+        .filter(|x| owner(x).is_some_and(|(k, n)| k == "MachineSet" && n == set_name))
+        .map(|x| SetMember {
+            name: x.metadata.name.clone(),
+            uid: x.metadata.uid.clone(),
+        })
+        .collect();
+    ctx.record(DeleteProgress::SET_MEMBERS, &members, None)
+        .await?;
+    let policy = capi::shape::deletion_order(set);
+    let Scaled { kind, name: scaled } = target;
+    ctx.event(
+        EventKind::Note,
+        format!(
+            "Machine {name} belongs to MachineSet {set_name} (deletion order {policy}); it is annotated {DELETE_MACHINE_ANNOTATION} so that it, and no other, goes when {kind} {scaled} is lowered by one"
+        ),
+        Some(json!({ "machine_set": set_name, "delete_policy": policy, "scaled": {"kind": kind, "name": scaled} })),
+    )
+    .await
+}
+
+/// 1. The annotation first, so the set deletes this Machine when its count drops. (With
+///    several named Machines annotated, the set may take them in another order than the
+///    job lowers it; each still lowers it once, so all of them, and only they, go.)
+async fn annotate(
+    ctx: &StepContext,
+    capi: &Capi,
+    ns: &str,
+    name: &str,
+    m: &DynamicObject,
+) -> Result<(), StepError> {
+    let annotated = m
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(DELETE_MACHINE_ANNOTATION));
+    if m.metadata.deletion_timestamp.is_some() || annotated {
+        return Ok(());
+    }
+    let mark = format!("capstan job {}", ctx.job_id);
+    capi.machines(ns)
+        .patch(
+            name,
+            &capi::patch_params(),
+            &Patch::Merge(json!({"metadata": {"annotations": {DELETE_MACHINE_ANNOTATION: mark}}})),
+        )
+        .await
+        .map_err(|e| kube_error("annotating the Machine", e))?;
+    Ok(())
 }
 
 /// Lowers the owner's replicas by one for `name`, once: the owner's ledger annotation,

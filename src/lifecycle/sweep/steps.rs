@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::{IntakeCell, repair};
-use crate::cloud::Clients;
 use crate::cloud::capi::{self, capo};
 use crate::cloud::marks;
-use crate::cloud::os::Service;
+use crate::cloud::os::{OpenStack, Service};
+use crate::cloud::{Clients, ClusterRef};
 use crate::engine::intake::{Intake, Refused};
 use crate::engine::progress::{Field, Progress};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
@@ -124,12 +124,13 @@ impl RepairSweepProgress {
     const REPAIR_JOB: Field<Self, String> = Field::new("repair_job");
 }
 
+/// Finds the cluster's unhealthy workers and submits one repair job for those no other job
+/// holds, as many as `max_parallel` leaves room for.
 async fn repair_sweep(
     c: &Clients,
     intake: &Intake,
     mut ctx: StepContext,
 ) -> Result<Outcome, StepError> {
-    let store = intake.store();
     if let Some(j) = ctx.progress::<RepairSweepProgress>()?.repair_job {
         // Quoted, as the note has always shown the ID.
         return Ok(Outcome::next_because(
@@ -139,20 +140,55 @@ async fn repair_sweep(
         ));
     }
     let cref = cluster_of(&ctx)?;
-    let (ns, cluster) = (&cref.ns, &cref.name);
-    let thresholds = repair::Thresholds::from_params(&ctx.params);
+    let (workers, unhealthy) = unhealthy_workers(c, &cref, &ctx.params).await?;
+    if unhealthy.is_empty() {
+        return Ok(Outcome::next_because(
+            "ok",
+            None,
+            format!("all {workers} workers of {cref} are healthy; nothing to repair"),
+        ));
+    }
+    let chosen = match choose(intake.store(), &ctx, &unhealthy).await? {
+        Ok(chosen) => chosen,
+        Err(nothing) => return Ok(nothing),
+    };
+    let job_id = match submit_repair(intake, &ctx, &chosen).await? {
+        Ok(id) => id,
+        Err(stopped) => return Ok(stopped),
+    };
+    ctx.record(
+        RepairSweepProgress::REPAIR_JOB,
+        &job_id,
+        Some(format!(
+            "submitted repair job {job_id} for {}",
+            chosen.join(", ")
+        )),
+    )
+    .await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// The cluster's workers (how many) and the unhealthy ones, each with why (repair's
+/// health assessment under the sweep's thresholds).
+async fn unhealthy_workers(
+    c: &Clients,
+    cref: &ClusterRef,
+    params: &Value,
+) -> Result<(usize, Vec<(String, String)>), StepError> {
+    let thresholds = repair::Thresholds::from_params(params);
     let machines = capi_of(c)
         .await?
-        .machines(ns)
+        .machines(&cref.ns)
         .list(&kube::api::ListParams::default().labels(&format!(
-            "{}={cluster},!{}",
+            "{}={},!{}",
             capi::CLUSTER_NAME_LABEL,
+            cref.name,
             capi::CONTROL_PLANE_LABEL
         )))
         .await
         .map_err(|e| kube_error("listing Machines", e))?
         .items;
-    let servers = os_of(c, &cref)
+    let servers = os_of(c, cref)
         .await?
         .get(Service::Compute, &["servers", "detail"], &[])
         .await
@@ -163,34 +199,31 @@ async fn repair_sweep(
         let machine = capi::Machine::read(m);
         let server = super::common::pick_server(
             servers["servers"].as_array().into_iter().flatten(),
-            &cref,
+            cref,
             &machine,
         );
         if let Some(why) = repair::assess(&machine, server, thresholds) {
             unhealthy.push((name, why));
         }
     }
-    if unhealthy.is_empty() {
-        return Ok(Outcome::next_because(
-            "ok",
-            None,
-            format!(
-                "all {} workers of {ns}/{cluster} are healthy; nothing to repair",
-                machines.len()
-            ),
-        ));
-    }
+    Ok((machines.len(), unhealthy))
+}
+
+/// The unhealthy nodes to repair now: not held by an unfinished job of this cluster, and at
+/// most `max_parallel` of the cluster's nodes in repair at once. Each unhealthy node is
+/// noted in the history; none to repair is the step's outcome.
+async fn choose(
+    store: &Store,
+    ctx: &StepContext,
+    unhealthy: &[(String, String)],
+) -> Result<Result<Vec<String>, Outcome>, StepError> {
     let unfinished = unfinished_jobs(store, &ctx.job_id).await?;
     // Nodes an unfinished job of this cluster holds: left to that job.
     let mut busy = BTreeSet::new();
     for j in unfinished.iter().filter(|j| j.cluster == ctx.cluster) {
         busy.extend(store.tasks(&j.id).await?.into_iter().map(|t| t.name));
     }
-    let free: Vec<&(String, String)> = unhealthy
-        .iter()
-        .filter(|(n, _)| !busy.contains(n))
-        .collect();
-    for (n, why) in &unhealthy {
+    for (n, why) in unhealthy {
         let held = if busy.contains(n) {
             " (an unfinished job holds it: left to that job)"
         } else {
@@ -217,29 +250,44 @@ async fn repair_sweep(
         repairing += store.tasks(&j.id).await?.len();
     }
     let room = max_parallel.saturating_sub(repairing);
-    let chosen: Vec<String> = free.iter().take(room).map(|(n, _)| n.clone()).collect();
+    let chosen: Vec<String> = unhealthy
+        .iter()
+        .filter(|(n, _)| !busy.contains(n))
+        .take(room)
+        .map(|(n, _)| n.clone())
+        .collect();
     if chosen.is_empty() {
-        return Ok(Outcome::next_because(
+        return Ok(Err(Outcome::next_because(
             "ok",
             None,
             format!(
                 "nothing submitted: {repairing} node(s) of {} already in repair (max_parallel {max_parallel}), or every unhealthy worker is in a job",
                 ctx.cluster
             ),
-        ));
+        )));
     }
-    // The repair job comes in the one way every job does, as the sweep's owner: its
-    // admission (max_unhealthy, specs) is the same as for a repair submitted by hand.
-    let owner = store
+    Ok(Ok(chosen))
+}
+
+/// Submits the repair of `chosen` the one way every job comes in, as the sweep's owner: its
+/// admission (max_unhealthy, specs) is the same as for a repair submitted by hand. The new
+/// job's ID, or the outcome that stops the sweep.
+async fn submit_repair(
+    intake: &Intake,
+    ctx: &StepContext,
+    chosen: &[String],
+) -> Result<Result<String, Outcome>, StepError> {
+    let owner = intake
+        .store()
         .job(&ctx.job_id)
         .await?
         .map(|j| j.owner)
         .unwrap_or_default();
     let Some(principal) = intake.auth().principal(&owner).cloned() else {
-        return Ok(Outcome::fail(
+        return Ok(Err(Outcome::fail(
             FailureClass::Auth,
             format!("the sweep's owner {owner} no longer exists; no repair submitted"),
-        ));
+        )));
     };
     // The sweep's own fields that a repair takes too are passed on.
     let mut params = serde_json::Map::new();
@@ -264,31 +312,18 @@ async fn repair_sweep(
         key: format!("repair-sweep-{}", ctx.job_id),
         request: json!({ "sweep": ctx.job_id }).to_string(),
     };
-    let submitted = match intake
+    match intake
         .submit(&principal, &body, Some(&key), Vec::new())
         .await
     {
-        Ok(s) => s,
-        Err(Refused::Unavailable(m)) => return Err(StepError::new(FailureClass::Transient, m)),
-        Err(Refused::Store(e)) => return Err(e.into()),
-        Err(r) => {
-            return Ok(Outcome::fail(
-                FailureClass::Conflict,
-                format!("stopped: {}", r.summary()),
-            ));
-        }
-    };
-    ctx.record(
-        RepairSweepProgress::REPAIR_JOB,
-        &submitted.job_id,
-        Some(format!(
-            "submitted repair job {} for {}",
-            submitted.job_id,
-            chosen.join(", ")
-        )),
-    )
-    .await?;
-    Ok(Outcome::next("ok"))
+        Ok(s) => Ok(Ok(s.job_id)),
+        Err(Refused::Unavailable(m)) => Err(StepError::new(FailureClass::Transient, m)),
+        Err(Refused::Store(e)) => Err(e.into()),
+        Err(r) => Ok(Err(Outcome::fail(
+            FailureClass::Conflict,
+            format!("stopped: {}", r.summary()),
+        ))),
+    }
 }
 
 fn older_than(created: &Value, grace: std::time::Duration) -> bool {
@@ -342,135 +377,44 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
         None => std::time::Duration::from_secs(3600),
     };
     let dry_run = ctx.params["dry_run"] == true;
-    // What is alive: every Machine's name anywhere, and the servers Machines name; and the
-    // nodes any unfinished job holds, in any tenant.
-    let machines: Vec<capi::Machine> = capi_of(c)
-        .await?
-        .all_machines()
-        .list(&Default::default())
-        .await
-        .map_err(|e| kube_error("listing Machines", e))?
-        .items
-        .iter()
-        .map(capi::Machine::read)
-        .collect();
-    let live: BTreeSet<String> = machines.iter().map(|m| m.name.clone()).collect();
-    let live_servers: BTreeSet<String> = machines
-        .iter()
-        .filter_map(capi::Machine::server_id)
-        .collect();
-    let busy = busy_nodes(store, &ctx.job_id).await?;
-    // The nodes Capstan made in this cluster: the nodes of its jobs of the kinds that make
-    // servers (scale_out, repair).
-    let mut names = BTreeSet::new();
-    let filter = JobFilter {
-        cluster: Some(ctx.cluster.clone()),
-        ..JobFilter::default()
-    };
-    for j in all_jobs(store, filter)
-        .await?
-        .iter()
-        .filter(|j| kind::find(&j.kind).is_some_and(|k| k.makes_servers()))
-    {
-        for t in store.tasks(&j.id).await? {
-            names.insert(t.name);
-        }
-    }
+    let mut alive = Alive::read(c, store, &ctx).await?;
     let servers = os
         .get(Service::Compute, &["servers", "detail"], &[])
         .await
         .map_err(|e| os_error("listing servers", e))?;
-    for s in servers["servers"].as_array().into_iter().flatten() {
+    let servers = servers["servers"].as_array().cloned().unwrap_or_default();
+    for s in &servers {
         if marks::server_is_marked(s, &cluster)
             && let Some(n) = s["name"].as_str()
         {
-            names.insert(n.to_string());
+            alive.names.insert(n.to_string());
         }
     }
-    let orphan_node = |n: &str| !live.contains(n) && !busy.contains(n);
-    let mut found: Vec<(Service, &'static str, String, String)> = Vec::new();
-    for s in servers["servers"].as_array().into_iter().flatten() {
-        let n = s["name"].as_str().unwrap_or_default();
-        let sid = s["id"].as_str().unwrap_or_default();
-        if marks::server_is_marked(s, &cluster)
-            && orphan_node(n)
-            && !live_servers.contains(sid)
-            && older_than(&s["created"], grace)
-        {
-            found.push((Service::Compute, "server", n.to_string(), sid.to_string()));
-        }
-    }
+    let look = Look {
+        cluster: &cluster,
+        grace,
+        alive: &alive,
+    };
+    let mut found = look.servers(&servers);
     // Neutron shows credentials with the admin role every project's: ask for this one's.
     let project = [("project_id", os.project_id.as_str())];
     let fips = os
         .get(Service::Network, &["floatingips"], &project)
         .await
         .map_err(|e| os_error("listing floating IPs", e))?;
-    for f in fips["floatingips"].as_array().into_iter().flatten() {
-        let desc = f["description"].as_str().unwrap_or_default();
-        if let Some((owner, _, n)) = marks::read_floating_ip_description(desc)
-            && owner == cluster
-            && orphan_node(&n)
-            && older_than(&f["created_at"], grace)
-        {
-            found.push((
-                Service::Network,
-                "floating IP",
-                f["floating_ip_address"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                f["id"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
+    found.extend(look.floating_ips(&fips));
+    // A port or volume attached to a server that is not itself an orphan is in use.
+    let orphan_servers: BTreeSet<String> = found.iter().map(|f| f.id.clone()).collect();
     let ports = os
         .get(Service::Network, &["ports"], &project)
         .await
         .map_err(|e| os_error("listing ports", e))?;
-    // A port or volume attached to a server that is not itself an orphan is in use.
-    let orphan_servers: BTreeSet<String> = found.iter().map(|f| f.3.clone()).collect();
-    let free_or_orphaned = |device: &str| device.is_empty() || orphan_servers.contains(device);
-    let port_mark = marks::capo_port_description(&cluster);
-    for p in ports["ports"].as_array().into_iter().flatten() {
-        let pn = p["name"].as_str().unwrap_or_default();
-        if p["description"] == port_mark.as_str()
-            && let Some(n) = owner_of(pn, &names, &live, true)
-            && orphan_node(n)
-            && free_or_orphaned(p["device_id"].as_str().unwrap_or_default())
-            && older_than(&p["created_at"], grace)
-        {
-            found.push((
-                Service::Network,
-                "port",
-                pn.to_string(),
-                p["id"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
+    found.extend(look.ports(&ports, &orphan_servers));
     let volumes = os
         .get(Service::BlockStorage, &["volumes", "detail"], &[])
         .await
         .map_err(|e| os_error("listing volumes", e))?;
-    for v in volumes["volumes"].as_array().into_iter().flatten() {
-        let vn = v["name"].as_str().unwrap_or_default();
-        let attached_to = v["attachments"][0]["server_id"]
-            .as_str()
-            .unwrap_or_default();
-        let Some(n) = owner_of(vn, &names, &live, false) else {
-            continue;
-        };
-        let proven = orphan_servers.contains(attached_to)
-            || (attached_to.is_empty() && marks::capo_volume_described_for(v, n));
-        if proven && orphan_node(n) && older_than(&v["created_at"], grace) {
-            found.push((
-                Service::BlockStorage,
-                "volume",
-                vn.to_string(),
-                v["id"].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
+    found.extend(look.volumes(&volumes, &orphan_servers));
     if found.is_empty() {
         return Ok(Outcome::next_because(
             "ok",
@@ -478,42 +422,223 @@ async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Ou
             format!("no orphans older than {}", crate::duration::format(grace)),
         ));
     }
-    for (service, what, name, id) in &found {
-        if dry_run {
-            ctx.event(
+    for orphan in &found {
+        remove_orphan(&ctx, &os, orphan, dry_run).await?;
+    }
+    Ok(Outcome::next("ok"))
+}
+
+/// An orphan the sweep found: its service, what it is, its name and ID.
+struct Orphan {
+    service: Service,
+    what: &'static str,
+    name: String,
+    id: String,
+}
+
+/// What is alive, read once per sweep: every Machine's name anywhere and the servers
+/// Machines name; the nodes any unfinished job holds, in any tenant; and the names of the
+/// nodes Capstan made in this cluster.
+struct Alive {
+    live: BTreeSet<String>,
+    live_servers: BTreeSet<String>,
+    busy: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
+impl Alive {
+    async fn read(c: &Clients, store: &Store, ctx: &StepContext) -> Result<Alive, StepError> {
+        let machines: Vec<capi::Machine> = capi_of(c)
+            .await?
+            .all_machines()
+            .list(&Default::default())
+            .await
+            .map_err(|e| kube_error("listing Machines", e))?
+            .items
+            .iter()
+            .map(capi::Machine::read)
+            .collect();
+        let busy = busy_nodes(store, &ctx.job_id).await?;
+        // The nodes Capstan made in this cluster: the nodes of its jobs of the kinds that
+        // make servers (scale_out, repair); the servers carrying its mark add theirs.
+        let mut names = BTreeSet::new();
+        let filter = JobFilter {
+            cluster: Some(ctx.cluster.clone()),
+            ..JobFilter::default()
+        };
+        for j in all_jobs(store, filter)
+            .await?
+            .iter()
+            .filter(|j| kind::find(&j.kind).is_some_and(|k| k.makes_servers()))
+        {
+            for t in store.tasks(&j.id).await? {
+                names.insert(t.name);
+            }
+        }
+        Ok(Alive {
+            live: machines.iter().map(|m| m.name.clone()).collect(),
+            live_servers: machines
+                .iter()
+                .filter_map(capi::Machine::server_id)
+                .collect(),
+            busy,
+            names,
+        })
+    }
+
+    /// A node no Machine has and no unfinished job holds.
+    fn orphan_node(&self, n: &str) -> bool {
+        !self.live.contains(n) && !self.busy.contains(n)
+    }
+}
+
+/// One sweep's look at OpenStack's lists: the orphans in each, each with proof it is the
+/// cluster's, older than `grace`.
+struct Look<'a> {
+    cluster: &'a ClusterRef,
+    grace: std::time::Duration,
+    alive: &'a Alive,
+}
+
+impl Look<'_> {
+    fn servers(&self, servers: &[Value]) -> Vec<Orphan> {
+        servers
+            .iter()
+            .filter(|s| {
+                let sid = s["id"].as_str().unwrap_or_default();
+                marks::server_is_marked(s, self.cluster)
+                    && self
+                        .alive
+                        .orphan_node(s["name"].as_str().unwrap_or_default())
+                    && !self.alive.live_servers.contains(sid)
+                    && older_than(&s["created"], self.grace)
+            })
+            .map(|s| Orphan {
+                service: Service::Compute,
+                what: "server",
+                name: s["name"].as_str().unwrap_or_default().to_string(),
+                id: s["id"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    fn floating_ips(&self, fips: &Value) -> Vec<Orphan> {
+        let mut found = Vec::new();
+        for f in fips["floatingips"].as_array().into_iter().flatten() {
+            let desc = f["description"].as_str().unwrap_or_default();
+            if let Some((owner, _, n)) = marks::read_floating_ip_description(desc)
+                && owner == *self.cluster
+                && self.alive.orphan_node(&n)
+                && older_than(&f["created_at"], self.grace)
+            {
+                found.push(Orphan {
+                    service: Service::Network,
+                    what: "floating IP",
+                    name: f["floating_ip_address"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    id: f["id"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        found
+    }
+
+    fn ports(&self, ports: &Value, orphan_servers: &BTreeSet<String>) -> Vec<Orphan> {
+        let free_or_orphaned = |device: &str| device.is_empty() || orphan_servers.contains(device);
+        let port_mark = marks::capo_port_description(self.cluster);
+        let mut found = Vec::new();
+        for p in ports["ports"].as_array().into_iter().flatten() {
+            let pn = p["name"].as_str().unwrap_or_default();
+            if p["description"] == port_mark.as_str()
+                && let Some(n) = owner_of(pn, &self.alive.names, &self.alive.live, true)
+                && self.alive.orphan_node(n)
+                && free_or_orphaned(p["device_id"].as_str().unwrap_or_default())
+                && older_than(&p["created_at"], self.grace)
+            {
+                found.push(Orphan {
+                    service: Service::Network,
+                    what: "port",
+                    name: pn.to_string(),
+                    id: p["id"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        found
+    }
+
+    fn volumes(&self, volumes: &Value, orphan_servers: &BTreeSet<String>) -> Vec<Orphan> {
+        let mut found = Vec::new();
+        for v in volumes["volumes"].as_array().into_iter().flatten() {
+            let vn = v["name"].as_str().unwrap_or_default();
+            let attached_to = v["attachments"][0]["server_id"]
+                .as_str()
+                .unwrap_or_default();
+            let Some(n) = owner_of(vn, &self.alive.names, &self.alive.live, false) else {
+                continue;
+            };
+            let proven = orphan_servers.contains(attached_to)
+                || (attached_to.is_empty() && marks::capo_volume_described_for(v, n));
+            if proven && self.alive.orphan_node(n) && older_than(&v["created_at"], self.grace) {
+                found.push(Orphan {
+                    service: Service::BlockStorage,
+                    what: "volume",
+                    name: vn.to_string(),
+                    id: v["id"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        found
+    }
+}
+
+/// Deletes one orphan (or, in a dry run, only notes it), recording what was done.
+async fn remove_orphan(
+    ctx: &StepContext,
+    os: &OpenStack,
+    orphan: &Orphan,
+    dry_run: bool,
+) -> Result<(), StepError> {
+    let Orphan {
+        service,
+        what,
+        name,
+        id,
+    } = orphan;
+    if dry_run {
+        return ctx
+            .event(
                 EventKind::Note,
                 format!("orphan (dry run, kept): {what} {name} ({id})"),
                 Some(json!({ "what": what, "name": name, "id": id })),
             )
-            .await?;
-            continue;
-        }
-        let path: Vec<&str> = match service {
-            Service::Compute => vec!["servers", id],
-            Service::Network if *what == "port" => vec!["ports", id],
-            Service::Network => vec!["floatingips", id],
-            _ => vec!["volumes", id],
-        };
-        match os.delete(*service, &path).await {
-            Ok(()) => {
-                ctx.event(
-                    EventKind::Cleanup,
-                    format!("orphan deleted: {what} {name} ({id})"),
-                    Some(json!({ "what": what, "name": name, "id": id })),
-                )
-                .await?;
-            }
-            // A volume still attached to an orphan server being deleted: the next sweep.
-            Err(e) if e.status == 400 => {
-                ctx.event(
-                    EventKind::Note,
-                    format!("orphan {what} {name} not deleted yet: {e}"),
-                    None,
-                )
-                .await?;
-            }
-            Err(e) => return Err(os_error(&format!("deleting orphan {what} {name}"), e)),
-        }
+            .await;
     }
-    Ok(Outcome::next("ok"))
+    let path: Vec<&str> = match service {
+        Service::Compute => vec!["servers", id],
+        Service::Network if *what == "port" => vec!["ports", id],
+        Service::Network => vec!["floatingips", id],
+        _ => vec!["volumes", id],
+    };
+    match os.delete(*service, &path).await {
+        Ok(()) => {
+            ctx.event(
+                EventKind::Cleanup,
+                format!("orphan deleted: {what} {name} ({id})"),
+                Some(json!({ "what": what, "name": name, "id": id })),
+            )
+            .await
+        }
+        // A volume still attached to an orphan server being deleted: the next sweep.
+        Err(e) if e.status == 400 => {
+            ctx.event(
+                EventKind::Note,
+                format!("orphan {what} {name} not deleted yet: {e}"),
+                None,
+            )
+            .await
+        }
+        Err(e) => Err(os_error(&format!("deleting orphan {what} {name}"), e)),
+    }
 }
