@@ -372,21 +372,8 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
         return failed(&mut ctx, &cl, &text).await;
     };
     let machine = Machine::read(&m);
-    if let Some(text) = machine.failure_message.clone() {
-        let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
+    if let Some((cl, text)) = capi_failure(&capi, ns, &spec, &machine).await? {
         return failed(&mut ctx, &cl, &text).await;
-    }
-    if let Some(oss) = capi
-        .openstack_servers(ns)
-        .get_opt(&spec.name)
-        .await
-        .map_err(|e| kube_error("reading the OpenStackServer", e))?
-    {
-        if let Some(text) = OpenStackServer::read(&oss).create_failed {
-            let cl =
-                classify::classify(&Failure::new(Source::OpenStackServerCondition, None, &text));
-            return failed(&mut ctx, &cl, &text).await;
-        }
     }
     let os = os_of(c, &cluster).await?;
     let server = server_of(&os, &cluster, &machine).await?;
@@ -402,14 +389,7 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
             )
             .await?;
         }
-        if s["status"] == "ERROR" {
-            let fault = &s["fault"];
-            let text = fault["message"]
-                .as_str()
-                .unwrap_or("server went to ERROR without a fault")
-                .to_string();
-            let code = fault["code"].as_u64().map(|c| c as u16);
-            let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
+        if let Some((cl, text)) = nova_fault(s) {
             return failed(&mut ctx, &cl, &text).await;
         }
     }
@@ -421,36 +401,7 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
     // No server long after the Machine was made: real CAPO requeues a failed lookup (image,
     // flavor, network, subnet) without any condition, so ask the cloud what is missing.
     if server.is_none() && stalled(&m, &ctx.params) {
-        let missing = missing_references(&os, &spec)
-            .await
-            .map_err(|e| os_error("checking the node's references", e))?;
-        if !missing.is_empty() {
-            let text = format!(
-                "no server after {}: {}",
-                crate::duration::format(stall_after(&ctx.params)),
-                missing.join("; ")
-            );
-            let cl = Classified {
-                class: FailureClass::InvalidSpec,
-                rule: "stalled_missing_reference",
-                reason: "the node names something the cloud does not have",
-                short: Vec::new(),
-                source: Source::Nova,
-                status: None,
-                message: text.clone(),
-            };
-            return failed(&mut ctx, &cl, &text).await;
-        }
-        let said = capo_warning(c, ns, &spec.name).await;
-        return Ok(Outcome::recheck_in(
-            RECHECK,
-            format!(
-                "provisioning: no server after {}; its flavor, image, network, subnet and volume types exist{}",
-                crate::duration::format(stall_after(&ctx.params)),
-                said.map(|w| format!("; CAPO says: {w}"))
-                    .unwrap_or_default()
-            ),
-        ));
+        return no_server_yet(c, &mut ctx, &os, &spec, ns).await;
     }
     let phase = machine.phase.as_deref().unwrap_or("Pending");
     let state = server
@@ -460,6 +411,88 @@ async fn provision_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, St
     Ok(Outcome::recheck_in(
         RECHECK,
         format!("provisioning: Machine {phase}, server {state}"),
+    ))
+}
+
+/// A failure CAPI or CAPO reports for the node: the Machine's failure fields, or the
+/// OpenStackServer's `InstanceReady` condition.
+async fn capi_failure(
+    capi: &Capi,
+    ns: &str,
+    spec: &NodeSpec,
+    machine: &Machine,
+) -> Result<Option<(Classified, String)>, StepError> {
+    if let Some(text) = machine.failure_message.clone() {
+        let cl = classify::classify(&Failure::new(Source::MachineFailure, None, &text));
+        return Ok(Some((cl, text)));
+    }
+    let oss = capi
+        .openstack_servers(ns)
+        .get_opt(&spec.name)
+        .await
+        .map_err(|e| kube_error("reading the OpenStackServer", e))?;
+    Ok(oss
+        .and_then(|oss| OpenStackServer::read(&oss).create_failed)
+        .map(|text| {
+            let cl =
+                classify::classify(&Failure::new(Source::OpenStackServerCondition, None, &text));
+            (cl, text)
+        }))
+}
+
+/// Nova's own `fault` of a server in ERROR (which CAPO v0.14 never surfaces), classified.
+fn nova_fault(server: &Value) -> Option<(Classified, String)> {
+    if server["status"] != "ERROR" {
+        return None;
+    }
+    let fault = &server["fault"];
+    let text = fault["message"]
+        .as_str()
+        .unwrap_or("server went to ERROR without a fault")
+        .to_string();
+    let code = fault["code"].as_u64().map(|c| c as u16);
+    let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
+    Some((cl, text))
+}
+
+/// A Machine with no server past `stall_after`: a reference the cloud does not have fails
+/// the attempt as `invalid_spec`; otherwise it waits, saying what CAPO says.
+async fn no_server_yet(
+    c: &Clients,
+    ctx: &mut StepContext,
+    os: &OpenStack,
+    spec: &NodeSpec,
+    ns: &str,
+) -> Result<Outcome, StepError> {
+    let missing = missing_references(os, spec)
+        .await
+        .map_err(|e| os_error("checking the node's references", e))?;
+    if !missing.is_empty() {
+        let text = format!(
+            "no server after {}: {}",
+            crate::duration::format(stall_after(&ctx.params)),
+            missing.join("; ")
+        );
+        let cl = Classified {
+            class: FailureClass::InvalidSpec,
+            rule: "stalled_missing_reference",
+            reason: "the node names something the cloud does not have",
+            short: Vec::new(),
+            source: Source::Nova,
+            status: None,
+            message: text.clone(),
+        };
+        return failed(ctx, &cl, &text).await;
+    }
+    let said = capo_warning(c, ns, &spec.name).await;
+    Ok(Outcome::recheck_in(
+        RECHECK,
+        format!(
+            "provisioning: no server after {}; its flavor, image, network, subnet and volume types exist{}",
+            crate::duration::format(stall_after(&ctx.params)),
+            said.map(|w| format!("; CAPO says: {w}"))
+                .unwrap_or_default()
+        ),
     ))
 }
 
@@ -572,87 +605,29 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
     }
     let cluster = cluster_of(&ctx)?;
     let os = os_of(c, &cluster).await?;
-    // The node's port: on its server (recorded when provisioning saw it).
     let progress: ScaleOutProgress = ctx.progress()?;
+    // The node's port: on its server (recorded when provisioning saw it).
     let server_id = progress.server_id.clone().unwrap_or_default();
-    let port = os
-        .named(Service::Network, &["ports"], "ports", &spec.port_name())
-        .await
-        .map_err(|e| os_error("finding the node's port", e))?
-        .into_iter()
-        .find(|p| !server_id.is_empty() && p["device_id"] == server_id.as_str())
-        .ok_or_else(|| {
-            StepError::new(
-                FailureClass::Transient,
-                format!(
-                    "port {} of server {server_id} not found yet",
-                    spec.port_name()
-                ),
-            )
-        })?;
-    let port_id = port["id"].as_str().unwrap_or_default().to_string();
+    let port_id = node_port(&os, &spec, &server_id).await?;
     let description = marks::floating_ip_description(&cluster, &ctx.job_id, &spec.name);
     // Every floating IP described for this node. More than one means a POST that timed out
     // on our side was done by Neutron after all (a database outage holds requests, then
     // completes them) and the retry made another: one is kept, the rest released below.
     let described = described_floating_ips(&os, &description).await?;
-    let mut fip_id = progress.floating_ip_id.clone();
-    if fip_id.is_none() {
-        fip_id = described
+    let found = progress.floating_ip_id.clone().or_else(|| {
+        described
             .iter()
             .find(|f| f["port_id"] == port_id.as_str())
             .or_else(|| described.first())
             .and_then(|f| f["id"].as_str())
-            .map(str::to_string);
-    }
-    let fip_id = match fip_id {
+            .map(str::to_string)
+    });
+    let fip_id = match found {
         Some(id) => id,
-        None => {
-            let network = external_network(c, &cluster).await?;
-            let mut body = json!({ "floatingip": {
-                "floating_network_id": network, "description": description } });
-            if let FloatingIp::Address(a) = &spec.floating_ip {
-                body["floatingip"]["floating_ip_address"] = json!(a.to_string());
-            }
-            match os
-                .call(
-                    Service::Network,
-                    Method::POST,
-                    &["floatingips"],
-                    &[],
-                    Some(&body),
-                )
-                .await
-            {
-                Ok(v) => v["floatingip"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                Err(e) => {
-                    // An exact address "already allocated" may be ours: an earlier POST
-                    // that timed out here and went through there.
-                    if let Some(id) = described_floating_ips(&os, &description)
-                        .await?
-                        .first()
-                        .and_then(|f| f["id"].as_str())
-                    {
-                        id.to_string()
-                    } else {
-                        let cl = os_failure(&e);
-                        if cl.class == FailureClass::InvalidSpec {
-                            return Ok(Outcome::needs_input(
-                                Some(cl.class),
-                                format!("floating IP: {e}"),
-                            ));
-                        }
-                        return Err(StepError::new(
-                            cl.class,
-                            format!("allocating a floating IP: {e}"),
-                        ));
-                    }
-                }
-            }
-        }
+        None => match allocate_floating_ip(c, &os, &cluster, &spec, &description).await? {
+            Ok(id) => id,
+            Err(needs_input) => return Ok(needs_input),
+        },
     };
     if progress.floating_ip_id.is_none() {
         ctx.record(
@@ -662,12 +637,97 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         )
         .await?;
     }
-    // Extras described for this node (proof they are this job's) are released; the node
-    // keeps the recorded one.
-    for extra in described_floating_ips(&os, &description)
+    release_extra_floating_ips(&ctx, &os, &description, &fip_id, &spec).await?;
+    associate_floating_ip(&ctx, &os, &fip_id, &port_id, &spec).await?;
+    Ok(Outcome::next("ok"))
+}
+
+/// The ID of the node's port on `server_id`; not there yet is a transient error.
+async fn node_port(os: &OpenStack, spec: &NodeSpec, server_id: &str) -> Result<String, StepError> {
+    let port = os
+        .named(Service::Network, &["ports"], "ports", &spec.port_name())
+        .await
+        .map_err(|e| os_error("finding the node's port", e))?
+        .into_iter()
+        .find(|p| !server_id.is_empty() && p["device_id"] == server_id)
+        .ok_or_else(|| {
+            StepError::new(
+                FailureClass::Transient,
+                format!(
+                    "port {} of server {server_id} not found yet",
+                    spec.port_name()
+                ),
+            )
+        })?;
+    Ok(port["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Allocates a floating IP described for this node (at the spec's exact address, if it
+/// names one). A refusal that an amend can fix is the node's needs-input outcome.
+async fn allocate_floating_ip(
+    c: &Clients,
+    os: &OpenStack,
+    cluster: &ClusterRef,
+    spec: &NodeSpec,
+    description: &str,
+) -> Result<Result<String, Outcome>, StepError> {
+    let network = external_network(c, cluster).await?;
+    let mut body = json!({ "floatingip": {
+        "floating_network_id": network, "description": description } });
+    if let FloatingIp::Address(a) = &spec.floating_ip {
+        body["floatingip"]["floating_ip_address"] = json!(a.to_string());
+    }
+    let e = match os
+        .call(
+            Service::Network,
+            Method::POST,
+            &["floatingips"],
+            &[],
+            Some(&body),
+        )
+        .await
+    {
+        Ok(v) => {
+            let id = v["floatingip"]["id"].as_str().unwrap_or_default();
+            return Ok(Ok(id.to_string()));
+        }
+        Err(e) => e,
+    };
+    // An exact address "already allocated" may be ours: an earlier POST that timed out here
+    // and went through there.
+    if let Some(id) = described_floating_ips(os, description)
+        .await?
+        .first()
+        .and_then(|f| f["id"].as_str())
+    {
+        return Ok(Ok(id.to_string()));
+    }
+    let cl = os_failure(&e);
+    if cl.class == FailureClass::InvalidSpec {
+        return Ok(Err(Outcome::needs_input(
+            Some(cl.class),
+            format!("floating IP: {e}"),
+        )));
+    }
+    Err(StepError::new(
+        cl.class,
+        format!("allocating a floating IP: {e}"),
+    ))
+}
+
+/// Releases the floating IPs described for this node (proof they are this job's) other
+/// than the recorded one `keep`.
+async fn release_extra_floating_ips(
+    ctx: &StepContext,
+    os: &OpenStack,
+    description: &str,
+    keep: &str,
+    spec: &NodeSpec,
+) -> Result<(), StepError> {
+    for extra in described_floating_ips(os, description)
         .await?
         .iter()
-        .filter(|f| f["id"] != fip_id.as_str())
+        .filter(|f| f["id"] != keep)
     {
         let id = extra["id"].as_str().unwrap_or_default();
         let address = extra["floating_ip_address"].as_str().unwrap_or_default();
@@ -696,32 +756,43 @@ async fn floating_ip_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, 
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Associates the floating IP with the node's port, unless it already is.
+async fn associate_floating_ip(
+    ctx: &StepContext,
+    os: &OpenStack,
+    fip_id: &str,
+    port_id: &str,
+    spec: &NodeSpec,
+) -> Result<(), StepError> {
     let current = os
-        .get(Service::Network, &["floatingips", &fip_id], &[])
+        .get(Service::Network, &["floatingips", fip_id], &[])
         .await
         .map_err(|e| os_error("reading the floating IP", e))?;
     let address = current["floatingip"]["floating_ip_address"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    if current["floatingip"]["port_id"] != port_id.as_str() {
-        os.call(
-            Service::Network,
-            Method::PUT,
-            &["floatingips", &fip_id],
-            &[],
-            Some(&json!({ "floatingip": { "port_id": port_id } })),
-        )
-        .await
-        .map_err(|e| os_error("associating the floating IP", e))?;
-        ctx.event(
-            EventKind::Note,
-            format!("floating IP {} associated with {}", address, spec.name),
-            Some(json!({ "floating_ip": address, "port_id": port_id })),
-        )
-        .await?;
+    if current["floatingip"]["port_id"] == port_id {
+        return Ok(());
     }
-    Ok(Outcome::next("ok"))
+    os.call(
+        Service::Network,
+        Method::PUT,
+        &["floatingips", fip_id],
+        &[],
+        Some(&json!({ "floatingip": { "port_id": port_id } })),
+    )
+    .await
+    .map_err(|e| os_error("associating the floating IP", e))?;
+    ctx.event(
+        EventKind::Note,
+        format!("floating IP {} associated with {}", address, spec.name),
+        Some(json!({ "floating_ip": address, "port_id": port_id })),
+    )
+    .await
 }
 
 /// The floating IPs whose description is `description` (Capstan's mark for one node).
@@ -761,14 +832,8 @@ async fn join_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepErr
         return failed(&mut ctx, &cl, &text).await;
     }
     if let Some(s) = server_of(&os_of(c, &cluster).await?, &cluster, &m).await?
-        && s["status"] == "ERROR"
+        && let Some((cl, text)) = nova_fault(&s)
     {
-        let text = s["fault"]["message"]
-            .as_str()
-            .unwrap_or("server went to ERROR without a fault")
-            .to_string();
-        let code = s["fault"]["code"].as_u64().map(|c| c as u16);
-        let cl = classify::classify(&Failure::new(Source::NovaFault, code, &text));
         return failed(&mut ctx, &cl, &text).await;
     }
     let Some(node) = m.node.as_deref().filter(|_| m.node_healthy()) else {
