@@ -59,26 +59,80 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
     let mut out = Removal::default();
     // Read everything first: proofs link resources (a port is proven by its server), and
     // deleting the server would break the link.
+    let servers = proven_servers(os, l, &mut out.left_alone).await?;
+    let ports = proven_ports(os, l, &servers, &mut out.left_alone).await?;
+    let fips = releasable_floating_ips(os, l, &ports).await?;
+    let volumes = proven_volumes(os, l, &servers, &mut out.left_alone).await?;
+
+    for sid in servers {
+        os.delete(Service::Compute, &["servers", &sid])
+            .await
+            .map_err(|e| os_error("deleting the server", e))?;
+        out.removed.push(format!("server {} ({sid})", l.node));
+    }
+    for (fid, address) in fips {
+        os.delete(Service::Network, &["floatingips", &fid])
+            .await
+            .map_err(|e| os_error("releasing the floating IP", e))?;
+        out.removed.push(format!("floating IP {address} ({fid})"));
+    }
+    for (name, pid) in ports {
+        os.delete(Service::Network, &["ports", &pid])
+            .await
+            .map_err(|e| os_error("deleting a port", e))?;
+        out.removed.push(format!("port {name} ({pid})"));
+    }
+    for (name, vid) in volumes {
+        match os.delete(Service::BlockStorage, &["volumes", &vid]).await {
+            Ok(()) => out.removed.push(format!("volume {name} ({vid})")),
+            Err(e) if e.status == 400 => {
+                return Err(StepError::new(
+                    FailureClass::Transient,
+                    format!("volume {name} still attached: {e}"),
+                ));
+            }
+            Err(e) => return Err(os_error("deleting a volume", e)),
+        }
+    }
+    Ok(out)
+}
+
+/// The node's servers with proof (referenced by the cluster's Machine, or marked for it),
+/// by ID in the order Nova lists them; the others are left alone.
+async fn proven_servers(
+    os: &OpenStack,
+    l: &Leftovers<'_>,
+    left_alone: &mut Vec<String>,
+) -> Result<Vec<String>, StepError> {
     let servers = os
         .named(Service::Compute, &["servers", "detail"], "servers", l.node)
         .await
         .map_err(|e| os_error("listing servers", e))?;
-    let mut proven_servers = BTreeSet::new();
-    let mut servers_to_delete = Vec::new();
+    let mut proven = Vec::new();
     for s in &servers {
         let sid = id(s);
         if l.server_ids.contains(&sid) || marks::server_is_marked(s, l.cluster) {
-            proven_servers.insert(sid.clone());
-            servers_to_delete.push(sid);
+            proven.push(sid);
         } else {
-            out.left_alone.push(format!(
+            left_alone.push(format!(
                 "server {} ({sid}): named like the node but neither referenced by {}'s Machine nor marked for it",
                 l.node, l.cluster
             ));
         }
     }
+    Ok(proven)
+}
+
+/// The node's ports with proof (on a proven server, or CAPO's description for this
+/// cluster), as (name, ID); the others are left alone.
+async fn proven_ports(
+    os: &OpenStack,
+    l: &Leftovers<'_>,
+    servers: &[String],
+    left_alone: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, StepError> {
     let port_description = marks::capo_port_description(l.cluster);
-    let mut ports_to_delete = Vec::new();
+    let mut proven = Vec::new();
     for name in l.ports {
         for p in os
             .named(Service::Network, &["ports"], "ports", name)
@@ -86,12 +140,11 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
             .map_err(|e| os_error("listing ports", e))?
         {
             let device = p["device_id"].as_str().unwrap_or_default();
-            let proven =
-                proven_servers.contains(device) || p["description"] == port_description.as_str();
-            if proven {
-                ports_to_delete.push((name.clone(), id(&p)));
+            if servers.iter().any(|s| s == device) || p["description"] == port_description.as_str()
+            {
+                proven.push((name.clone(), id(&p)));
             } else {
-                out.left_alone.push(format!(
+                left_alone.push(format!(
                     "port {name} ({}): no proof it is {}'s",
                     id(&p),
                     l.cluster
@@ -99,12 +152,22 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
             }
         }
     }
-    let port_ids: BTreeSet<&str> = ports_to_delete.iter().map(|(_, i)| i.as_str()).collect();
+    Ok(proven)
+}
+
+/// The floating IPs to release, as (ID, address): those named for release, and — when
+/// asked — those Capstan described for this node or on one of its proven `ports`.
+async fn releasable_floating_ips(
+    os: &OpenStack,
+    l: &Leftovers<'_>,
+    ports: &[(String, String)],
+) -> Result<Vec<(String, String)>, StepError> {
+    let port_ids: BTreeSet<&str> = ports.iter().map(|(_, i)| i.as_str()).collect();
     let fips = os
         .get(Service::Network, &["floatingips"], &[])
         .await
         .map_err(|e| os_error("listing floating IPs", e))?;
-    let mut fips_to_delete = Vec::new();
+    let mut release = Vec::new();
     for f in items(&fips, "floatingips") {
         let fid = id(f);
         let described =
@@ -114,16 +177,22 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
         if (l.capstan_floating_ips && (described || on_proven_port))
             || l.floating_ips.contains(&fid)
         {
-            fips_to_delete.push((
-                fid,
-                f["floating_ip_address"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ));
+            let address = f["floating_ip_address"].as_str().unwrap_or_default();
+            release.push((fid, address.to_string()));
         }
     }
-    let mut volumes_to_delete = Vec::new();
+    Ok(release)
+}
+
+/// The node's volumes with proof (attached to a proven server, or, unattached, CAPO's
+/// description for this node), as (name, ID); the others are left alone.
+async fn proven_volumes(
+    os: &OpenStack,
+    l: &Leftovers<'_>,
+    servers: &[String],
+    left_alone: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, StepError> {
+    let mut proven = Vec::new();
     for name in l.volumes {
         for v in os
             .named(
@@ -138,12 +207,12 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
             let attached: Vec<&str> = items(&v, "attachments")
                 .filter_map(|a| a["server_id"].as_str())
                 .collect();
-            let proven = attached.iter().any(|s| proven_servers.contains(*s))
-                || (attached.is_empty() && marks::capo_volume_described_for(&v, l.node));
-            if proven {
-                volumes_to_delete.push((name.clone(), id(&v)));
+            if attached.iter().any(|a| servers.iter().any(|s| s == a))
+                || (attached.is_empty() && marks::capo_volume_described_for(&v, l.node))
+            {
+                proven.push((name.clone(), id(&v)));
             } else {
-                out.left_alone.push(format!(
+                left_alone.push(format!(
                     "volume {name} ({}): no proof it is {}'s",
                     id(&v),
                     l.cluster
@@ -151,36 +220,5 @@ pub async fn remove(os: &OpenStack, l: &Leftovers<'_>) -> Result<Removal, StepEr
             }
         }
     }
-
-    for sid in servers_to_delete {
-        os.delete(Service::Compute, &["servers", &sid])
-            .await
-            .map_err(|e| os_error("deleting the server", e))?;
-        out.removed.push(format!("server {} ({sid})", l.node));
-    }
-    for (fid, address) in fips_to_delete {
-        os.delete(Service::Network, &["floatingips", &fid])
-            .await
-            .map_err(|e| os_error("releasing the floating IP", e))?;
-        out.removed.push(format!("floating IP {address} ({fid})"));
-    }
-    for (name, pid) in ports_to_delete {
-        os.delete(Service::Network, &["ports", &pid])
-            .await
-            .map_err(|e| os_error("deleting a port", e))?;
-        out.removed.push(format!("port {name} ({pid})"));
-    }
-    for (name, vid) in volumes_to_delete {
-        match os.delete(Service::BlockStorage, &["volumes", &vid]).await {
-            Ok(()) => out.removed.push(format!("volume {name} ({vid})")),
-            Err(e) if e.status == 400 => {
-                return Err(StepError::new(
-                    FailureClass::Transient,
-                    format!("volume {name} still attached: {e}"),
-                ));
-            }
-            Err(e) => return Err(os_error("deleting a volume", e)),
-        }
-    }
-    Ok(out)
+    Ok(proven)
 }

@@ -253,6 +253,30 @@ pub fn parse_node(
             return Err(errs);
         }
     };
+    errs.extend(unknown_fields(defaults, node, field_prefix));
+    let mut p = Parser {
+        defaults,
+        node,
+        prefix: field_prefix,
+        errs,
+    };
+
+    let spec = p.node_spec();
+    if !p.errs.is_empty() {
+        return Err(p.errs);
+    }
+    // Every required field pushed an error if it was missing, so the spec is whole.
+    Ok(spec.expect("a missing required field always records an error"))
+}
+
+/// The fields of `defaults` and `node` that a node spec does not have, or that only a node
+/// may set.
+fn unknown_fields(
+    defaults: &Map<String, Value>,
+    node: &Map<String, Value>,
+    field_prefix: &str,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     for key in defaults.keys() {
         if !FIELDS.contains(&key.as_str()) {
             errs.push(FieldError::new(
@@ -274,84 +298,7 @@ pub fn parse_node(
             ));
         }
     }
-    let mut p = Parser {
-        defaults,
-        node,
-        prefix: field_prefix,
-        errs,
-    };
-
-    let name = p.required("name", |v, f, e| {
-        let s = string(v, f, e)?;
-        check_dns_label(&s)
-            .map_err(|m| e.push(FieldError::new(f, m)))
-            .ok()?;
-        Some(s)
-    });
-    let availability_zone = p.optional("availability_zone", zone_or_host);
-    let host = p.optional("host", zone_or_host);
-    if host.is_some() && availability_zone.is_none() {
-        let f = p.field_of("host");
-        p.errs.push(FieldError::new(
-            f,
-            "needs `availability_zone` (the host is pinned as `az:host`)",
-        ));
-    }
-    let flavor = p.required("flavor", string);
-    let image = p.required("image", string);
-    let ssh_key = p.optional("ssh_key", string);
-    let security_groups = p
-        .optional("security_groups", |v, f, e| unique_list(v, f, e, string))
-        .unwrap_or_default();
-    let network = p.required("network", string);
-    let subnet = p.required("subnet", string);
-    let ip = p.optional("ip", |v, f, e| {
-        let s = string(v, f, e)?;
-        usable_ipv4(&s, f, e)
-    });
-    let floating_ip = p
-        .optional("floating_ip", |v, f, e| {
-            let parsed = floating_ip_from(v).map_err(|m| e.push(FieldError::new(f, m)));
-            let fip = parsed.ok()?;
-            if let FloatingIp::Address(a) = fip {
-                usable_ipv4(&a.to_string(), f, e)?;
-            }
-            Some(fip)
-        })
-        .unwrap_or_default();
-    let root_volume = p.optional("root_volume", root_volume);
-    let data_volumes = p.optional("data_volumes", data_volumes).unwrap_or_default();
-    let roles = p
-        .optional("roles", |v, f, e| unique_list(v, f, e, role))
-        .unwrap_or_default();
-    let labels = p.optional("labels", labels).unwrap_or_default();
-    let taints = p.optional("taints", taints).unwrap_or_default();
-
-    if !p.errs.is_empty() {
-        return Err(p.errs);
-    }
-    // Every required field pushed an error if it was missing, so these are all present.
-    match (name, flavor, image, network, subnet) {
-        (Some(name), Some(flavor), Some(image), Some(network), Some(subnet)) => Ok(NodeSpec {
-            name,
-            availability_zone,
-            host,
-            flavor,
-            image,
-            ssh_key,
-            security_groups,
-            network,
-            subnet,
-            ip,
-            floating_ip,
-            root_volume,
-            data_volumes,
-            roles,
-            labels,
-            taints,
-        }),
-        _ => unreachable!("a missing required field always records an error"),
-    }
+    errs
 }
 
 /// Parses every node of a scale_out request (`nodes[i]`, against the request's `defaults`)
@@ -458,6 +405,82 @@ struct Parser<'a> {
 type Check<T> = fn(&Value, &str, &mut Vec<FieldError>) -> Option<T>;
 
 impl<'a> Parser<'a> {
+    /// Every field of the node spec, each checked (errors pushed); the spec when every
+    /// required field is there.
+    fn node_spec(&mut self) -> Option<NodeSpec> {
+        let name = self.required("name", |v, f, e| {
+            let s = string(v, f, e)?;
+            check_dns_label(&s)
+                .map_err(|m| e.push(FieldError::new(f, m)))
+                .ok()?;
+            Some(s)
+        });
+        let availability_zone = self.optional("availability_zone", zone_or_host);
+        let host = self.optional("host", zone_or_host);
+        if host.is_some() && availability_zone.is_none() {
+            let f = self.field_of("host");
+            self.errs.push(FieldError::new(
+                f,
+                "needs `availability_zone` (the host is pinned as `az:host`)",
+            ));
+        }
+        let flavor = self.required("flavor", string);
+        let image = self.required("image", string);
+        let ssh_key = self.optional("ssh_key", string);
+        let security_groups = self
+            .optional("security_groups", |v, f, e| unique_list(v, f, e, string))
+            .unwrap_or_default();
+        let network = self.required("network", string);
+        let subnet = self.required("subnet", string);
+        let ip = self.optional("ip", |v, f, e| {
+            let s = string(v, f, e)?;
+            usable_ipv4(&s, f, e)
+        });
+        let floating_ip = self
+            .optional("floating_ip", |v, f, e| {
+                let parsed = floating_ip_from(v).map_err(|m| e.push(FieldError::new(f, m)));
+                let fip = parsed.ok()?;
+                if let FloatingIp::Address(a) = fip {
+                    usable_ipv4(&a.to_string(), f, e)?;
+                }
+                Some(fip)
+            })
+            .unwrap_or_default();
+        let root_volume = self.optional("root_volume", root_volume);
+        let data_volumes = self
+            .optional("data_volumes", data_volumes)
+            .unwrap_or_default();
+        let roles = self
+            .optional("roles", |v, f, e| unique_list(v, f, e, role))
+            .unwrap_or_default();
+        let labels = self.optional("labels", labels).unwrap_or_default();
+        let taints = self.optional("taints", taints).unwrap_or_default();
+
+        match (name, flavor, image, network, subnet) {
+            (Some(name), Some(flavor), Some(image), Some(network), Some(subnet)) => {
+                Some(NodeSpec {
+                    name,
+                    availability_zone,
+                    host,
+                    flavor,
+                    image,
+                    ssh_key,
+                    security_groups,
+                    network,
+                    subnet,
+                    ip,
+                    floating_ip,
+                    root_volume,
+                    data_volumes,
+                    roles,
+                    labels,
+                    taints,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The value in force for `key` and the field name to report it under; `None` when
     /// unset (absent from both, or `null` where it was found).
     fn pick(&self, key: &str) -> Option<(&'a Value, String)> {
