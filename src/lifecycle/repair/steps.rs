@@ -6,6 +6,7 @@
 //! did not make, read back from its Machine, OpenStackMachine and Neutron port.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -124,30 +125,39 @@ pub async fn read_back(
         )
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(p) = ports
-        .iter()
-        .find(|p| !server_id.is_empty() && p["device_id"] == server_id.as_str())
-    {
-        spec.ip = p["fixed_ips"][0]["ip_address"]
-            .as_str()
-            .and_then(|a| a.parse().ok());
-        let fips = os
-            .get(Service::Network, &["floatingips"], &[])
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(f) = fips["floatingips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["port_id"] == p["id"])
-            && let Some(a) = f["floating_ip_address"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-        {
-            spec.floating_ip = FloatingIp::Address(a);
-        }
-    }
+    let Some(port) = port_on(&ports, &server_id) else {
+        return Ok(spec);
+    };
+    let fips = os
+        .get(Service::Network, &["floatingips"], &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    (spec.ip, spec.floating_ip) = addresses_of(port, &fips);
     Ok(spec)
+}
+
+/// The node's port: the one of CAPO's name on its server (none without a server ID).
+fn port_on<'a>(ports: &'a [Value], server_id: &str) -> Option<&'a Value> {
+    ports
+        .iter()
+        .find(|p| !server_id.is_empty() && p["device_id"] == server_id)
+}
+
+/// The address a node's port has, and the floating IP on that port (from Neutron's list of
+/// floating IPs), as the spec to recreate it with names them.
+fn addresses_of(port: &Value, fips: &Value) -> (Option<Ipv4Addr>, FloatingIp) {
+    let ip = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .and_then(|a| a.parse().ok());
+    let floating = fips["floatingips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["port_id"] == port["id"])
+        .and_then(|f| f["floating_ip_address"].as_str())
+        .and_then(|a| a.parse().ok())
+        .map_or(FloatingIp::None, FloatingIp::Address);
+    (ip, floating)
 }
 
 /// The part of a read-back spec the Machine (its labels and failure domain) and the
@@ -159,13 +169,7 @@ fn spec_of_objects(
     osm: &OpenStackMachine,
 ) -> Result<NodeSpec, String> {
     let port = osm.ports.first().cloned().unwrap_or_default();
-    let (availability_zone, host) = match machine.failure_domain.as_deref() {
-        Some(fd) => match fd.split_once(':') {
-            Some((az, host)) => (Some(az.to_string()), Some(host.to_string())),
-            None => (Some(fd.to_string()), None),
-        },
-        None => (None, None),
-    };
+    let (availability_zone, host) = zone_and_host(machine.failure_domain.as_deref());
     Ok(NodeSpec {
         name: machine.name.clone(),
         availability_zone,
@@ -210,6 +214,18 @@ fn spec_of_objects(
         labels: BTreeMap::new(),
         taints: Vec::new(),
     })
+}
+
+/// A Machine's failure domain read back as the spec's zone and host: `az:host` pins a
+/// host, a bare `az` only the zone (the inverse of `NodeSpec::failure_domain`).
+fn zone_and_host(failure_domain: Option<&str>) -> (Option<String>, Option<String>) {
+    match failure_domain {
+        Some(fd) => match fd.split_once(':') {
+            Some((az, host)) => (Some(az.to_string()), Some(host.to_string())),
+            None => (Some(fd.to_string()), None),
+        },
+        None => (None, None),
+    }
 }
 
 pub fn register(r: &mut Registry, clients: Clients) {
@@ -399,6 +415,160 @@ mod tests {
         for (story, m, server, want) in rows {
             assert_eq!(assess_at(&m, server, t, now).as_deref(), want, "{story}");
         }
+    }
+
+    /// The edges of the assessment: which reason wins when several hold, and what is said
+    /// when upstream says little.
+    #[test]
+    fn the_first_reason_that_holds_is_the_one_repair_gives() {
+        let now = Utc::now();
+        let t = Thresholds {
+            unhealthy_after: Duration::from_secs(5 * 60),
+            startup_timeout: Duration::from_secs(20 * 60),
+        };
+        let error_no_fault = json!({"status": "ERROR"});
+        let shutoff = json!({"status": "SHUTOFF", "fault": {"message": "stopped by ops"}});
+        let building = json!({"status": "BUILD"});
+        let silent = Machine {
+            conditions: vec![Condition {
+                type_: "NodeHealthy".into(),
+                status: "False".into(),
+                reason: None,
+                message: None,
+                last_transition: at(now, 10),
+            }],
+            ..machine(now, 60, Some(("False", 10, None)))
+        };
+        let rows: Vec<(&str, Machine, Option<&Value>, Option<&str>)> = vec![
+            (
+                "a server in ERROR without a fault says only its status",
+                machine(now, 60, Some(("True", 50, None))),
+                Some(&error_no_fault),
+                Some("server is ERROR"),
+            ),
+            (
+                "a SHUTOFF server's fault is given with it",
+                machine(now, 60, Some(("True", 50, None))),
+                Some(&shutoff),
+                Some("server is SHUTOFF stopped by ops"),
+            ),
+            (
+                "a broken server wins over a missing Node",
+                machine(now, 30, None),
+                Some(&error_no_fault),
+                Some("server is ERROR"),
+            ),
+            (
+                "a building server is not a reason; the missing Node is",
+                machine(now, 30, None),
+                Some(&building),
+                Some("no Node 30m after the Machine was created (startup timeout 20m)"),
+            ),
+            (
+                "a Machine with no creation time and no Node is still starting",
+                Machine {
+                    created_at: None,
+                    ..machine(now, 0, None)
+                },
+                None,
+                None,
+            ),
+            (
+                "NodeHealthy with neither message nor reason says so",
+                silent,
+                None,
+                Some("NodeHealthy False for 10m (no reason)"),
+            ),
+            (
+                "a failure reason wins over a broken server and an unhealthy Node",
+                Machine {
+                    failure_reason: Some("UpdateError".into()),
+                    ..machine(now, 60, Some(("False", 10, None)))
+                },
+                Some(&error_no_fault),
+                Some("Machine failed: UpdateError"),
+            ),
+        ];
+        for (story, m, server, want) in rows {
+            assert_eq!(assess_at(&m, server, t, now).as_deref(), want, "{story}");
+        }
+    }
+
+    /// A failure domain reads back as the zone and host a spec gives, and the spec's
+    /// failure domain is the one read back.
+    #[test]
+    fn a_failure_domain_reads_back_as_zone_and_host() {
+        let rows: [(Option<&str>, Option<&str>, Option<&str>); 3] = [
+            (Some("az1:host-7"), Some("az1"), Some("host-7")),
+            (Some("az2"), Some("az2"), None),
+            (None, None, None),
+        ];
+        for (fd, az, host) in rows {
+            let (a, h) = zone_and_host(fd);
+            assert_eq!((a.as_deref(), h.as_deref()), (az, host), "{fd:?}");
+            let spec = NodeSpec {
+                availability_zone: a,
+                host: h,
+                ..spec_of_objects(
+                    &Machine::default(),
+                    &BTreeMap::new(),
+                    &osm(made_by_scale_out()),
+                )
+                .unwrap()
+            };
+            assert_eq!(spec.failure_domain().as_deref(), fd, "{fd:?}");
+        }
+    }
+
+    /// The address and floating IP a repaired node gets back, from its port and Neutron's
+    /// floating IPs.
+    #[test]
+    fn the_address_and_floating_ip_read_back_from_the_nodes_port() {
+        let port = json!({"id": "p-1", "device_id": "s-1",
+                          "fixed_ips": [{"ip_address": "10.0.0.7"}]});
+        let fips = |port_id: &str, address: &str| {
+            json!({"floatingips": [{"port_id": "p-other", "floating_ip_address": "203.0.113.9"},
+                                   {"port_id": port_id, "floating_ip_address": address}]})
+        };
+        let addr = |a: &str| a.parse::<Ipv4Addr>().unwrap();
+        let rows: Vec<(&str, Value, Value, Option<Ipv4Addr>, FloatingIp)> = vec![
+            (
+                "the port's address and the floating IP on that port",
+                port.clone(),
+                fips("p-1", "203.0.113.5"),
+                Some(addr("10.0.0.7")),
+                FloatingIp::Address(addr("203.0.113.5")),
+            ),
+            (
+                "no floating IP on the port: none, not another port's",
+                port.clone(),
+                fips("p-2", "203.0.113.5"),
+                Some(addr("10.0.0.7")),
+                FloatingIp::None,
+            ),
+            (
+                "a port without an address keeps its floating IP",
+                json!({"id": "p-1", "fixed_ips": []}),
+                fips("p-1", "203.0.113.5"),
+                None,
+                FloatingIp::Address(addr("203.0.113.5")),
+            ),
+            (
+                "an address that is not IPv4 is not read back",
+                json!({"id": "p-1", "fixed_ips": [{"ip_address": "fd00::7"}]}),
+                json!({"floatingips": []}),
+                None,
+                FloatingIp::None,
+            ),
+        ];
+        for (story, port, fips, ip, floating) in rows {
+            assert_eq!(addresses_of(&port, &fips), (ip, floating), "{story}");
+        }
+        let ports = [json!({"device_id": "s-0"}), port.clone()];
+        assert_eq!(port_on(&ports, "s-1"), Some(&port));
+        assert_eq!(port_on(&ports, "s-9"), None);
+        // A Machine without a server ID has no port, not the first unattached one.
+        assert_eq!(port_on(&[json!({"device_id": ""})], ""), None);
     }
 
     #[test]

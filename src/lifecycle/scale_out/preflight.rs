@@ -177,37 +177,11 @@ impl Offer {
             None
         };
         let owned = |set: HashSet<&str>| set.into_iter().map(str::to_string).collect();
-        let zone_names = zones["availabilityZoneInfo"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|z| z["zoneName"].as_str())
-            .collect();
-        // Addresses in use, per subnet: credentials with the admin role list every project's
-        // ports, and two projects may well use the same range.
-        let taken = ports["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|p| p["fixed_ips"].as_array().cloned().unwrap_or_default())
-            .filter_map(|ip| {
-                Some((
-                    ip["subnet_id"].as_str()?.to_string(),
-                    ip["ip_address"].as_str()?.to_string(),
-                ))
-            })
-            .collect();
-        let fip_taken = fips["floatingips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["floating_ip_address"].as_str())
-            .collect();
         let external_cidrs = external_cidrs(&networks, &subnets);
         Ok(Offer {
             server_names: owned(names(&servers, "servers")),
-            zone_names: owned(zone_names),
-            fip_taken: owned(fip_taken),
+            zone_names: owned(zone_names(&zones)),
+            fip_taken: owned(floating_addresses(&fips)),
             flavors,
             images,
             networks,
@@ -217,7 +191,7 @@ impl Offer {
             hypervisors,
             keypairs,
             groups,
-            taken,
+            taken: addresses_in_use(&ports),
             external_cidrs,
         })
     }
@@ -268,6 +242,43 @@ async fn zone_hosts(os: &OpenStack) -> Vec<(String, String)> {
 }
 
 /// The subnets of the external networks, as `(name, CIDR)`.
+/// The availability zones' names.
+fn zone_names(zones: &Value) -> HashSet<&str> {
+    zones["availabilityZoneInfo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|z| z["zoneName"].as_str())
+        .collect()
+}
+
+/// Addresses in use, per subnet, as `(subnet ID, address)`: credentials with the admin
+/// role list every project's ports, and two projects may well use the same range.
+fn addresses_in_use(ports: &Value) -> HashSet<(String, String)> {
+    ports["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["fixed_ips"].as_array().cloned().unwrap_or_default())
+        .filter_map(|ip| {
+            Some((
+                ip["subnet_id"].as_str()?.to_string(),
+                ip["ip_address"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The floating IP addresses allocated.
+fn floating_addresses(fips: &Value) -> HashSet<&str> {
+    fips["floatingips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["floating_ip_address"].as_str())
+        .collect()
+}
+
 fn external_cidrs(networks: &Value, subnets: &Value) -> Vec<(String, String)> {
     let external_ids: HashSet<&str> = networks["networks"]
         .as_array()
