@@ -969,6 +969,7 @@ mod tests {
         assert_eq!(fields(&errs), vec!["nodes[0].name"]);
     }
 
+    // Long, and kept whole: a table, one row per bad field, read top to bottom.
     #[test]
     fn each_bad_field_is_named() {
         let cases = [
@@ -1231,6 +1232,97 @@ mod tests {
         let v = serde_json::to_value(&bare).unwrap();
         assert!(v.get("floating_ip").is_none() && v.get("root_volume").is_none());
         assert_eq!(serde_json::from_value::<NodeSpec>(v).unwrap(), bare);
+    }
+
+    /// A stored spec read back by a step (`serde`, no defaults to fill): each row changes
+    /// one field of a full stored spec and says whether it still reads, and as what.
+    #[test]
+    fn a_stored_spec_reads_back_field_by_field() {
+        let base = serde_json::to_value(full()).unwrap();
+        // (story, field, stored value (null: absent), what it writes back as, or None when
+        // it does not read)
+        let rows: Vec<(&str, &str, Value, Option<Value>)> = vec![
+            (
+                "floating IP true",
+                "floating_ip",
+                json!(true),
+                Some(json!(true)),
+            ),
+            (
+                "floating IP false is no floating IP",
+                "floating_ip",
+                json!(false),
+                Some(Value::Null),
+            ),
+            (
+                "floating IP as an address",
+                "floating_ip",
+                json!("172.24.4.12"),
+                Some(json!("172.24.4.12")),
+            ),
+            (
+                "floating IP not an address",
+                "floating_ip",
+                json!("nope"),
+                None,
+            ),
+            (
+                "no root volume",
+                "root_volume",
+                Value::Null,
+                Some(Value::Null),
+            ),
+            (
+                "a root volume without a type",
+                "root_volume",
+                json!({"size_gib": 20}),
+                Some(json!({"size_gib": 20})),
+            ),
+            (
+                "a root volume with an unknown field",
+                "root_volume",
+                json!({"size_gib": 20, "iops": 3}),
+                None,
+            ),
+            (
+                "a taint with an unknown effect",
+                "taints",
+                json!([{"key": "k", "effect": "Sometimes"}]),
+                None,
+            ),
+            ("an IP that is not one", "ip", json!("10.6.0.300"), None),
+            ("a name of the wrong type", "name", json!(7), None),
+            ("no flavor", "flavor", Value::Null, None),
+        ];
+        for (story, field, value, written) in rows {
+            let mut stored = base.clone();
+            if value.is_null() {
+                stored.as_object_mut().unwrap().remove(field);
+            } else {
+                stored[field] = value;
+            }
+            let back = serde_json::from_value::<NodeSpec>(stored)
+                .map(|n| serde_json::to_value(&n).unwrap()[field].clone());
+            assert_eq!(back.as_ref().ok(), written.as_ref(), "{story}: {back:?}");
+        }
+    }
+
+    /// Which labels CAPI syncs from the Machine to the Node (put on the Machine) and which
+    /// Capstan patches onto the Node after it joins.
+    #[test]
+    fn labels_in_capis_synced_domain_go_on_the_machine_the_rest_on_the_node() {
+        let rows = [
+            ("node.cluster.x-k8s.io/pool", true),
+            ("team.node.cluster.x-k8s.io/owner", true),
+            ("node.cluster.x-k8s.io", false),
+            ("evilnode.cluster.x-k8s.io/x", false),
+            ("cluster.x-k8s.io/pool", false),
+            ("example.com/tier", false),
+            ("tier", false),
+        ];
+        for (key, synced) in rows {
+            assert_eq!(is_synced_label(key), synced, "{key}");
+        }
     }
 
     #[test]

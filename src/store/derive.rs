@@ -267,6 +267,82 @@ mod tests {
         },
     ];
 
+    /// What the deadline changes: nothing for a finished job or a cancel; for a job whose
+    /// nodes wait only for input, whether it is woken at all.
+    #[test]
+    fn the_deadline_wakes_only_a_job_with_nothing_else_to_wake_it() {
+        // (why, job before, cancel asked, nodes, deadline → state, next run)
+        #[allow(clippy::type_complexity)]
+        let rows: &[(
+            &str,
+            JobState,
+            bool,
+            &[(NodeStatus, i64, Option<i64>)],
+            Option<i64>,
+            (JobState, Option<i64>),
+        )] = &[
+            (
+                "needs_input without a deadline sleeps until an operator acts",
+                J::Running,
+                false,
+                &[(N::NeedsInput, 2, None)],
+                None,
+                (J::NeedsInput, None),
+            ),
+            (
+                "needs_input with a deadline is woken by it",
+                J::Running,
+                false,
+                &[(N::NeedsInput, 2, None)],
+                Some(DEADLINE),
+                (J::NeedsInput, Some(DEADLINE)),
+            ),
+            (
+                "a runnable node's wake wins over the deadline",
+                J::Running,
+                false,
+                &[(N::Waiting, 1, Some(DEADLINE + 1))],
+                Some(DEADLINE),
+                (J::Running, Some(DEADLINE + 1)),
+            ),
+            (
+                "a finished job is not woken by its deadline",
+                J::Running,
+                false,
+                &[(N::Succeeded, 1, None)],
+                Some(DEADLINE),
+                (J::Succeeded, None),
+            ),
+            (
+                "a cancel asked while queued: cancelling, due now, deadline or not",
+                J::Queued,
+                true,
+                &[(N::Pending, 3, Some(DEADLINE))],
+                None,
+                (J::Cancelling, Some(NOW)),
+            ),
+            (
+                "a queued job whose pending nodes have no wake is woken by the deadline",
+                J::Queued,
+                false,
+                &[(N::Pending, 1, None)],
+                Some(DEADLINE),
+                (J::Queued, Some(DEADLINE)),
+            ),
+        ];
+        for (why, old, cancel, nodes, deadline, want) in rows {
+            let counts: Vec<(String, i64, Option<i64>)> = nodes
+                .iter()
+                .map(|(s, n, w)| (s.as_str().to_string(), *n, *w))
+                .collect();
+            assert_eq!(
+                derive(*old, *cancel, *deadline, &counts, NOW),
+                *want,
+                "{why}"
+            );
+        }
+    }
+
     #[test]
     fn a_jobs_state_follows_from_its_nodes() {
         for c in CASES {

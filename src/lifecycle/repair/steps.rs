@@ -320,6 +320,7 @@ mod tests {
         }
     }
 
+    // Long, and kept whole: a table, one row per story, read top to bottom.
     #[test]
     fn which_nodes_repair_judges_unhealthy_and_why() {
         let now = Utc::now();
