@@ -341,6 +341,77 @@ async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
     }
 }
 
+/// Before progress records were typed, a node's `external_ids` was a plain map with no
+/// version. A job in flight across the upgrade goes on from that record: a smoke node
+/// touched before the upgrade settles from its stored `touched_at` (it is not touched
+/// again), the API shows the record as before (no version in it), and a record whose field
+/// cannot be read fails its node as `internal`, naming the node and the field.
+#[tokio::test]
+async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("capstan.db");
+    drop(capstan::store::Store::open(&db).await.unwrap());
+    let touched = capstan::store::now_ms() + 3_600_000;
+    let pool = sqlx::SqlitePool::connect_with(capstan::store::connect_options(&db))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, tenant, owner, cluster, params, state, concurrency, \
+           created_at, updated_at, next_run_at) \
+         VALUES ('job-1', 'smoke', 'default', 'admin', 'default/demo', '{}', 'running', 10, 0, 0, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let nodes = [
+        ("n-1", json!({ "touched_at": touched })),
+        ("n-2", json!({ "touched_at": "yesterday" })),
+    ];
+    for (seq, (name, record)) in nodes.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO node_tasks (job_id, name, seq, spec, state, status, entered_at, \
+               external_ids, updated_at) \
+             VALUES ('job-1', ?, ?, '{}', 'settle', 'pending', 0, ?, 0)",
+        )
+        .bind(name)
+        .bind(seq as i64)
+        .bind(record.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let server = Capstan::start(&db, &[], Some(ADMIN), &dir.path().join("server.log"));
+    let api = Api::new(&server.url);
+    let node = |job: &Value, name: &str| {
+        job["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let job = api
+        .wait_for("job-1", "n-1 settling and n-2 failed", |j| {
+            node(j, "n-1")["status"] == "waiting" && node(j, "n-2")["status"] == "failed"
+        })
+        .await;
+    let settling = node(&job, "n-1");
+    assert_eq!(settling["state"], "settle");
+    assert_eq!(settling["external_ids"], json!({ "touched_at": touched }));
+    assert_eq!(settling["wait"]["reason"], "settling for 1s");
+    let broken = node(&job, "n-2");
+    assert_eq!(broken["failure_class"], "internal");
+    let error = broken["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("node n-2") && error.contains("`touched_at`"),
+        "{error}"
+    );
+    assert_eq!(broken["external_ids"], json!({ "touched_at": "yesterday" }));
+}
+
 #[tokio::test]
 async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
