@@ -388,8 +388,13 @@ impl Runner {
         let Action::Step(step) = &state.action else {
             return;
         };
+        let (map, unreadable) = match t.progress_record() {
+            Ok(map) => (map, None),
+            Err(e) => (Default::default(), Some(e)),
+        };
         let recorded = Arc::new(std::sync::Mutex::new(Recorded {
-            map: t.progress_record(),
+            map,
+            unreadable,
             dirty: false,
         }));
         let def = self

@@ -154,6 +154,8 @@ impl From<StoreError> for StepError {
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
     pub map: Map<String, Value>,
+    /// Why the stored record could not be read at all, if it could not.
+    pub unreadable: Option<String>,
     pub dirty: bool,
 }
 
@@ -183,6 +185,12 @@ impl StepContext {
     /// names the node and the field.
     pub fn progress<P: Progress>(&self) -> Result<P, StepError> {
         let rec = self.external.lock().unwrap();
+        if let Some(e) = &rec.unreadable {
+            return Err(StepError::new(
+                FailureClass::Internal,
+                format!("node {}: progress record unreadable: {e}", self.node),
+            ));
+        }
         progress::read(&rec.map)
             .map_err(|e| StepError::new(FailureClass::Internal, format!("node {}: {e}", self.node)))
     }

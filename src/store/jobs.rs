@@ -68,15 +68,21 @@ impl TaskRow {
         serde_json::from_str(&self.spec).unwrap_or(Value::Null)
     }
 
-    /// The node's progress record as stored, its version (`"v"`) included.
-    pub fn progress_record(&self) -> serde_json::Map<String, Value> {
-        serde_json::from_str(&self.external_ids).unwrap_or_default()
+    /// The node's progress record as stored, its version (`"v"`) included; an error when
+    /// the column holds no JSON object.
+    pub fn progress_record(&self) -> std::result::Result<serde_json::Map<String, Value>, String> {
+        match serde_json::from_str(&self.external_ids) {
+            Ok(Value::Object(record)) => Ok(record),
+            Ok(other) => Err(format!("not a JSON object: {other}")),
+            Err(e) => Err(format!("not JSON: {e}")),
+        }
     }
 
     /// The fields of the node's progress record, without its version: what the API shows
-    /// as `external_ids` and a cancel reports as left in place.
+    /// as `external_ids` and a cancel reports as left in place (nothing, for a record that
+    /// cannot be read: the node's steps fail on it, saying why).
     pub fn external_ids(&self) -> serde_json::Map<String, Value> {
-        let mut fields = self.progress_record();
+        let mut fields = self.progress_record().unwrap_or_default();
         fields.remove(PROGRESS_VERSION_KEY);
         fields
     }

@@ -344,8 +344,8 @@ async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
 /// Before progress records were typed, a node's `external_ids` was a plain map with no
 /// version. A job in flight across the upgrade goes on from that record: a smoke node
 /// touched before the upgrade settles from its stored `touched_at` (it is not touched
-/// again), the API shows the record as before (no version in it), and a record whose field
-/// cannot be read fails its node as `internal`, naming the node and the field.
+/// again), the API shows the record as before (no version in it), and a record (or a field
+/// of it) that cannot be read fails its node as `internal`, naming the node (and the field).
 #[tokio::test]
 async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -366,6 +366,7 @@ async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_recor
     let nodes = [
         ("n-1", json!({ "touched_at": touched })),
         ("n-2", json!({ "touched_at": "yesterday" })),
+        ("n-3", json!(["not", "a", "record"])),
     ];
     for (seq, (name, record)) in nodes.iter().enumerate() {
         sqlx::query(
@@ -394,8 +395,10 @@ async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_recor
             .unwrap_or_default()
     };
     let job = api
-        .wait_for("job-1", "n-1 settling and n-2 failed", |j| {
-            node(j, "n-1")["status"] == "waiting" && node(j, "n-2")["status"] == "failed"
+        .wait_for("job-1", "n-1 settling, n-2 and n-3 failed", |j| {
+            node(j, "n-1")["status"] == "waiting"
+                && node(j, "n-2")["status"] == "failed"
+                && node(j, "n-3")["status"] == "failed"
         })
         .await;
     let settling = node(&job, "n-1");
@@ -410,6 +413,13 @@ async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_recor
         "{error}"
     );
     assert_eq!(broken["external_ids"], json!({ "touched_at": "yesterday" }));
+    let garbled = node(&job, "n-3");
+    assert_eq!(garbled["failure_class"], "internal");
+    let error = garbled["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("node n-3: progress record unreadable"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
