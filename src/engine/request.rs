@@ -301,7 +301,8 @@ impl JobRequest {
             owner: owner.to_string(),
             cluster: self.cluster.to_string(),
             params: self.params,
-            deadline_at: deadline.map(|d| now_ms() + d.as_millis() as i64),
+            deadline_at: deadline
+                .map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
             concurrency: self.concurrency.unwrap_or(wf.concurrency) as i64,
             schedule_id,
             nodes: self.nodes,

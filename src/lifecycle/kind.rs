@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::IntakeCell;
 use super::admission::{Lifecycle, move_to_params};
+use super::params::OwnFields;
 use crate::cloud::{Clients, ClusterRef};
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::{FieldError, JobRequest};
@@ -39,9 +40,15 @@ pub trait JobKind: Sync {
     /// The kind's steps, by the names its workflow uses.
     fn steps(&self) -> Steps;
 
+    /// The kind's own request fields as a type (`OwnFields::of::<XParams>()`): their names,
+    /// their check, and their schema in the OpenAPI document.
+    fn params(&self) -> OwnFields;
+
     /// The kind's own top-level request fields, which `prepare` moves into `params` (and
     /// which an unknown-field error lists beside the generic ones).
-    fn fields(&self) -> &'static [&'static str];
+    fn fields(&self) -> &'static [&'static str] {
+        self.params().fields
+    }
 
     /// What the kind fills in that cannot fail (a sweep's one node task): applied by
     /// `prepare`, and alone when `prepare` refuses a body, so the generic checks do not
@@ -51,9 +58,9 @@ pub trait JobKind: Sync {
     }
 
     /// Reshapes a request body of this kind before the generic checks: by default `reshape`,
-    /// then `fields` moved into `params`, checking the durations (`*_after`, `*_timeout`, `grace`).
+    /// then the kind's fields moved into `params` and parsed as its params type.
     fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
-        move_to_params(self.reshape(body), self.fields())
+        move_to_params(self.reshape(body), self.params())
     }
 
     /// Checks a parsed request against the cluster and its cloud (preflight, name

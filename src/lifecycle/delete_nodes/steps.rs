@@ -16,6 +16,7 @@ use std::time::Duration;
 use kube::api::{DeleteParams, DynamicObject, Patch};
 use serde_json::{Value, json};
 
+use super::admission::DeleteNodesParams;
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::leftovers::Removal;
 use crate::cloud::Clients;
@@ -24,6 +25,7 @@ use crate::cloud::capi::{self, DELETE_MACHINE_ANNOTATION, Machine};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::lifecycle::params;
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
 
@@ -403,9 +405,9 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
     if left.is_empty() {
         return Ok(Outcome::next("gone"));
     }
-    let force_after = ctx.params["force_after"]
-        .as_str()
-        .and_then(|s| crate::duration::parse(s).ok());
+    let force_after = params::of_job::<DeleteNodesParams>(&ctx.params)?
+        .force_after
+        .map(|d| d.0);
     let started = ctx
         .external("started_at")
         .and_then(|v| v.as_i64())
