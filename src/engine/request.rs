@@ -17,8 +17,10 @@ pub use crate::model::check_dns_label;
 use crate::store::{NewJob, now_ms};
 
 /// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The offending field, e.g. `nodes[2].name`, `job.cluster`, `Idempotency-Key`, `(body)`
+    /// or `(query)`.
     pub field: String,
     pub message: String,
 }
@@ -55,7 +57,7 @@ pub const FIELDS: &[&str] = &[
     "concurrency",
     "params",
 ];
-const MAX_NODES: usize = 1000;
+pub const MAX_NODES: usize = 1000;
 
 /// Checks a request body against the known workflows. `kind_fields` are the kind's own
 /// top-level fields (its admission moves them into `params`): known too, and listed with the

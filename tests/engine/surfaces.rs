@@ -113,6 +113,52 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
 }
 
+/// Every operation the OpenAPI document describes is one the server routes (not the
+/// fallback's "no such route", not 405), asked with a token and well-formed path parameters.
+/// The other way round holds by construction (routes and document entries are registered
+/// together; `api::tests::every_route_is_registered_with_its_document_entry`).
+#[tokio::test]
+async fn every_operation_in_the_openapi_document_is_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerSpec::new(dir.path()));
+    let client = reqwest::Client::new();
+    let doc: Value = client
+        .get(format!("{}/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut asked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let url = path
+                .replace("{id}", "0190a0a0-0000-7000-8000-000000000000")
+                .replace("{ns}", "default")
+                .replace("{name}", "demo");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = client
+                .request(m, format!("{}{url}", server.url))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.text().await.unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body.contains("no such route"),
+                "{method} {path}: {status} {body}"
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 18, "only {asked} operations documented");
+}
+
 /// A watch's nudge (what `lifecycle::watch` does when a Machine of a node's name changes)
 /// wakes a node that waits for something to change, never one backing off after a failure:
 /// the two are told apart by their status, which the API shows, not by their reasons' text.

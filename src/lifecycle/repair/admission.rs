@@ -32,6 +32,7 @@ pub struct RepairParams {
     #[allow(dead_code)] // read by delete_nodes' steps, which a repair runs, as theirs
     pub force_after: Option<HumanDuration>,
     #[serde(flatten)]
+    #[schema(inline)]
     pub health: HealthParams,
 }
 
