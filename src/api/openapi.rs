@@ -473,7 +473,7 @@ pub struct NewSchedule {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleUpdate {
     pub cron: Option<String>,
-    #[schema(schema_with = job_request_ref)]
+    #[schema(schema_with = job_request_or_null)]
     pub job: Option<Value>,
     /// Re-enabling fires from the next tick, not the ticks missed.
     pub enabled: Option<bool>,
@@ -481,6 +481,12 @@ pub struct ScheduleUpdate {
 
 fn job_request_ref() -> RefOr<Schema> {
     RefOr::Ref(utoipa::openapi::Ref::from_schema_name("JobRequest"))
+}
+fn job_request_or_null() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(job_request_ref())
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 fn dns_label_ref() -> Object {
     dns_label()
