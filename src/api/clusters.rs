@@ -32,7 +32,7 @@ fn condition(c: Option<&Condition>) -> Value {
 
 /// `GET /v1/clusters/{ns}/{name}/nodes`: every Machine of the cluster, its phase, health,
 /// addresses, floating IP and the job that made it.
-#[utoipa::path(get, path = "/clusters/{ns}/{name}/nodes", tag = "clusters", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/clusters/{ns}/{name}/nodes", operation_id = "clusterNodes", tag = "clusters", security(("bearerAuth" = [])),
     params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
     responses((status = 200, description = "`{cluster, nodes}`: each Machine with its phase, health, addresses, floating IPs and the job that made it.", body = openapi::AnyObject),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
@@ -167,7 +167,7 @@ async fn cluster_os(
 
 /// `GET /v1/clusters/{ns}/{name}/quota`: the limits and usage of the cluster's project, read
 /// with the cluster's own credentials, for whoever may see the cluster.
-#[utoipa::path(get, path = "/clusters/{ns}/{name}/quota", tag = "clusters", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/clusters/{ns}/{name}/quota", operation_id = "clusterQuota", tag = "clusters", security(("bearerAuth" = [])),
     params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
     responses((status = 200, description = "`{cluster, project_id, quota}`: the project's limits and usage.", body = openapi::AnyObject),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),

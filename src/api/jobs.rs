@@ -24,7 +24,7 @@ use crate::model::{JobState, Role};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
 /// Submits a job. An `Idempotency-Key` makes a retry return the job it created.
-#[utoipa::path(post, path = "/jobs", tag = "jobs", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/jobs", operation_id = "submitJob", tag = "jobs", security(("bearerAuth" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; scoped to the submitting user.", min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$")),
     request_body(content = inline(openapi::AnyObject), description = "A job request.", content_type = "application/json"),
     responses(
@@ -115,7 +115,7 @@ fn job_state_param() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 }
 
 /// The jobs the principal may see, newest first.
-#[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearerAuth" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs", security(("bearerAuth" = [])), params(ListQuery),
     responses((status = 200, description = "A page of jobs.", body = openapi::JobPage),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 422, description = "A query parameter is wrong.", body = openapi::ErrorBody),
@@ -203,7 +203,7 @@ async fn job_view(store: &Store, id: &str) -> Result<Value, ApiError> {
 }
 
 /// One job with its nodes.
-#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+#[utoipa::path(get, path = "/jobs/{id}", operation_id = "getJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
     responses((status = 200, description = "The job.", body = openapi::Job),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
@@ -233,7 +233,7 @@ pub struct EventsQuery {
 
 /// A job's history: JSON pages by default; with `Accept: text/event-stream`, a Server-Sent
 /// Events stream: history from `after`, then live, ending once the job is finished.
-#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/jobs/{id}/events", operation_id = "getJobEvents", tag = "jobs", security(("bearerAuth" = [])),
     params(("id" = String, Path, description = "Job ID.", max_length = 64), EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Used as `after` when `after` is absent; ignored unless an integer.")),
     responses((status = 200, description = "Events oldest first.", content(
@@ -359,7 +359,7 @@ fn live_events(
 }
 
 /// Asks the job to stop: in-flight steps finish, nothing new starts.
-#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+#[utoipa::path(post, path = "/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
     responses((status = 202, description = "Cancel recorded; the job as it is now.", body = openapi::Job),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
@@ -383,7 +383,7 @@ pub async fn cancel(
 }
 
 /// Resumes a job's failed and needs_input nodes.
-#[utoipa::path(post, path = "/jobs/{id}/resume", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+#[utoipa::path(post, path = "/jobs/{id}/resume", operation_id = "resumeJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
     responses((status = 200, description = "The job, with `resumed`.", body = openapi::Job),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
@@ -411,7 +411,7 @@ pub async fn resume(
 
 /// Applies the body to a `needs_input` node's spec as a JSON merge patch (RFC 7396: objects
 /// merge, `null` removes a field). The node's name cannot change.
-#[utoipa::path(patch, path = "/jobs/{id}/nodes/{name}", tag = "jobs", security(("bearerAuth" = [])),
+#[utoipa::path(patch, path = "/jobs/{id}/nodes/{name}", operation_id = "amendNode", tag = "jobs", security(("bearerAuth" = [])),
     params(("id" = String, Path, description = "Job ID.", max_length = 64), ("name" = String, Path, description = "The node's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
     request_body(content = inline(openapi::AnyObject), description = "A JSON merge patch of the node's spec: each field is set, or removed when null. `name` may only repeat the node's name.", content_type = "application/json"),
     responses((status = 200, description = "The node as amended.", body = openapi::Node),

@@ -92,7 +92,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "server",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "server",
     responses((status = 200, description = "The process answers.", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -120,7 +120,7 @@ async fn require_token(
 }
 
 /// Ready when the database answers and, after a write failed, can be written again.
-#[utoipa::path(get, path = "/readyz", tag = "server", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "server", responses(
     (status = 200, description = "The database answers.", body = String, content_type = "text/plain"),
     (status = 503, description = "The database does not answer, or cannot be written yet.", body = String, content_type = "text/plain"),
 ))]
@@ -136,7 +136,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Open, or behind `--metrics-token` when one is set; it never names a tenant either way.
-#[utoipa::path(get, path = "/metrics", tag = "server", responses(
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "server", responses(
     (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain"),
     (status = 401, description = "A metrics token is set and was not presented.", body = openapi::ErrorBody),
     (status = 500, description = "The database could not be read.", body = openapi::ErrorBody),
@@ -159,7 +159,7 @@ async fn metrics(State(st): State<AppState>, req: Request) -> Result<Response, A
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "server",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "server",
     responses((status = 200, description = "The OpenAPI 3.1 document.", body = openapi::AnyObject)))]
 async fn openapi() -> Json<&'static serde_json::Value> {
     Json(&*openapi::DOCUMENT)
@@ -197,6 +197,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Operation IDs are unique (clients generated from the document name methods by them).
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = &*super::openapi::DOCUMENT;
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|ops| ops.as_object().unwrap().values())
+            .map(|op| op["operationId"].as_str().unwrap())
+            .collect();
+        let all = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all, "{ids:?}");
     }
 
     /// The document names every path parameter it uses, with bounds.

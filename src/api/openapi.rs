@@ -331,9 +331,9 @@ pub struct Job {
     pub node_counts: BTreeMap<String, i64>,
     /// The nodes that currently wait, and on what.
     pub waits: Vec<JobWait>,
-    /// `POST /v1/jobs/{id}/resume` only: how many nodes were resumed.
+    /// `POST /v1/jobs/{id}/resume` only: the nodes resumed.
     #[schema(nullable = false)]
-    pub resumed: Option<i64>,
+    pub resumed: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -90,7 +90,7 @@ fn cron_next(st: &AppState, expr: &str) -> Result<i64, ApiError> {
 }
 
 /// Creates a schedule; its job template is checked as `POST /v1/jobs` checks a job.
-#[utoipa::path(post, path = "/schedules", tag = "schedules", security(("bearerAuth" = [])),
+#[utoipa::path(post, path = "/schedules", operation_id = "createSchedule", tag = "schedules", security(("bearerAuth" = [])),
     request_body(content = openapi::NewSchedule, content_type = "application/json"),
     responses((status = 201, description = "The schedule.", body = openapi::Schedule),
     (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
@@ -148,7 +148,7 @@ pub async fn create(
 }
 
 /// The schedules the principal may see.
-#[utoipa::path(get, path = "/schedules", tag = "schedules", security(("bearerAuth" = [])),
+#[utoipa::path(get, path = "/schedules", operation_id = "listSchedules", tag = "schedules", security(("bearerAuth" = [])),
     responses((status = 200, description = "The schedules.", body = openapi::ScheduleList),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
@@ -180,7 +180,7 @@ async fn visible(st: &AppState, p: &Principal, id: &str) -> Result<ScheduleRow, 
 }
 
 /// One schedule.
-#[utoipa::path(get, path = "/schedules/{id}", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+#[utoipa::path(get, path = "/schedules/{id}", operation_id = "getSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
     responses((status = 200, description = "The schedule.", body = openapi::Schedule),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
@@ -196,7 +196,7 @@ pub async fn show(
 }
 
 /// Changes a schedule; whoever changes what it does fires it from then on.
-#[utoipa::path(patch, path = "/schedules/{id}", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+#[utoipa::path(patch, path = "/schedules/{id}", operation_id = "updateSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
     request_body(content = openapi::ScheduleUpdate, content_type = "application/json"),
     responses((status = 200, description = "The schedule as changed.", body = openapi::Schedule),
     (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
@@ -255,7 +255,7 @@ pub async fn update(
 }
 
 /// Deletes a schedule; jobs it enqueued stay.
-#[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+#[utoipa::path(delete, path = "/schedules/{id}", operation_id = "deleteSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
     responses((status = 204, description = "Deleted."),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
