@@ -26,7 +26,9 @@ use crate::model::{EventKind, FailureClass, JobState, NodeStatus, Role};
 
 /// The document, built once from the routes and the registry.
 pub static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
-    serde_json::to_value(super::document()).expect("the OpenAPI document serializes")
+    let mut doc = serde_json::to_value(super::document()).expect("the OpenAPI document serializes");
+    link(&mut doc);
+    doc
 });
 
 #[derive(utoipa::OpenApi)]
@@ -48,6 +50,35 @@ pub static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
     )
 )]
 pub struct Base;
+
+/// The links from what a create answers to the operations on what it created (a job's ID to
+/// show, history, cancel and resume it; a schedule's to show, change and delete it), so a
+/// client, or schemathesis' stateful phase, can follow them. Written into the JSON: utoipa
+/// 5's `Link` serializes `operation_id` in snake case, which OpenAPI readers do not know.
+fn link(doc: &mut Value) {
+    let links: [(&str, &str, &[&str]); 2] = [
+        (
+            "/v1/jobs",
+            "202",
+            &["getJob", "getJobEvents", "cancelJob", "resumeJob"],
+        ),
+        (
+            "/v1/schedules",
+            "201",
+            &["getSchedule", "updateSchedule", "deleteSchedule"],
+        ),
+    ];
+    for (path, status, targets) in links {
+        let resp = &mut doc["paths"][path]["post"]["responses"][status];
+        assert!(resp.is_object(), "POST {path} has no {status} to link from");
+        for t in targets {
+            resp["links"][*t] = serde_json::json!({
+                "operationId": t,
+                "parameters": { "id": "$response.body#/id" },
+            });
+        }
+    }
+}
 
 /// What comes from the registry and the model rather than from one type: the job request (a
 /// `oneOf` on `kind`), the state enums, and the bearer scheme.
