@@ -47,6 +47,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// The longest duration a request may give (ten years): past it, a time is no longer one a
+/// timestamp holds (a job's deadline would have no RFC 3339 form).
+pub const MAX: Duration = Duration::from_secs(3650 * 86_400);
+
 /// The shortest form `parse` reads back to the same value.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();

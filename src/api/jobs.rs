@@ -26,7 +26,7 @@ use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 /// Submits a job. An `Idempotency-Key` makes a retry return the job it created.
 #[utoipa::path(post, path = "/jobs", operation_id = "submitJob", tag = "jobs", security(("bearerAuth" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; scoped to the submitting user.", min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$")),
-    request_body(content = inline(openapi::AnyObject), description = "A job request.", content_type = "application/json"),
+    request_body(content = inline(openapi::JobRequestBody), description = "A job request: one branch per kind.", content_type = "application/json"),
     responses(
     (status = 202, description = "Accepted: the job as stored.", body = openapi::Job),
     (status = 200, description = "Replayed: the job an earlier request with this Idempotency-Key created.", body = openapi::Job),
@@ -413,7 +413,7 @@ pub async fn resume(
 /// merge, `null` removes a field). The node's name cannot change.
 #[utoipa::path(patch, path = "/jobs/{id}/nodes/{name}", operation_id = "amendNode", tag = "jobs", security(("bearerAuth" = [])),
     params(("id" = String, Path, description = "Job ID.", max_length = 64), ("name" = String, Path, description = "The node's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
-    request_body(content = inline(openapi::AnyObject), description = "A JSON merge patch of the node's spec: each field is set, or removed when null. `name` may only repeat the node's name.", content_type = "application/json"),
+    request_body(content = inline(openapi::NodePatch), description = "A JSON merge patch of the node's spec: each field is set, or removed when null. `name` may only repeat the node's name.", content_type = "application/json"),
     responses((status = 200, description = "The node as amended.", body = openapi::Node),
     (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),

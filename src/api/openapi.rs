@@ -288,7 +288,7 @@ fn generic_fields() -> Vec<(&'static str, Object)> {
                 .schema_type(nullable(Type::String))
                 .pattern(Some(crate::lifecycle::params::DURATION_PATTERN))
                 .description(Some(
-                    "A duration longer than 0s, such as `2h` or `1h30m` (units ms, s, m, h, d). Defaults to the workflow's.",
+                    "A duration longer than 0s and at most 3650d, such as `2h` or `1h30m` (units ms, s, m, h, d). Defaults to the workflow's.",
                 ))
                 .build(),
         ),
@@ -546,6 +546,33 @@ impl PartialSchema for AnyObject {
     }
 }
 impl ToSchema for AnyObject {}
+
+/// `POST /v1/jobs`' body: the registry's `JobRequest`.
+pub struct JobRequestBody;
+
+impl PartialSchema for JobRequestBody {
+    fn schema() -> RefOr<Schema> {
+        job_request_ref()
+    }
+}
+impl ToSchema for JobRequestBody {}
+
+/// `PATCH /v1/jobs/{id}/nodes/{name}`' body: node fields to set, or remove with null; `name`
+/// may only repeat the node's, and at least one other field is named.
+pub struct NodePatch;
+
+impl PartialSchema for NodePatch {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("name", dns_label())
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .min_properties(Some(1))
+            .examples([serde_json::json!({"image": "ubuntu-24.04", "flavor": null})])
+            .into()
+    }
+}
+impl ToSchema for NodePatch {}
 
 /// A response body whose fields come from the cloud (a cluster's nodes, its quota).
 pub struct AnyObject;

@@ -172,6 +172,10 @@ fn parse_deadline(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Durat
     match v {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => match crate::duration::parse(d) {
+            Ok(d) if d > crate::duration::MAX => {
+                errs.push(FieldError::new("deadline", "must be at most 3650d"));
+                None
+            }
             Ok(d) if d > Duration::ZERO => Some(d),
             Ok(_) => {
                 errs.push(FieldError::new("deadline", "must be longer than 0s"));
@@ -352,6 +356,13 @@ mod tests {
             ]
         );
         assert!(errs[1].message.contains("unknown kind `nope` (known: t)"));
+        // A deadline past any timestamp is refused, not stored as one that cannot be shown.
+        let far = json!({"kind": "t", "cluster": "default/demo", "nodes": ["a-1"], "deadline": "5644873201h"});
+        let errs = parse(&far, &workflows(), &[]).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![FieldError::new("deadline", "must be at most 3650d")]
+        );
     }
 
     #[test]

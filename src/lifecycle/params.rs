@@ -106,9 +106,6 @@ pub fn of_job<T: KindParams>(params: &Value) -> Result<T, crate::engine::step::S
     })
 }
 
-/// The longest duration a request may give (ten years): past it, times stop being times.
-const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
-
 /// The durations `crate::duration::parse` reads (`1h30m`), as a pattern.
 pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(ms|s|m|h|d))+\s*$";
 
@@ -120,7 +117,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
             Value::String(s) => match crate::duration::parse(&s) {
-                Ok(v) if v <= MAX_DURATION => Ok(HumanDuration(v)),
+                Ok(v) if v <= crate::duration::MAX => Ok(HumanDuration(v)),
                 Ok(_) => Err(D::Error::custom("must be at most 3650d")),
                 Err(e) => Err(D::Error::custom(e)),
             },
@@ -135,7 +132,7 @@ impl PartialSchema for HumanDuration {
             .schema_type(Type::String)
             .pattern(Some(DURATION_PATTERN))
             .description(Some(
-                "A duration such as `15m` or `1h30m` (units ms, s, m, h, d).",
+                "A duration such as `15m` or `1h30m` (units ms, s, m, h, d), at most 3650d.",
             ))
             .into()
     }
