@@ -28,20 +28,28 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
+        let secs = |per: u64| value.checked_mul(per).map(Duration::from_secs);
         let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value * 60),
-            "h" => Duration::from_secs(value * 3600),
-            "d" => Duration::from_secs(value * 86_400),
+            "ms" => Some(Duration::from_millis(value)),
+            "s" => secs(1),
+            "m" => secs(60),
+            "h" => secs(3600),
+            "d" => secs(86_400),
             "" => return Err(format!("`{text}` needs a unit (ms, s, m, h, d)")),
             unit => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h, d)")),
         };
-        total += part;
+        // Checked: a request's `99999999999999999d` is a 422, not an overflow.
+        total = part
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(|| format!("`{text}`: number too large"))?;
         rest = &rest[unit_len..];
     }
     Ok(total)
 }
+
+/// The longest duration a request may give (ten years): past it, a time is no longer one a
+/// timestamp holds (a job's deadline would have no RFC 3339 form).
+pub const MAX: Duration = Duration::from_secs(3650 * 86_400);
 
 /// The shortest form `parse` reads back to the same value.
 pub fn format(d: Duration) -> String {
@@ -117,5 +125,15 @@ mod tests {
         assert!(parse("5y").unwrap_err().contains("unknown unit `y`"));
         assert!(parse("soon").unwrap_err().contains("not a duration"));
         assert!(parse("").is_err());
+        assert!(
+            parse("99999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse("18446744073709551615s1s")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

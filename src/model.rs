@@ -116,6 +116,24 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS-1123 subdomain: what Kubernetes accepts as the name of most objects (a Secret):
+/// DNS-1123 labels joined by '.', at most 253 characters.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    let labels_ok = s.split('.').all(|l| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && l.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && l.ends_with(|c: char| c.is_ascii_alphanumeric())
+    });
+    if s.is_empty() || s.len() > 253 || !labels_ok {
+        return Err(format!(
+            "`{s}` is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending alphanumeric, at most 253)"
+        ));
+    }
+    Ok(())
+}
+
 string_enum! {
     /// Where a job is in its life. Derived from its node tasks after every change, inside
     /// the same transaction, so it can never disagree with them.
@@ -290,14 +308,14 @@ mod tests {
         }
     }
 
-    /// The hand-written OpenAPI document lists each enum's string forms, in order, so a
+    /// The OpenAPI document lists each enum's string forms, in order, so a
     /// client generated from it accepts every value the API can answer.
     #[test]
     fn the_openapi_document_lists_every_string_form() {
         fn forms<T: fmt::Display>(all: &[T]) -> Vec<String> {
             all.iter().map(|v| v.to_string()).collect()
         }
-        let doc: serde_json::Value = serde_json::from_str(crate::api::OPENAPI).unwrap();
+        let doc = &*crate::api::openapi::DOCUMENT;
         let listed = |schema: &str| -> Vec<String> {
             serde_json::from_value(doc["components"]["schemas"][schema]["enum"].clone())
                 .unwrap_or_else(|e| panic!("openapi.json: {schema}.enum: {e}"))

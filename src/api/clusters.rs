@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi;
 use crate::cloud::capi::{CLUSTER_NAME_LABEL, Condition, JOB_LABEL, Machine, capo};
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
@@ -31,6 +32,15 @@ fn condition(c: Option<&Condition>) -> Value {
 
 /// `GET /v1/clusters/{ns}/{name}/nodes`: every Machine of the cluster, its phase, health,
 /// addresses, floating IP and the job that made it.
+#[utoipa::path(get, path = "/clusters/{ns}/{name}/nodes", operation_id = "clusterNodes", tag = "clusters", security(("bearerAuth" = [])),
+    params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    responses((status = 200, description = "`{cluster, nodes}`: each Machine with its phase, health, addresses, floating IPs and the job that made it.", body = openapi::AnyObject),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "No such cluster, or not the principal's to see.", body = openapi::ErrorBody),
+    (status = 422, description = "`ns` or `name` is not a DNS-1123 label, or the cluster's credentials are wrong.", body = openapi::ErrorBody),
+    (status = 503, description = "No cloud is configured, or it could not be read.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+))]
 pub async fn nodes(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -157,6 +167,15 @@ async fn cluster_os(
 
 /// `GET /v1/clusters/{ns}/{name}/quota`: the limits and usage of the cluster's project, read
 /// with the cluster's own credentials, for whoever may see the cluster.
+#[utoipa::path(get, path = "/clusters/{ns}/{name}/quota", operation_id = "clusterQuota", tag = "clusters", security(("bearerAuth" = [])),
+    params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    responses((status = 200, description = "`{cluster, project_id, quota}`: the project's limits and usage.", body = openapi::AnyObject),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "No such cluster, or not the principal's to see.", body = openapi::ErrorBody),
+    (status = 422, description = "`ns` or `name` is not a DNS-1123 label, or the cluster's credentials are wrong.", body = openapi::ErrorBody),
+    (status = 503, description = "No cloud is configured, or it could not be read.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+))]
 pub async fn quota(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,

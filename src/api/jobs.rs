@@ -16,12 +16,28 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::{ApiError, parse_json};
+use super::openapi;
 use super::{AppState, not_found, views};
 use crate::config::Principal;
 use crate::engine::request::FieldError;
 use crate::model::{JobState, Role};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
+/// Submits a job. An `Idempotency-Key` makes a retry return the job it created.
+#[utoipa::path(post, path = "/jobs", operation_id = "submitJob", tag = "jobs", security(("bearerAuth" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; scoped to the submitting user.", min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$")),
+    request_body(content = inline(openapi::JobRequestBody), description = "A job request: one branch per kind.", content_type = "application/json"),
+    responses(
+    (status = 202, description = "Accepted: the job as stored.", body = openapi::Job),
+    (status = 200, description = "Replayed: the job an earlier request with this Idempotency-Key created.", body = openapi::Job),
+    (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 403, description = "The principal may not act for the tenant asked for.", body = openapi::ErrorBody),
+    (status = 409, description = "The Idempotency-Key was used for another request, or the cloud cannot take the job now (fields name why).", body = openapi::ErrorBody),
+    (status = 422, description = "Some fields are wrong: one entry per problem.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn submit(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -70,17 +86,42 @@ pub async fn submit(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs of this kind.
+    #[param(max_length = 63)]
     kind: Option<String>,
+    /// Only jobs in this state.
+    #[param(schema_with = job_state_param)]
     state: Option<String>,
+    /// Only jobs on this cluster (`namespace/name`).
+    #[param(max_length = 127)]
     cluster: Option<String>,
+    /// Admins: only this tenant's jobs. Others see only their own tenant's.
+    #[param(max_length = 253)]
     tenant: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 64)]
     cursor: Option<String>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
+fn job_state_param() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    utoipa::openapi::Ref::from_schema_name("JobState").into()
+}
+
+/// The jobs the principal may see, newest first.
+#[utoipa::path(get, path = "/jobs", operation_id = "listJobs", tag = "jobs", security(("bearerAuth" = [])), params(ListQuery),
+    responses((status = 200, description = "A page of jobs.", body = openapi::JobPage),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 422, description = "A query parameter is wrong.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -96,8 +137,22 @@ pub async fn list(
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(50);
+    let mut wrong = Vec::new();
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::field("limit", "must be from 1 to 500"));
+        wrong.push(FieldError::new("limit", "must be from 1 to 500"));
+    }
+    for (name, value, max) in [
+        ("kind", &q.kind, 63),
+        ("cluster", &q.cluster, 127),
+        ("tenant", &q.tenant, 253),
+        ("cursor", &q.cursor, 64),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > max) {
+            wrong.push(FieldError::new(name, format!("at most {max} characters")));
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(ApiError::Invalid(wrong));
     }
     let mut filter = JobFilter {
         kind: q.kind,
@@ -147,6 +202,14 @@ async fn job_view(store: &Store, id: &str) -> Result<Value, ApiError> {
     Ok(views::job(&job, Some(&tasks)))
 }
 
+/// One job with its nodes.
+#[utoipa::path(get, path = "/jobs/{id}", operation_id = "getJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+    responses((status = 200, description = "The job.", body = openapi::Job),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn show(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -156,13 +219,32 @@ pub async fn show(
     Ok(Json(job_view(st.engine.store(), &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events with a greater id. Overrides Last-Event-ID.
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Page size (default 1000). JSON only.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
+/// A job's history: JSON pages by default; with `Accept: text/event-stream`, a Server-Sent
+/// Events stream: history from `after`, then live, ending once the job is finished.
+#[utoipa::path(get, path = "/jobs/{id}/events", operation_id = "getJobEvents", tag = "jobs", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Job ID.", max_length = 64), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Used as `after` when `after` is absent; ignored unless an integer.")),
+    responses((status = 200, description = "Events oldest first.", content(
+        (openapi::EventPage = "application/json"),
+        (String = "text/event-stream"))),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 422, description = "A query parameter is wrong.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn events(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -171,6 +253,9 @@ pub async fn events(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::field("(query)", e.body_text()))?;
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::field("after", "must be 0 or more"));
+    }
     visible(&st, &p, &id).await?;
     let last_seen = headers
         .get("last-event-id")
@@ -192,7 +277,10 @@ pub async fn events(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be from 1 to 10000"));
+    }
     let rows = st.engine.store().events(&id, after, limit).await?;
     let next_after = rows.last().map(|e| e.id).unwrap_or(after);
     let events: Vec<Value> = rows.iter().map(views::event).collect();
@@ -270,6 +358,15 @@ fn live_events(
     .flatten()
 }
 
+/// Asks the job to stop: in-flight steps finish, nothing new starts.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+    responses((status = 202, description = "Cancel recorded; the job as it is now.", body = openapi::Job),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 409, description = "The job is already finished.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn cancel(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -285,6 +382,15 @@ pub async fn cancel(
         .into_response())
 }
 
+/// Resumes a job's failed and needs_input nodes.
+#[utoipa::path(post, path = "/jobs/{id}/resume", operation_id = "resumeJob", tag = "jobs", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Job ID.", max_length = 64)),
+    responses((status = 200, description = "The job, with `resumed`.", body = openapi::Job),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 409, description = "The job is cancelled, or has nothing to resume.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn resume(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -305,12 +411,26 @@ pub async fn resume(
 
 /// Applies the body to a `needs_input` node's spec as a JSON merge patch (RFC 7396: objects
 /// merge, `null` removes a field). The node's name cannot change.
+#[utoipa::path(patch, path = "/jobs/{id}/nodes/{name}", operation_id = "amendNode", tag = "jobs", security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "Job ID.", max_length = 64), ("name" = String, Path, description = "The node's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    request_body(content = inline(openapi::NodePatch), description = "A JSON merge patch of the node's spec: each field is set, or removed when null. `name` may only repeat the node's name.", content_type = "application/json"),
+    responses((status = 200, description = "The node as amended.", body = openapi::Node),
+    (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 409, description = "The node is not needs_input, or the cloud cannot take the amended spec now.", body = openapi::ErrorBody),
+    (status = 422, description = "Some fields are wrong: one entry per problem.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn amend(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
     Path((id, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // A node name is a DNS-1123 label, checked as Kubernetes would before anything is read.
+    crate::engine::request::check_dns_label(&name).map_err(|e| ApiError::field("name", e))?;
     visible(&st, &p, &id).await?;
     let patch = parse_json(&body)?;
     let Value::Object(patch) = patch else {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, parse_json};
+use super::openapi;
 use super::{AppState, not_found, views};
 use crate::config::Principal;
 use crate::engine::intake::{Moment, Refused};
@@ -88,6 +89,18 @@ fn cron_next(st: &AppState, expr: &str) -> Result<i64, ApiError> {
     next_tick(&schedule, now).ok_or_else(|| ApiError::field("cron", "never fires again"))
 }
 
+/// Creates a schedule; its job template is checked as `POST /v1/jobs` checks a job.
+#[utoipa::path(post, path = "/schedules", operation_id = "createSchedule", tag = "schedules", security(("bearerAuth" = [])),
+    request_body(content = openapi::NewSchedule, content_type = "application/json"),
+    responses((status = 201, description = "The schedule.", body = openapi::Schedule),
+    (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 403, description = "The principal may not act for the template's tenant.", body = openapi::ErrorBody),
+    (status = 409, description = "The tenant has a schedule of that name.", body = openapi::ErrorBody),
+    (status = 422, description = "Some fields are wrong: one entry per problem.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn create(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -134,6 +147,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(views::schedule(&row))).into_response())
 }
 
+/// The schedules the principal may see.
+#[utoipa::path(get, path = "/schedules", operation_id = "listSchedules", tag = "schedules", security(("bearerAuth" = [])),
+    responses((status = 200, description = "The schedules.", body = openapi::ScheduleList),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -159,6 +179,14 @@ async fn visible(st: &AppState, p: &Principal, id: &str) -> Result<ScheduleRow, 
     }
 }
 
+/// One schedule.
+#[utoipa::path(get, path = "/schedules/{id}", operation_id = "getSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+    responses((status = 200, description = "The schedule.", body = openapi::Schedule),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn show(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -167,6 +195,18 @@ pub async fn show(
     Ok(Json(views::schedule(&visible(&st, &p, &id).await?)))
 }
 
+/// Changes a schedule; whoever changes what it does fires it from then on.
+#[utoipa::path(patch, path = "/schedules/{id}", operation_id = "updateSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+    request_body(content = openapi::ScheduleUpdate, content_type = "application/json"),
+    responses((status = 200, description = "The schedule as changed.", body = openapi::Schedule),
+    (status = 400, description = "The body is empty or not JSON.", body = openapi::ErrorBody),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 403, description = "The principal may not act for the template's tenant.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 422, description = "Some fields are wrong: one entry per problem.", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn update(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -214,6 +254,14 @@ pub async fn update(
     Ok(Json(views::schedule(&visible(&st, &p, &id).await?)))
 }
 
+/// Deletes a schedule; jobs it enqueued stay.
+#[utoipa::path(delete, path = "/schedules/{id}", operation_id = "deleteSchedule", tag = "schedules", security(("bearerAuth" = [])), params(("id" = String, Path, description = "Schedule ID.", max_length = 64)),
+    responses((status = 204, description = "Deleted."),
+    (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
+    (status = 404, description = "Absent, or not the principal's to see (the same answer, so IDs do not leak).", body = openapi::ErrorBody),
+    (status = 500, description = "The database could not complete the request.", body = openapi::ErrorBody),
+    (status = 503, description = "The database cannot be written now, or the cloud could not be asked.", body = openapi::ErrorBody),
+))]
 pub async fn delete(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,

@@ -17,8 +17,10 @@ pub use crate::model::check_dns_label;
 use crate::store::{NewJob, now_ms};
 
 /// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The offending field, e.g. `nodes[2].name`, `job.cluster`, `Idempotency-Key`, `(body)`
+    /// or `(query)`.
     pub field: String,
     pub message: String,
 }
@@ -55,7 +57,7 @@ pub const FIELDS: &[&str] = &[
     "concurrency",
     "params",
 ];
-const MAX_NODES: usize = 1000;
+pub const MAX_NODES: usize = 1000;
 
 /// Checks a request body against the known workflows. `kind_fields` are the kind's own
 /// top-level fields (its admission moves them into `params`): known too, and listed with the
@@ -170,6 +172,10 @@ fn parse_deadline(v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Durat
     match v {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => match crate::duration::parse(d) {
+            Ok(d) if d > crate::duration::MAX => {
+                errs.push(FieldError::new("deadline", "must be at most 3650d"));
+                None
+            }
             Ok(d) if d > Duration::ZERO => Some(d),
             Ok(_) => {
                 errs.push(FieldError::new("deadline", "must be longer than 0s"));
@@ -301,7 +307,8 @@ impl JobRequest {
             owner: owner.to_string(),
             cluster: self.cluster.to_string(),
             params: self.params,
-            deadline_at: deadline.map(|d| now_ms() + d.as_millis() as i64),
+            deadline_at: deadline
+                .map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
             concurrency: self.concurrency.unwrap_or(wf.concurrency) as i64,
             schedule_id,
             nodes: self.nodes,
@@ -349,6 +356,13 @@ mod tests {
             ]
         );
         assert!(errs[1].message.contains("unknown kind `nope` (known: t)"));
+        // A deadline past any timestamp is refused, not stored as one that cannot be shown.
+        let far = json!({"kind": "t", "cluster": "default/demo", "nodes": ["a-1"], "deadline": "5644873201h"});
+        let errs = parse(&far, &workflows(), &[]).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![FieldError::new("deadline", "must be at most 3650d")]
+        );
     }
 
     #[test]

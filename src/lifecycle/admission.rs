@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::kind;
+use super::params::OwnFields;
 use crate::cloud::capi;
 use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef, CredentialError};
@@ -66,13 +67,8 @@ impl Admission for Lifecycle {
     }
 }
 
-/// A kind's own field that holds a duration (`force_after`, `startup_timeout`, `grace`).
-fn is_duration(field: &str) -> bool {
-    field.ends_with("_after") || field.ends_with("_timeout") || field == "grace"
-}
-
-/// Moves a kind's own top-level fields into `params`, checking durations.
-pub(crate) fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, Vec<FieldError>> {
+/// Moves a kind's own top-level fields into `params`, parsed as its params type.
+pub(crate) fn move_to_params(mut body: Value, own: OwnFields) -> Result<Value, Vec<FieldError>> {
     let Some(obj) = body.as_object_mut() else {
         return Ok(body);
     };
@@ -80,21 +76,14 @@ pub(crate) fn move_to_params(mut body: Value, fields: &[&str]) -> Result<Value, 
         Some(Value::Object(p)) => p,
         _ => Map::new(),
     };
-    let mut errs = Vec::new();
-    for f in fields {
+    for f in own.fields {
         if let Some(v) = obj.remove(*f) {
-            if is_duration(f) {
-                match v.as_str().map(crate::duration::parse) {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => errs.push(FieldError::new(*f, e)),
-                    None => errs.push(FieldError::new(*f, "must be a duration such as `15m`")),
-                }
-            }
             params.insert(f.to_string(), v);
         }
     }
+    let checked = (own.check)(&params);
     obj.insert("params".into(), Value::Object(params));
-    if errs.is_empty() { Ok(body) } else { Err(errs) }
+    checked.map(|()| body)
 }
 
 pub(super) fn kube_unavailable(e: kube::Error) -> Refusal {

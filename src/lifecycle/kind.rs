@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::IntakeCell;
 use super::admission::{Lifecycle, move_to_params};
+use super::params::OwnFields;
 use crate::cloud::{Clients, ClusterRef};
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::{FieldError, JobRequest};
@@ -39,9 +40,15 @@ pub trait JobKind: Sync {
     /// The kind's steps, by the names its workflow uses.
     fn steps(&self) -> Steps;
 
+    /// The kind's own request fields as a type (`OwnFields::of::<XParams>()`): their names,
+    /// their check, and their schema in the OpenAPI document.
+    fn params(&self) -> OwnFields;
+
     /// The kind's own top-level request fields, which `prepare` moves into `params` (and
     /// which an unknown-field error lists beside the generic ones).
-    fn fields(&self) -> &'static [&'static str];
+    fn fields(&self) -> &'static [&'static str] {
+        self.params().fields
+    }
 
     /// What the kind fills in that cannot fail (a sweep's one node task): applied by
     /// `prepare`, and alone when `prepare` refuses a body, so the generic checks do not
@@ -51,9 +58,9 @@ pub trait JobKind: Sync {
     }
 
     /// Reshapes a request body of this kind before the generic checks: by default `reshape`,
-    /// then `fields` moved into `params`, checking the durations (`*_after`, `*_timeout`, `grace`).
+    /// then the kind's fields moved into `params` and parsed as its params type.
     fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
-        move_to_params(self.reshape(body), self.fields())
+        move_to_params(self.reshape(body), self.params())
     }
 
     /// Checks a parsed request against the cluster and its cloud (preflight, name
@@ -121,39 +128,53 @@ mod tests {
         }
     }
 
-    /// The OpenAPI document (hand-written) describes each kind's own fields, its description
-    /// naming the kinds that take it (`"delete_nodes, repair: …"`), and no others.
+    /// The OpenAPI document's job request is a `oneOf` on `kind` with a branch per kind, each
+    /// with the generic fields and exactly the kind's own (its params type's).
     #[test]
     fn the_openapi_document_describes_each_kinds_fields() {
-        let doc: Value = serde_json::from_str(crate::api::OPENAPI).unwrap();
-        let props = doc["components"]["schemas"]["JobRequest"]["properties"]
-            .as_object()
-            .unwrap();
-        for (field, schema) in props {
-            let takers: Vec<&str> = KINDS
-                .iter()
-                .filter(|k| k.fields().contains(&field.as_str()))
-                .map(|k| k.name())
+        let doc = &*crate::api::openapi::DOCUMENT;
+        let schemas = &doc["components"]["schemas"];
+        let request = &schemas["JobRequest"];
+        assert_eq!(request["discriminator"]["propertyName"], "kind");
+        let branches: Vec<&str> = request["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                b["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("#/components/schemas/")
+            })
+            .collect();
+        assert_eq!(branches.len(), KINDS.len());
+        for (k, branch) in KINDS.iter().zip(branches) {
+            let s = &schemas[branch];
+            assert_eq!(
+                s["properties"]["kind"]["enum"],
+                serde_json::json!([k.name()]),
+                "{branch}"
+            );
+            assert_eq!(s["additionalProperties"], false, "{branch}");
+            let mut props: Vec<&str> = s["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
                 .collect();
-            if crate::engine::request::FIELDS.contains(&field.as_str()) {
-                assert!(takers.is_empty(), "{field} is generic and {takers:?}'s");
-                continue;
-            }
-            let said: Vec<&str> = schema["description"]
-                .as_str()
-                .and_then(|d| d.split_once(':'))
-                .map(|(kinds, _)| kinds.split(", ").collect())
-                .unwrap_or_default();
-            assert_eq!(said, takers, "openapi.json's JobRequest.{field}");
-        }
-        for k in KINDS {
-            for f in k.fields() {
-                assert!(
-                    props.contains_key(*f),
-                    "openapi.json lacks {}'s {f}",
-                    k.name()
-                );
-            }
+            props.sort();
+            let mut want: Vec<&str> = crate::engine::request::FIELDS
+                .iter()
+                .chain(k.fields())
+                .copied()
+                .collect();
+            want.sort();
+            assert_eq!(
+                props,
+                want,
+                "{branch}: the generic fields and {}'s own",
+                k.name()
+            );
         }
     }
 }

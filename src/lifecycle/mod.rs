@@ -11,6 +11,7 @@ mod common;
 mod delete_nodes;
 pub mod kind;
 mod leftovers;
+pub mod params;
 pub mod quota;
 mod repair;
 mod scale_out;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::kind::{JobKind, Steps};
 use crate::engine::progress::{Field, Progress};
+use super::params::OwnFields;
 use crate::engine::request::FieldError;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::FailureClass;
@@ -22,8 +23,8 @@ impl JobKind for Smoke {
     fn steps(&self) -> Steps {
         Steps::Local(register)
     }
-    fn fields(&self) -> &'static [&'static str] {
-        &[]
+    fn params(&self) -> OwnFields {
+        OwnFields::none()
     }
     /// No fields of its own: the body goes to the generic checks as it came.
     fn prepare(&self, body: serde_json::Value) -> Result<serde_json::Value, Vec<FieldError>> {

@@ -113,6 +113,52 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
 }
 
+/// Every operation the OpenAPI document describes is one the server routes (not the
+/// fallback's "no such route", not 405), asked with a token and well-formed path parameters.
+/// The other way round holds by construction (routes and document entries are registered
+/// together; `api::tests::every_route_is_registered_with_its_document_entry`).
+#[tokio::test]
+async fn every_operation_in_the_openapi_document_is_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&ServerSpec::new(dir.path()));
+    let client = reqwest::Client::new();
+    let doc: Value = client
+        .get(format!("{}/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut asked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let url = path
+                .replace("{id}", "0190a0a0-0000-7000-8000-000000000000")
+                .replace("{ns}", "default")
+                .replace("{name}", "demo");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = client
+                .request(m, format!("{}{url}", server.url))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = resp.text().await.unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body.contains("no such route"),
+                "{method} {path}: {status} {body}"
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 18, "only {asked} operations documented");
+}
+
 /// A watch's nudge (what `lifecycle::watch` does when a Machine of a node's name changes)
 /// wakes a node that waits for something to change, never one backing off after a failure:
 /// the two are told apart by their status, which the API shows, not by their reasons' text.
@@ -1155,4 +1201,110 @@ async fn a_script_tells_from_the_cli_exit_code_how_a_job_ended_and_why_a_call_wa
 
     let (code, _) = exit_of(capstan_cli(url, &["jobs", "watch"])).await;
     assert_eq!(code, 2, "a usage error stays clap's");
+}
+
+/// What the server answers has the shapes its OpenAPI document gives (the document's response
+/// types are written beside the views; this ties them): every required field is there and no
+/// field is undocumented, for a job, its nodes, a page of jobs, a history and a schedule.
+#[tokio::test]
+async fn the_served_shapes_are_the_documented_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::new(dir.path());
+    let server = Server::start(&spec);
+    let api = Api::new(&server.url);
+    let doc: Value = reqwest::get(format!("{}/openapi.json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let submitted = api
+        .submit(
+            ADMIN,
+            &job("retry", json!([{"name": "n-1", "fail_times": 0}])),
+        )
+        .await;
+    let id = submitted["id"].as_str().unwrap().to_string();
+    api.wait_finished(&id).await;
+    let (_, shown) = api.get(&format!("/v1/jobs/{id}"), ADMIN).await;
+    conforms(&doc, "Job", &shown);
+    let (_, page) = api.get("/v1/jobs", ADMIN).await;
+    conforms(&doc, "JobPage", &page);
+    let (_, events) = api.get(&format!("/v1/jobs/{id}/events"), ADMIN).await;
+    conforms(&doc, "EventPage", &events);
+    let (status, resumed) = api
+        .post(&format!("/v1/jobs/{id}/resume"), ADMIN, &json!({}))
+        .await;
+    if status == StatusCode::OK {
+        conforms(&doc, "Job", &resumed);
+    }
+    let (_, schedule) = api
+        .post(
+            "/v1/schedules",
+            ADMIN,
+            &json!({"name": "nightly", "cron": "0 3 * * *", "job": job("retry", json!(["s-1"]))}),
+        )
+        .await;
+    conforms(&doc, "Schedule", &schedule);
+    let (_, list) = api.get("/v1/schedules", ADMIN).await;
+    conforms(&doc, "ScheduleList", &list);
+    let (_, refused) = api.post("/v1/jobs", ADMIN, &json!({"kind": 1})).await;
+    conforms(&doc, "ErrorBody", &refused);
+}
+
+/// `value` against the document's schema `name`: required fields present, no undocumented
+/// one, recursively through `$ref`, `allOf`, `oneOf` (null or one schema) and arrays.
+fn conforms(doc: &Value, name: &str, value: &Value) {
+    fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+        match s["$ref"].as_str() {
+            Some(r) => resolve(
+                doc,
+                &doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")],
+            ),
+            None => s,
+        }
+    }
+    fn walk(doc: &Value, s: &Value, v: &Value, at: &str) {
+        let s = resolve(doc, s);
+        if let Some(branches) = s["oneOf"].as_array() {
+            if v.is_null() {
+                return;
+            }
+            let non_null: Vec<&Value> = branches.iter().filter(|b| b["type"] != "null").collect();
+            if let [one] = non_null.as_slice() {
+                walk(doc, one, v, at);
+            }
+            return;
+        }
+        let mut props = serde_json::Map::new();
+        let mut required = Vec::new();
+        let parts: Vec<&Value> = match s["allOf"].as_array() {
+            Some(all) => all.iter().map(|p| resolve(doc, p)).collect(),
+            None => vec![s],
+        };
+        for p in parts {
+            props.extend(p["properties"].as_object().cloned().unwrap_or_default());
+            required.extend(p["required"].as_array().cloned().unwrap_or_default());
+        }
+        if let Some(obj) = v.as_object().filter(|_| !props.is_empty()) {
+            for r in &required {
+                assert!(
+                    obj.contains_key(r.as_str().unwrap()),
+                    "{at}: lacks {r}: {v}"
+                );
+            }
+            for (k, x) in obj {
+                let p = props
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{at}: `{k}` is not in the document"));
+                walk(doc, p, x, &format!("{at}.{k}"));
+            }
+        }
+        if let (Some(items), Some(list)) = (s.get("items"), v.as_array()) {
+            for (i, x) in list.iter().enumerate() {
+                walk(doc, items, x, &format!("{at}[{i}]"));
+            }
+        }
+    }
+    walk(doc, &doc["components"]["schemas"][name], value, name);
 }

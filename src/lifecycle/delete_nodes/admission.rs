@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::cloud::Clients;
 use crate::cloud::capi::{self, capo};
@@ -13,6 +15,20 @@ use crate::engine::admission::Refusal;
 use crate::engine::request::{FieldError, JobRequest};
 use crate::lifecycle::admission::{cluster_machines, cluster_os, read};
 use crate::lifecycle::common::workload_client;
+use crate::lifecycle::params::{HumanDuration, KindParams};
+
+/// `delete_nodes`' own request fields, which travel in the job's params.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeleteNodesParams {
+    /// Force the delete (skip drain, delete server/ports/volumes/floating IP through
+    /// OpenStack, drop finalizers) after this long.
+    #[schema(inline)]
+    pub force_after: Option<HumanDuration>,
+}
+
+impl KindParams for DeleteNodesParams {
+    const FIELDS: &'static [&'static str] = &["force_after"];
+}
 
 /// Resolves each named node — a Machine name, a Node name or a Nova server UUID — to a
 /// Machine of the named cluster, and nowhere else; a name with nothing behind it in this

@@ -11,6 +11,7 @@ mod steps;
 
 use super::admission::Lifecycle;
 use super::kind::{JobKind, Steps};
+use super::params::OwnFields;
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::JobRequest;
 
@@ -26,8 +27,8 @@ impl JobKind for DeleteNodes {
     fn steps(&self) -> Steps {
         Steps::Cloud(|r, clients, _| steps::register(r, clients))
     }
-    fn fields(&self) -> &'static [&'static str] {
-        &["force_after"]
+    fn params(&self) -> OwnFields {
+        OwnFields::of::<admission::DeleteNodesParams>()
     }
     fn admit<'a>(&'a self, cx: &'a Lifecycle, req: &'a mut JobRequest) -> AdmitFuture<'a> {
         Box::pin(admission::resolve(&cx.clients, req))

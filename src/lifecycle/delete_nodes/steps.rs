@@ -16,6 +16,7 @@ use std::time::Duration;
 use kube::api::{DeleteParams, DynamicObject, Patch};
 use serde_json::{Value, json};
 
+use super::admission::DeleteNodesParams;
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::leftovers::Removal;
 use super::progress::{DeleteProgress, Scaled, SetMember};
@@ -25,6 +26,7 @@ use crate::cloud::capi::{self, Capi, DELETE_MACHINE_ANNOTATION, Machine};
 use crate::cloud::marks;
 use crate::cloud::os::Service;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::lifecycle::params;
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
 
@@ -482,9 +484,9 @@ async fn wait_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError> 
     if left.is_empty() {
         return Ok(Outcome::next("gone"));
     }
-    let force_after = ctx.params["force_after"]
-        .as_str()
-        .and_then(|s| crate::duration::parse(s).ok());
+    let force_after = params::of_job::<DeleteNodesParams>(&ctx.params)?
+        .force_after
+        .map(|d| d.0);
     let started = progress.started_at.unwrap_or_else(now_ms);
     if let Some(f) = force_after
         && now_ms() - started >= f.as_millis() as i64

@@ -1,7 +1,9 @@
 //! `repair`'s admission: the named Machines exist, the cluster is not too broken to repair
 //! (`max_unhealthy`), and each node's spec is found (stored by Capstan, or read back).
 
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{Thresholds, assess, read_back, release_params};
 use kube::api::DynamicObject;
@@ -15,25 +17,62 @@ use crate::engine::admission::Refusal;
 use crate::engine::request::{FieldError, JobRequest};
 use crate::lifecycle::admission::{cluster_machines, cluster_os, kube_unavailable, unavailable};
 use crate::lifecycle::common::pick_server;
+use crate::lifecycle::params::{self, Flag, HumanDuration, KindParams, Parallel, Percent};
 use crate::lifecycle::spec::{FloatingIp, NodeSpec};
 
-/// `max_unhealthy` as a fraction: `"40%"` or a number of percent.
-fn percent(v: &Value) -> Result<f64, String> {
-    let n = match v {
-        Value::Null => return Ok(0.4),
-        Value::String(s) => s
-            .trim_end_matches('%')
-            .trim()
-            .parse::<f64>()
-            .map_err(|e| e.to_string())?,
-        Value::Number(n) => n.as_f64().unwrap_or(-1.0),
-        _ => -1.0,
-    };
-    if (0.0..=100.0).contains(&n) {
-        Ok(n / 100.0)
-    } else {
-        Err("must be a percentage from 0% to 100%".into())
-    }
+/// `repair`'s own request fields, which travel in the job's params.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RepairParams {
+    /// Replace the nodes even if they are healthy.
+    #[schema(inline)]
+    pub force: Option<Flag>,
+    /// Force the delete of the old node (skip drain, delete its OpenStack resources, drop
+    /// finalizers) after this long.
+    #[schema(inline)]
+    #[allow(dead_code)] // read by delete_nodes' steps, which a repair runs, as theirs
+    pub force_after: Option<HumanDuration>,
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub health: HealthParams,
+}
+
+impl KindParams for RepairParams {
+    const FIELDS: &'static [&'static str] = &[
+        "force",
+        "force_after",
+        "max_unhealthy",
+        "max_parallel",
+        "unhealthy_after",
+        "startup_timeout",
+    ];
+}
+
+/// What makes a node unhealthy and how many are repaired at once: `repair`'s and
+/// `repair_sweep`'s.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HealthParams {
+    /// Nodes repaired at once (default 1).
+    #[schema(inline)]
+    pub max_parallel: Option<Parallel>,
+    /// Refuse (or stop) when more than this share of the cluster's workers is unhealthy
+    /// (default `40%`).
+    #[schema(inline)]
+    pub max_unhealthy: Option<Percent>,
+    /// NodeHealthy not True for longer than this is unhealthy (default 5m).
+    #[schema(inline)]
+    pub unhealthy_after: Option<HumanDuration>,
+    /// No Node this long after the Machine was created is unhealthy (default 20m).
+    #[schema(inline)]
+    pub startup_timeout: Option<HumanDuration>,
+}
+
+impl KindParams for HealthParams {
+    const FIELDS: &'static [&'static str] = &[
+        "max_unhealthy",
+        "max_parallel",
+        "unhealthy_after",
+        "startup_timeout",
+    ];
 }
 
 /// Checks a repair: the named Machines exist, the cluster is not too broken to repair
@@ -115,30 +154,19 @@ pub(super) async fn admit(
     Ok(())
 }
 
-/// `max_unhealthy` (a fraction) and `max_parallel` from the params, each problem named; a
-/// wrong one is reported and its default used for the other checks.
+/// `max_unhealthy` (a fraction) and `max_parallel` from the params (checked by `prepare`
+/// already), each problem named; when one is wrong, both defaults are used for the other checks.
 fn limits(params: &Value, errs: &mut Vec<FieldError>) -> (f64, u32) {
-    let max_unhealthy = match percent(&params["max_unhealthy"]) {
-        Ok(p) => p,
+    match params::read::<RepairParams>(params).map(|r| r.health) {
+        Ok(h) => (
+            h.max_unhealthy.map_or(0.4, |p| p.0),
+            h.max_parallel.map_or(1, |p| p.0),
+        ),
         Err(e) => {
-            errs.push(FieldError::new("max_unhealthy", e));
-            0.4
+            errs.extend(e);
+            (0.4, 1)
         }
-    };
-    let max_parallel = match &params["max_parallel"] {
-        Value::Null => 1,
-        v => match v.as_u64() {
-            Some(n) if (1..=100).contains(&n) => n as u32,
-            _ => {
-                errs.push(FieldError::new(
-                    "max_parallel",
-                    "must be an integer from 1 to 100",
-                ));
-                1
-            }
-        },
-    };
-    (max_unhealthy, max_parallel)
+    }
 }
 
 /// A 409 when more than `max_unhealthy` of the cluster's `workers` are unhealthy: stopping

@@ -13,9 +13,11 @@ use serde_json::Value;
 
 use super::admission::Lifecycle;
 use super::kind::{JobKind, Steps};
+use super::params::OwnFields;
 use crate::cloud::ClusterRef;
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::JobRequest;
+pub use admission::HealthParams;
 pub use steps::{Thresholds, assess, read_back, release_params};
 
 pub(super) const NAME: &str = "repair";
@@ -32,15 +34,8 @@ impl JobKind for Repair {
     fn steps(&self) -> Steps {
         Steps::Cloud(|r, clients, _| steps::register(r, clients))
     }
-    fn fields(&self) -> &'static [&'static str] {
-        &[
-            "force",
-            "force_after",
-            "max_parallel",
-            "max_unhealthy",
-            "unhealthy_after",
-            "startup_timeout",
-        ]
+    fn params(&self) -> OwnFields {
+        OwnFields::of::<admission::RepairParams>()
     }
     fn admit<'a>(&'a self, cx: &'a Lifecycle, req: &'a mut JobRequest) -> AdmitFuture<'a> {
         Box::pin(admission::admit(&cx.clients, &cx.store, req))

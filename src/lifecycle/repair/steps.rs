@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
+use super::admission::{HealthParams, RepairParams};
 use super::common::{capi_of, cluster_of, kube_error, os_of, server_of};
 use super::spec::{DataVolume, FloatingIp, NodeSpec, ROLE_LABEL_PREFIX, RootVolume};
 use crate::cloud::Clients;
@@ -20,6 +21,7 @@ use crate::cloud::capi::Machine;
 use crate::cloud::capi::capo::{self, OpenStackMachine};
 use crate::cloud::os::{OpenStack, Service};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::lifecycle::params::{self, HumanDuration};
 
 /// When a node counts as unhealthy (DESIGN §3), with repair's defaults.
 #[derive(Debug, Clone, Copy)]
@@ -32,14 +34,13 @@ pub struct Thresholds {
 
 impl Thresholds {
     pub fn from_params(p: &Value) -> Thresholds {
-        let d = |k: &str, default: u64| {
-            p[k].as_str()
-                .and_then(|s| crate::duration::parse(s).ok())
-                .unwrap_or(Duration::from_secs(default))
+        let h = params::read::<HealthParams>(p).ok();
+        let d = |v: Option<HumanDuration>, default: u64| {
+            v.map_or(Duration::from_secs(default), |d| d.0)
         };
         Thresholds {
-            unhealthy_after: d("unhealthy_after", 300),
-            startup_timeout: d("startup_timeout", 1200),
+            unhealthy_after: d(h.as_ref().and_then(|h| h.unhealthy_after), 300),
+            startup_timeout: d(h.as_ref().and_then(|h| h.startup_timeout), 1200),
         }
     }
 }
@@ -259,9 +260,12 @@ async fn check_step(c: &Clients, ctx: StepContext) -> Result<Outcome, StepError>
         server.as_ref(),
         Thresholds::from_params(&ctx.params),
     );
+    let force = params::of_job::<RepairParams>(&ctx.params)?
+        .force
+        .is_some_and(|f| f.0);
     match why {
         Some(why) => Ok(Outcome::next_because("unhealthy", None, why)),
-        None if ctx.params["force"] == true => Ok(Outcome::next_because(
+        None if force => Ok(Outcome::next_because(
             "unhealthy",
             None,
             format!("{name} is healthy; replaced anyway (force)"),

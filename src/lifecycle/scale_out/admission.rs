@@ -3,23 +3,49 @@
 //! an amend would leave it checked like at submit. The checks against the cloud are in
 //! `preflight.rs`.
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::preflight::preflight;
 use crate::cloud::ClusterRef;
 use crate::engine::admission::Refusal;
 use crate::engine::request::{FieldError, JobRequest};
 use crate::lifecycle::admission::Lifecycle;
+use crate::lifecycle::params::{self, Flag, HumanDuration, KindParams, SubdomainName};
 use crate::lifecycle::spec::{self, NodeSpec, parse_request_nodes};
 
-/// Top-level request fields of `scale_out` that travel in the job's params.
-pub(super) const FIELDS: &[&str] = &[
-    "defaults",
-    "require_quota",
-    "version",
-    "bootstrap_secret",
-    "stall_after",
-];
+/// `scale_out`'s own request fields, which travel in the job's params.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ScaleOutParams {
+    /// Node fields every node inherits unless it sets them (flavor, image, network, subnet,
+    /// root_volume, data_volumes, availability_zone, host, ssh_key, security_groups,
+    /// floating_ip, roles, labels, taints).
+    #[schema(value_type = Option<Object>)]
+    pub defaults: Option<Value>,
+    /// Refuse with 409 when the whole job does not fit the project's quota now (default:
+    /// accept, and nodes wait as waiting_for_quota).
+    #[schema(inline)]
+    pub require_quota: Option<Flag>,
+    /// The Kubernetes version of the new Machines (default: the cluster's MachineSets').
+    pub version: Option<String>,
+    /// The Secret with the workers' bootstrap data (default `<cluster>-bootstrap`).
+    #[schema(inline)]
+    pub bootstrap_secret: Option<SubdomainName>,
+    /// A Machine with no server this long is looked into, the cloud asked why (default 60s).
+    #[schema(inline)]
+    pub stall_after: Option<HumanDuration>,
+}
+
+impl KindParams for ScaleOutParams {
+    const FIELDS: &'static [&'static str] = &[
+        "defaults",
+        "require_quota",
+        "version",
+        "bootstrap_secret",
+        "stall_after",
+    ];
+}
 
 /// Moves `scale_out`'s own fields into `params` and resolves every node against the
 /// defaults, so each stored node spec is complete.
@@ -35,27 +61,17 @@ pub(super) fn prepare(mut body: Value) -> Result<Value, Vec<FieldError>> {
             return Ok(body);
         }
     };
-    for f in FIELDS {
+    for f in ScaleOutParams::FIELDS {
         if let Some(v) = obj.remove(*f) {
             params.insert(f.to_string(), v);
         }
     }
-    let mut errs = Vec::new();
-    if let Some(v) = params.get("require_quota")
-        && !v.is_boolean()
-    {
-        errs.push(FieldError::new("require_quota", "must be true or false"));
-    }
-    if let Some(v) = params.get("stall_after") {
-        match v.as_str().map(crate::duration::parse) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => errs.push(FieldError::new("stall_after", e)),
-            None => errs.push(FieldError::new(
-                "stall_after",
-                "must be a duration such as `60s`",
-            )),
-        }
-    }
+    // Every problem at once: the nodes are resolved against `defaults` even when another
+    // field is wrong.
+    let (defaults, mut errs) = match params::parse::<ScaleOutParams>(&params) {
+        Ok(own) => (own.defaults, Vec::new()),
+        Err(e) => (params.get("defaults").cloned(), e),
+    };
     let nodes = match obj.get("nodes") {
         Some(Value::Array(list)) => list.clone(),
         _ => {
@@ -63,7 +79,7 @@ pub(super) fn prepare(mut body: Value) -> Result<Value, Vec<FieldError>> {
             return if errs.is_empty() { Ok(body) } else { Err(errs) };
         }
     };
-    match parse_request_nodes(params.get("defaults"), &nodes) {
+    match parse_request_nodes(defaults.as_ref(), &nodes) {
         Ok(specs) => {
             let resolved: Vec<Value> = specs
                 .iter()

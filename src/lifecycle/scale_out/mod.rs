@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::admission::Lifecycle;
 use super::kind::{JobKind, Steps};
+use super::params::OwnFields;
 use crate::cloud::ClusterRef;
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::{FieldError, JobRequest};
@@ -34,8 +35,8 @@ impl JobKind for ScaleOut {
     fn steps(&self) -> Steps {
         Steps::Cloud(|r, clients, _| steps::register(r, clients))
     }
-    fn fields(&self) -> &'static [&'static str] {
-        admission::FIELDS
+    fn params(&self) -> OwnFields {
+        OwnFields::of::<admission::ScaleOutParams>()
     }
     fn prepare(&self, body: Value) -> Result<Value, Vec<FieldError>> {
         admission::prepare(body)

@@ -7,12 +7,14 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use super::admission::ScaleOutParams;
 use crate::cloud::Clients;
 use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::engine::admission::Refusal;
 use crate::engine::request::{FieldError, JobRequest};
 use crate::ipv4::Cidr;
 use crate::lifecycle::admission::{cluster_os, field, names, read, unavailable};
+use crate::lifecycle::params;
 use crate::lifecycle::quota::{self, Need};
 use crate::lifecycle::spec::{FloatingIp, NodeSpec};
 
@@ -83,10 +85,10 @@ async fn check_cluster(c: &Clients, req: &JobRequest) -> Result<Vec<FieldError>,
             format!("no CAPI Cluster {ns}/{cluster}"),
         )]));
     }
-    let bootstrap = req.params["bootstrap_secret"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{cluster}-bootstrap"));
+    let own = params::read::<ScaleOutParams>(&req.params).map_err(Refusal::Invalid)?;
+    let bootstrap = own
+        .bootstrap_secret
+        .map_or_else(|| format!("{cluster}-bootstrap"), |s| s.0);
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(c.kube.clone(), ns);
     let mut errs = Vec::new();
@@ -559,7 +561,8 @@ async fn check_quota(os: &OpenStack, req: &mut JobRequest, total: &Need) -> Resu
     if short.is_empty() {
         return Ok(());
     }
-    if req.params["require_quota"] == true {
+    let own = params::read::<ScaleOutParams>(&req.params).map_err(Refusal::Invalid)?;
+    if own.require_quota.is_some_and(|f| f.0) {
         return Err(Refusal::Conflict(
             short
                 .into_iter()

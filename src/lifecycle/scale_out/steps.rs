@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::admission::ScaleOutParams;
 use super::classify::{self, Classified, Failure, Source};
 use super::common::{
     capi_of, cluster_of, kube_error, os_error, os_failure, os_of, server_of, workload_client,
@@ -33,6 +34,7 @@ use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
+use crate::lifecycle::params;
 use crate::model::{EventKind, FailureClass};
 use crate::store::now_ms;
 
@@ -175,8 +177,8 @@ async fn cluster_info(
         .await
         .map_err(|e| kube_error("reading the OpenStackCluster", e))?;
     let identity_ref = OpenStackCluster::read(&osc).identity_ref;
-    let version = params["version"].as_str().map(str::to_string);
-    let version = match version {
+    let own = params::of_job::<ScaleOutParams>(params)?;
+    let version = match own.version {
         Some(v) => Some(v),
         None => capi
             .machine_sets(ns)
@@ -185,10 +187,9 @@ async fn cluster_info(
             .ok()
             .and_then(|l| l.items.iter().find_map(capi::shape::template_version)),
     };
-    let bootstrap_secret = params["bootstrap_secret"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{name}-bootstrap"));
+    let bootstrap_secret = own
+        .bootstrap_secret
+        .map_or_else(|| format!("{name}-bootstrap"), |s| s.0);
     Ok(ClusterInfo {
         cluster: cluster.clone(),
         identity_ref,
@@ -498,10 +499,10 @@ async fn no_server_yet(
 
 /// How long a Machine may show no server before the cloud is asked why (`stall_after`).
 fn stall_after(params: &Value) -> Duration {
-    params["stall_after"]
-        .as_str()
-        .and_then(|d| crate::duration::parse(d).ok())
-        .unwrap_or(STALL_AFTER)
+    params::read::<ScaleOutParams>(params)
+        .ok()
+        .and_then(|p| p.stall_after)
+        .map_or(STALL_AFTER, |d| d.0)
 }
 
 fn stalled(m: &DynamicObject, params: &Value) -> bool {

@@ -1,12 +1,30 @@
 //! The sweeps' admission: a sweep acts on its cluster, not on named nodes, and on its
 //! cluster's cloud with the cluster's credentials, which must both exist.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::cloud::Clients;
 use crate::engine::admission::Refusal;
 use crate::engine::request::JobRequest;
 use crate::lifecycle::admission::cluster_os;
+use crate::lifecycle::params::{Flag, HumanDuration, KindParams};
+
+/// `orphan_sweep`'s own request fields.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OrphanSweepParams {
+    /// Only resources older than this are orphans (default 1h).
+    #[schema(inline)]
+    pub grace: Option<HumanDuration>,
+    /// List orphans without deleting them.
+    #[schema(inline)]
+    pub dry_run: Option<Flag>,
+}
+
+impl KindParams for OrphanSweepParams {
+    const FIELDS: &'static [&'static str] = &["grace", "dry_run"];
+}
 
 /// The one node task a sweep runs as. Stored rows name it, so it never changes.
 pub(crate) const SWEEP_NODE: &str = "sweep";

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::admission::Lifecycle;
 use super::kind::{JobKind, Steps};
+use super::params::OwnFields;
 use crate::engine::admission::AdmitFuture;
 use crate::engine::request::JobRequest;
 
@@ -27,13 +28,8 @@ impl JobKind for RepairSweep {
     fn steps(&self) -> Steps {
         Steps::Cloud(steps::register_repair_sweep)
     }
-    fn fields(&self) -> &'static [&'static str] {
-        &[
-            "max_parallel",
-            "max_unhealthy",
-            "unhealthy_after",
-            "startup_timeout",
-        ]
+    fn params(&self) -> OwnFields {
+        OwnFields::of::<repair::HealthParams>()
     }
     fn reshape(&self, body: Value) -> Value {
         admission::sweep_node(body)
@@ -55,8 +51,8 @@ impl JobKind for OrphanSweep {
     fn steps(&self) -> Steps {
         Steps::Cloud(steps::register_orphan_sweep)
     }
-    fn fields(&self) -> &'static [&'static str] {
-        &["grace", "dry_run"]
+    fn params(&self) -> OwnFields {
+        OwnFields::of::<admission::OrphanSweepParams>()
     }
     fn reshape(&self, body: Value) -> Value {
         admission::sweep_node(body)

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
+use super::admission::OrphanSweepParams;
 use super::common::{capi_of, cluster_of, kube_error, os_error, os_of};
 use super::{IntakeCell, repair};
 use crate::cloud::capi::{self, capo};
@@ -29,6 +30,7 @@ use crate::engine::intake::{Intake, Refused};
 use crate::engine::progress::{Field, Progress};
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::lifecycle::kind::{self, JobKind};
+use crate::lifecycle::params;
 use crate::model::{EventKind, FailureClass, JobState};
 use crate::store::{IdempotencyKey, JobFilter, JobRow, Store};
 
@@ -236,10 +238,9 @@ async fn choose(
         )
         .await?;
     }
-    let max_parallel = ctx.params["max_parallel"]
-        .as_u64()
-        .unwrap_or(1)
-        .clamp(1, 100) as usize;
+    let max_parallel = params::of_job::<repair::HealthParams>(&ctx.params)?
+        .max_parallel
+        .map_or(1, |p| p.0 as usize);
     // At most max_parallel of the cluster's nodes in repair at once, counting repairs
     // earlier sweeps (or operators) started that are not finished.
     let mut repairing = 0;
@@ -370,13 +371,11 @@ fn owner_of<'a>(
 async fn orphan_sweep(c: &Clients, store: &Store, ctx: StepContext) -> Result<Outcome, StepError> {
     let cluster = cluster_of(&ctx)?;
     let os = os_of(c, &cluster).await?;
-    let grace = match ctx.params["grace"].as_str() {
-        Some("0s") | Some("0") => std::time::Duration::ZERO,
-        Some(g) => crate::duration::parse(g)
-            .map_err(|e| StepError::new(FailureClass::InvalidSpec, format!("grace: {e}")))?,
-        None => std::time::Duration::from_secs(3600),
-    };
-    let dry_run = ctx.params["dry_run"] == true;
+    let own = params::of_job::<OrphanSweepParams>(&ctx.params)?;
+    let grace = own
+        .grace
+        .map_or(std::time::Duration::from_secs(3600), |g| g.0);
+    let dry_run = own.dry_run.is_some_and(|f| f.0);
     let mut alive = Alive::read(c, store, &ctx).await?;
     let servers = os
         .get(Service::Compute, &["servers", "detail"], &[])
