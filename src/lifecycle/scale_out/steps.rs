@@ -32,7 +32,7 @@ use crate::cloud::os::{CallError, OpenStack, Service};
 use crate::cloud::{Clients, ClusterRef};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
-use crate::model::{EventKind, FailureClass};
+use crate::model::{EventKind, FailureClass, WAITING_FOR_QUOTA};
 use crate::store::now_ms;
 
 /// How often a waiting node looks again without being nudged: watches on its Machine,
@@ -144,7 +144,7 @@ async fn quota_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
     }
     Ok(Outcome::recheck_in(
         QUOTA_RECHECK,
-        format!("waiting_for_quota: {}", short.join(", ")),
+        format!("{WAITING_FOR_QUOTA}: {}", short.join(", ")),
     ))
 }
 
@@ -862,6 +862,7 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
         if now_ms() < at {
             return Ok(Outcome::backoff_until(
                 at,
+                class,
                 format!("backing off after {}", class.as_str()),
             ));
         }
@@ -991,6 +992,7 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
             ctx.record("failures", json!(failures), None).await?;
             Ok(Outcome::backoff_until(
                 at,
+                class,
                 format!(
                     "{} failure {failures}; retrying with the same spec",
                     class.as_str()
