@@ -42,6 +42,7 @@ async fn a_scale_out_through_a_quota_wait_and_a_no_valid_host_retry_shows_in_met
     late["deadline"] = json!("1s");
     let late = w.submit_ok(&late).await;
 
+    assert_eq!(w.finished(&late).await["state"], "failed");
     // While the project is full, the gauge counts both nodes as waiting for quota.
     let waiting = "capstan_nodes{kind=\"scale_out\",status=\"waiting_for_quota\"}";
     poll(w.polls(600), Duration::from_millis(50), || async {
@@ -49,7 +50,6 @@ async fn a_scale_out_through_a_quota_wait_and_a_no_valid_host_retry_shows_in_met
     })
     .await
     .unwrap_or_else(|| panic!("{waiting} never 2"));
-    assert_eq!(w.finished(&late).await["state"], "failed");
 
     w.quota(json!({"instances": 50})).await;
     w.until_event(&id, "a capacity failure", |e| {
