@@ -185,6 +185,10 @@ string_enum! {
     }
 }
 
+/// How a `waiting` node's reason starts while it waits for its project's quota (scale_out's
+/// quota step); `/metrics` counts such nodes apart.
+pub const WAITING_FOR_QUOTA: &str = "waiting_for_quota";
+
 impl NodeStatus {
     pub fn is_terminal(self) -> bool {
         matches!(

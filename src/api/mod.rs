@@ -9,6 +9,7 @@ mod clusters;
 mod error;
 mod jobs;
 pub mod openapi;
+mod metered;
 mod schedules;
 pub mod views;
 
@@ -88,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .merge(open)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metered::track,
+        ))
         .with_state(state)
 }
 
@@ -150,10 +155,11 @@ async fn metrics(State(st): State<AppState>, req: Request) -> Result<Response, A
     if !st.metrics.may_scrape(presented) {
         return Err(ApiError::Unauthorized);
     }
-    let counts = st.engine.store().job_counts().await?;
+    let jobs = st.engine.store().job_counts().await?;
+    let nodes = st.engine.store().node_counts().await?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&counts),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        st.metrics.render(&jobs, &nodes),
     )
         .into_response())
 }

@@ -329,7 +329,9 @@ async fn login(
                 "is not a clouds.yaml cloud entry (a field has the wrong type)".into(),
             )
         })?;
+    let started = std::time::Instant::now();
     let session = tokio::time::timeout(super::os::CALL_TIMEOUT, config.create_session()).await;
+    metered_login(&session, started.elapsed());
     drop(cert_file);
     let unavailable = |reason: String| CredentialError::LoginUnavailable {
         ns: key.ns.clone(),
@@ -357,6 +359,33 @@ async fn login(
     .unwrap_or_else(|_| Err("Keystone gave no answer in time".into()))
     .map_err(|e| unavailable(format!("finding the project's ID: {e}")))?;
     Ok(OpenStack::from_session(os.into_session(), id))
+}
+
+/// Counts a login as a call to Keystone. osauth keeps the status to itself, so its class is
+/// read from the kind of error (each of which osauth documents with the status it maps).
+fn metered_login<T>(
+    login: &Result<Result<T, osauth::Error>, tokio::time::error::Elapsed>,
+    took: std::time::Duration,
+) {
+    use crate::metrics::{CloudService, cloud_request, code_class};
+    use osauth::ErrorKind as K;
+    let status = match login {
+        Ok(Ok(_)) => Some(201),
+        Ok(Err(e)) => match e.kind() {
+            K::AuthenticationFailed => Some(401),
+            K::AccessDenied => Some(403),
+            K::ResourceNotFound | K::EndpointNotFound => Some(404),
+            K::Conflict => Some(409),
+            K::InvalidInput | K::IncompatibleApiVersion => Some(400),
+            K::InternalServerError => Some(500),
+            // Nothing was asked of Keystone.
+            K::InvalidConfig => return,
+            // Timeouts, refused connections, unreadable answers, bad configuration.
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    cloud_request(CloudService::Identity, code_class(status), took);
 }
 
 /// Where in the text a YAML error is, without what it says (which may quote a secret).

@@ -5,6 +5,7 @@
 
 pub mod capi;
 pub mod credentials;
+mod kube_metered;
 pub mod marks;
 pub mod os;
 
@@ -15,6 +16,7 @@ use anyhow::Context;
 
 pub use crate::model::ClusterRef;
 pub use credentials::{CredentialError, Fallback};
+pub use kube_metered::kube_client;
 
 /// Where the management cluster is, and the optional server-wide OpenStack credentials.
 #[derive(Debug, Clone)]
@@ -44,7 +46,7 @@ impl Clients {
         )
         .await
         .context("kubeconfig")?;
-        let kube = kube::Client::try_from(config).context("Kubernetes client")?;
+        let kube = kube_client(config).context("Kubernetes client")?;
         let capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>> = Arc::default();
         let clouds = Arc::new(credentials::Clouds::new(
             kube.clone(),

@@ -7,6 +7,8 @@ use osauth::{ApiVersion, Session};
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::metrics::{CloudService, cloud_request, code_class};
+
 /// The services Capstan calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -23,6 +25,16 @@ impl Service {
             Service::Network => "neutron",
             Service::BlockStorage => "cinder",
             Service::Image => "glance",
+        }
+    }
+
+    /// The service as `/metrics` names it (its service type).
+    fn metered(self) -> CloudService {
+        match self {
+            Service::Compute => CloudService::Compute,
+            Service::Network => CloudService::Network,
+            Service::BlockStorage => CloudService::Volume,
+            Service::Image => CloudService::Image,
         }
     }
 }
@@ -85,13 +97,15 @@ impl OpenStack {
         let base = base.strip_suffix("/v3").unwrap_or(base);
         let url = reqwest::Url::parse(&format!("{base}/v3/auth/projects"))
             .map_err(|e| format!("auth_url {auth_url}: {e}"))?;
-        let resp = self
-            .session
-            .client()
-            .request(Method::GET, url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let sent = self.session.client().request(Method::GET, url).send().await;
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        cloud_request(
+            CloudService::Identity,
+            code_class(status),
+            started.elapsed(),
+        );
+        let resp = sent.map_err(|e| e.to_string())?;
         let doc: Value = resp.json().await.map_err(|e| e.to_string())?;
         doc["projects"]
             .as_array()
@@ -104,7 +118,26 @@ impl OpenStack {
     }
 
     /// One call; a status outside 2xx (or no answer) is a `CallError` with the raw body.
+    /// Every call is timed and counted by service and status class.
     pub async fn call(
+        &self,
+        service: Service,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        let started = std::time::Instant::now();
+        let result = self.call_bounded(service, method, path, query, body).await;
+        let status = match &result {
+            Ok(_) => Some(200),
+            Err(e) => (e.status != 0).then_some(e.status),
+        };
+        cloud_request(service.metered(), code_class(status), started.elapsed());
+        result
+    }
+
+    async fn call_bounded(
         &self,
         service: Service,
         method: Method,

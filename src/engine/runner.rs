@@ -470,7 +470,13 @@ impl Runner {
         // The node's span covers deciding (its log lines), not the commit.
         let span = info_span!("node", node = %t.name);
         match span.in_scope(|| self.decide(i, outcome_of(result))) {
-            Applied::Commit(change) => self.commit(i, change.update, change.events).await,
+            Applied::Commit(change) => {
+                self.commit(i, change.update, change.events).await?;
+                if let Some(class) = change.retried {
+                    self.inner.metrics.retried(&self.job.kind, class);
+                }
+                Ok(())
+            }
             Applied::Fail {
                 class,
                 message,
@@ -494,6 +500,7 @@ impl Runner {
             update,
             events: Vec::new(),
             now: now_ms(),
+            retried: None,
         };
         match outcome {
             Outcome::Next { label, note } => {
@@ -517,14 +524,25 @@ impl Runner {
                 until,
                 recheck,
             } => self.wait(&mut change, t, NodeStatus::Waiting, reason, until, recheck),
-            Outcome::Backoff { reason, until } => self.wait(
-                &mut change,
-                t,
-                NodeStatus::BackingOff,
+            Outcome::Backoff {
+                class,
                 reason,
-                Some(until),
-                Duration::ZERO,
-            ),
+                until,
+            } => {
+                // A step that backs off again while backing off (run again early, after a
+                // takeover) is still in the same retry.
+                if t.status != NodeStatus::BackingOff {
+                    change.retried = Some(class);
+                }
+                self.wait(
+                    &mut change,
+                    t,
+                    NodeStatus::BackingOff,
+                    reason,
+                    Some(until),
+                    Duration::ZERO,
+                )
+            }
             Outcome::Retry { class, message } => {
                 return self.retry(change, t, state, class, message);
             }
@@ -578,7 +596,6 @@ impl Runner {
         class: FailureClass,
         message: String,
     ) -> Applied {
-        self.inner.metrics.retries.inc(class.as_str());
         let failed = (t.attempt + 1) as u32;
         change.update.attempt = failed as i64;
         change.update.failure_class = Some(class);
@@ -610,6 +627,7 @@ impl Runner {
         warn!(class = %class, attempt = failed, error = %message, "attempt failed; retrying");
         change.update.status = NodeStatus::BackingOff;
         change.update.wake_at = Some(wake);
+        change.retried = Some(class);
         change.update.wait_reason = Some(format!(
             "retrying {} after {class} failure (attempt {failed})",
             t.state
@@ -670,6 +688,24 @@ impl Runner {
         change.events.push(e);
     }
 
+    /// Counts a node's end once its commit went through: a failure by class, or a success
+    /// with the time since its job was submitted. Every end of a node is committed here, so
+    /// each is counted once, whichever path led to it.
+    fn count_end(&self, was: NodeStatus, update: &TaskUpdate) {
+        if was.is_terminal() {
+            return;
+        }
+        let metrics = &self.inner.metrics;
+        match update.status {
+            NodeStatus::Failed => metrics.node_failed(&self.job.kind, update.failure_class),
+            NodeStatus::Succeeded => metrics.node_ready(
+                &self.job.kind,
+                Duration::from_millis((now_ms() - self.job.created_at).max(0) as u64),
+            ),
+            _ => {}
+        }
+    }
+
     async fn end_task(
         &mut self,
         i: usize,
@@ -700,6 +736,7 @@ impl Runner {
         update: TaskUpdate,
         events: Vec<NewEvent>,
     ) -> Result<(), Stop> {
+        let was = self.tasks[i].status;
         let job_state = self.lease(
             self.inner
                 .store
@@ -709,6 +746,7 @@ impl Runner {
         if let Some(s) = job_state {
             self.job.state = s;
         }
+        self.count_end(was, &update);
         let t = &mut self.tasks[i];
         t.state = update.state;
         t.status = update.status;
@@ -728,6 +766,9 @@ struct Change {
     update: TaskUpdate,
     events: Vec<NewEvent>,
     now: i64,
+    /// The class of the failed attempt this change backs off from before trying again,
+    /// counted once the change is committed.
+    retried: Option<FailureClass>,
 }
 
 /// What applying an outcome comes to.

@@ -85,7 +85,7 @@ async fn fire_due(engine: &Engine, intake: &Intake) -> Result<(), crate::store::
             );
             warn!(schedule = %s.id, owner = %s.owner, "schedule owner gone; pausing");
             store.pause_schedule(&s.id, &why).await?;
-            metrics.schedule_refusals.inc("owner_gone");
+            metrics.schedule_refused("owner_gone");
             continue;
         };
         let template: serde_json::Value = serde_json::from_str(&s.template)?;
@@ -101,7 +101,7 @@ async fn fire_due(engine: &Engine, intake: &Intake) -> Result<(), crate::store::
                 } else {
                     "unavailable"
                 };
-                metrics.schedule_refusals.inc(reason);
+                metrics.schedule_refused(reason);
                 continue;
             }
         };

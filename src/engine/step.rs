@@ -40,8 +40,13 @@ pub enum Outcome {
     /// `backing_off`, so unlike a `Wait` no watch's nudge cuts it short. The step computes
     /// `until` with a [`RetryPolicy`](super::retry::RetryPolicy) — the one backoff policy
     /// type, the engine's own retries use it too — and records it before returning, so a
-    /// re-run after a crash backs off until the same time.
-    Backoff { reason: String, until: i64 },
+    /// re-run after a crash backs off until the same time. `class` is the failed attempt's,
+    /// for the retry's count.
+    Backoff {
+        class: FailureClass,
+        reason: String,
+        until: i64,
+    },
     /// The attempt failed; retry this state under its retry policy.
     Retry {
         class: FailureClass,
@@ -95,8 +100,9 @@ impl Outcome {
         }
     }
 
-    pub fn backoff_until(until_ms: i64, reason: impl Into<String>) -> Outcome {
+    pub fn backoff_until(until_ms: i64, class: FailureClass, reason: impl Into<String>) -> Outcome {
         Outcome::Backoff {
+            class,
             reason: reason.into(),
             until: until_ms,
         }

@@ -167,7 +167,7 @@ pub(crate) async fn workload_client(
             format!("workload kubeconfig: {e}"),
         )
     })?;
-    kube::Client::try_from(config)
+    crate::cloud::kube_client(config)
         .map_err(|e| StepError::new(FailureClass::Transient, format!("workload client: {e}")))
 }
 

@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 use super::events::{NewEvent, insert_event};
 use super::idempotency::{IdempotencyKey, existing_for_key, record_key};
 use super::{Result, Store, now_ms};
-use crate::model::{EventKind, JobState, NodeStatus};
+use crate::model::{EventKind, JobState, NodeStatus, WAITING_FOR_QUOTA};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -204,6 +204,21 @@ impl Store {
                 .fetch_all(&self.read)
                 .await?,
         )
+    }
+
+    /// Counts of nodes by their job's kind and their status, for `/metrics`; a `waiting`
+    /// node whose wait is for quota counts as `waiting_for_quota` (the reason scale_out's
+    /// quota step gives, [`WAITING_FOR_QUOTA`]).
+    pub async fn node_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT j.kind, CASE WHEN t.status = 'waiting' AND t.wait_reason LIKE ? || '%' \
+               THEN ? ELSE t.status END AS s, COUNT(*) \
+             FROM node_tasks t JOIN jobs j ON j.id = t.job_id GROUP BY j.kind, s",
+        )
+        .bind(WAITING_FOR_QUOTA)
+        .bind(WAITING_FOR_QUOTA)
+        .fetch_all(&self.read)
+        .await?)
     }
 }
 

@@ -514,10 +514,24 @@ async fn metrics_need_the_metrics_token_when_one_is_set_and_never_name_a_tenant(
         job["tenant"] = json!(tenant);
         api.submit(ADMIN, &job).await;
     }
+    // Paths that name a tenant count by their route template, or as `unmatched`.
+    let admin = format!("Bearer {ADMIN}");
+    for path in ["/v1/jobs/acme-corp-secret", "/acme-corp/nowhere"] {
+        let (status, _) = get_open(&api, path, &[("authorization", admin.as_str())]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
     let (status, body) = get_open(&api, "/metrics", &[]).await;
     assert_eq!(status, StatusCode::OK);
     let body = body.as_str().unwrap().to_string();
     assert!(body.contains("capstan_jobs{kind=\"smoke\""), "{body}");
+    for route in [
+        "method=\"POST\",route=\"/v1/jobs\",status=\"202\"",
+        "method=\"GET\",route=\"/v1/jobs/{id}\",status=\"404\"",
+        "method=\"GET\",route=\"unmatched\",status=\"404\"",
+    ] {
+        let series = format!("capstan_http_request_duration_seconds_count{{{route}}}");
+        assert!(body.contains(&series), "no {series}: {body}");
+    }
     for leak in ["tenant=", "acme-corp", "globex"] {
         assert!(!body.contains(leak), "/metrics shows `{leak}`: {body}");
     }

@@ -80,7 +80,9 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
         .collect();
     assert_eq!(backoffs, vec![40, 80, 160], "capped at 160ms");
 
-    // What an operator's Prometheus sees: retries by class, jobs by kind and state.
+    // What an operator's Prometheus sees: retries by kind and class (the 4th capacity
+    // failure spent the budget: not a retry, the node's failure), jobs by kind and state,
+    // the one node that succeeded.
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
@@ -88,8 +90,12 @@ async fn a_failing_step_is_retried_with_growing_backoff_until_it_works_or_its_bu
         .await
         .unwrap();
     for line in [
-        "capstan_retries_total{class=\"transient\"} 2",
-        "capstan_retries_total{class=\"capacity\"} 4",
+        "capstan_retries_total{kind=\"retry\",class=\"transient\"} 2",
+        "capstan_retries_total{kind=\"retry\",class=\"capacity\"} 3",
+        "capstan_node_failures_total{kind=\"retry\",class=\"capacity\"} 1",
+        "capstan_node_ready_seconds_count{kind=\"retry\"} 1",
+        "capstan_nodes{kind=\"retry\",status=\"succeeded\"} 1",
+        "capstan_nodes{kind=\"retry\",status=\"failed\"} 1",
         "capstan_jobs{kind=\"retry\",state=\"succeeded\"} 1",
         "capstan_jobs{kind=\"retry\",state=\"failed\"} 1",
         "capstan_step_duration_seconds_count{kind=\"retry\",step=\"t.flaky\"} 7",

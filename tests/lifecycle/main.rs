@@ -1,5 +1,5 @@
 //! The lifecycle job kinds end to end on the simulator, one module per kind (scale_out,
-//! delete_nodes, repair, the sweeps) plus what cuts across them (preflight, tenancy):
+//! delete_nodes, repair, the sweeps) plus what cuts across them (preflight, tenancy, metrics):
 //! `capstan sim` and `capstan serve` run as separate processes and meet only over loopback
 //! HTTP, as in production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
 //! suite, two clouds) run here on a fresh simulator each; the tests written here use what
@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod delete;
+mod metrics;
 mod preflight;
 mod repair;
 mod scale_out;

@@ -35,7 +35,7 @@ use crate::cloud::{Clients, ClusterRef};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::lifecycle::params;
-use crate::model::{EventKind, FailureClass};
+use crate::model::{EventKind, FailureClass, WAITING_FOR_QUOTA};
 use crate::store::now_ms;
 
 /// How often a waiting node looks again without being nudged: watches on its Machine,
@@ -151,7 +151,7 @@ async fn quota_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, StepEr
     }
     Ok(Outcome::recheck_in(
         QUOTA_RECHECK,
-        format!("waiting_for_quota: {}", short.join(", ")),
+        format!("{WAITING_FOR_QUOTA}: {}", short.join(", ")),
     ))
 }
 
@@ -937,6 +937,7 @@ async fn cleanup_step(c: &Clients, mut ctx: StepContext) -> Result<Outcome, Step
                 .await?;
             Ok(Outcome::backoff_until(
                 at,
+                class,
                 format!(
                     "{} failure {failures}; retrying with the same spec",
                     class.as_str()
@@ -979,7 +980,7 @@ fn ask_for_input(spec: &NodeSpec, failure: &RecordedFailure) -> Outcome {
 /// never the cleanup and another backoff.
 fn backoff_until(at: i64, class: FailureClass) -> Outcome {
     if now_ms() < at {
-        return Outcome::backoff_until(at, format!("backing off after {}", class.as_str()));
+        return Outcome::backoff_until(at, class, format!("backing off after {}", class.as_str()));
     }
     Outcome::next_because("retry", Some(class), "retrying after backoff")
 }
