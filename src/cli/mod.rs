@@ -516,14 +516,16 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// `capstan completion SHELL`. clap_complete writes the script from the very definitions the
 /// parser uses, so completion cannot drift from the flags.
-fn completion(shell: clap_complete::Shell) {
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     use clap::CommandFactory;
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "capstan",
-        &mut std::io::stdout(),
-    );
+    use std::io::Write;
+    // Into a buffer first: clap_complete panics on a write error (`| head` closing the pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "capstan", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 pub fn main(cli: Cli) -> ExitCode {
