@@ -207,8 +207,10 @@ pub fn event_line(e: &Value) -> String {
     if let (Some(f), Some(t)) = (e["from"].as_str(), e["to"].as_str()) {
         let _ = write!(out, " {f} -> {t}");
     }
+    // The API's `attempt`: which try of the current step this was under its retry policy
+    // (not a cloud attempt to make the node, which scale_out notes as "attempt N").
     if let Some(a) = e["attempt"].as_i64() {
-        let _ = write!(out, " attempt {a}");
+        let _ = write!(out, " step try {a}");
     }
     if let Some(c) = e["class"].as_str() {
         let _ = write!(out, " [{c}]");
@@ -241,7 +243,7 @@ fn is_failure(e: &Value) -> bool {
 }
 
 fn failure_text(e: &Value) -> String {
-    format!("[{}] {}", s(&e["class"]), s(&e["message"]))
+    format!("[{}] {}", s(&e["class"]), s(&e["message"]).trim())
 }
 
 /// For each failed node, how it ended and, when that was not the failure itself (a deadline,
