@@ -419,3 +419,36 @@ async fn completion_scripts_name_the_subcommands() {
         }
     }
 }
+
+/// Into a log or a pipe, `jobs watch` prints the table when the job or a node moves, not on
+/// each redraw of a countdown (a node rechecking its gate every 50 ms for seconds).
+#[tokio::test]
+async fn watch_into_a_pipe_prints_a_frame_per_change_not_per_redraw() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::new(dir.path());
+    let server = Server::start(&spec);
+    let api = Api::new(&server.url);
+    let j = api.submit(ADMIN, &job("gate", json!(["g-1"]))).await;
+    let id = j["id"].as_str().unwrap();
+    api.wait_for(id, "the node waiting at the gate", |j| {
+        j["node_counts"]["waiting"] == 1
+    })
+    .await;
+    let watching = capstan_cli(&server.url, &["jobs", "watch", id]);
+    // Long enough for a display that redraws each second to redraw a few times.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    open_gate(&spec.side, "g-1").await;
+    let r = ran(watching).await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let frames = r.out.matches(&format!("job {id}")).count();
+    assert!(
+        (2..=4).contains(&frames),
+        "waiting, then moving on and done: {frames} frames\n{}",
+        r.out
+    );
+    let last = r.out.lines().rfind(|l| l.starts_with("job ")).unwrap();
+    assert!(
+        last.contains("  succeeded  "),
+        "ends on the finished job: {last}"
+    );
+}
