@@ -39,6 +39,22 @@ pub enum Command {
     /// Manage cron schedules that enqueue jobs.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// A cluster's Machines: phase, health, addresses and the job that made each.
+    Nodes(ClusterArgs),
+    /// The quota and usage of a cluster's OpenStack project.
+    Quota(ClusterArgs),
+    /// The clusters you may see.
+    Clusters {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What a cluster's project offers: flavors, images, networks.
+    Catalog(ClusterArgs),
+    /// Print a shell completion script: `capstan completion bash > /etc/bash_completion.d/capstan`.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Run the simulated cloud (OpenStack APIs over HTTP) and write its clouds.yaml.
     Sim(SimArgs),
     /// Measure the engine and print figures.
@@ -77,7 +93,8 @@ pub struct ServeArgs {
     /// Run the simulated cloud in this process and work on it (the embedded default).
     #[arg(long)]
     pub sim: bool,
-    /// With --sim: where the simulator writes kubeconfig and clouds.yaml (a temp dir by default).
+    /// With --sim: where the simulator writes kubeconfig and clouds.yaml (by default `<db>.sim/`
+    /// beside the database, private to its owner and rewritten on each start).
     #[arg(long, requires = "sim")]
     pub state_dir: Option<PathBuf>,
     /// With --sim: a scenario file (YAML); the built-in demo cloud by default.
@@ -97,6 +114,16 @@ pub struct ServeArgs {
     /// The entry of the fallback clouds.yaml to use.
     #[arg(long, default_value = "openstack", requires = "clouds_yaml")]
     pub cloud: String,
+}
+
+/// A cluster named on the command line.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The cluster as NAMESPACE/NAME (e.g. default/demo).
+    #[arg(value_name = "NS/NAME")]
+    pub cluster: String,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 #[derive(Debug, Args)]
@@ -145,10 +172,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::duration::parse(s)
 }
 
-/// Where the server is and who we are.
+// Where the server is, who we are and how answers print: flattened into every client
+// command (a doc comment here would become the about text of subcommands without their own).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Server and output")]
 pub struct Remote {
-    /// Server URL.
+    /// The Capstan server's base URL.
     #[arg(
         long,
         env = "CAPSTAN_URL",
@@ -156,80 +185,189 @@ pub struct Remote {
         global = true
     )]
     pub url: String,
-    /// Bearer token.
+    /// The bearer token to send (`capstan.admin-token` beside the database on a first run).
     #[arg(long, env = "CAPSTAN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<crate::config::Secret>,
-    /// Print the server's JSON instead of a table.
+    /// How to print answers: a table, a wider table, or the server's JSON as JSON or YAML.
+    #[arg(
+        long,
+        short = 'o',
+        value_enum,
+        default_value_t = output::Format::Table,
+        global = true
+    )]
+    pub output: output::Format,
+    /// The same as `-o json`.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print tables without their header row.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+}
+
+impl Remote {
+    /// The format asked for, `--json` winning over `-o`.
+    pub fn format(&self) -> output::Format {
+        if self.json {
+            output::Format::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+/// How long `jobs wait` waits and how long a stream keeps reconnecting to a server gone away.
+#[derive(Debug, Args, Clone)]
+pub struct Patience {
+    /// Give up reconnecting after the server has been unreachable this long (exit 8).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub reconnect_for: std::time::Duration,
+}
+
+/// A job file: YAML or JSON, by its extension or its first character; `-` for standard input.
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct JobFile {
+    /// The job file (YAML or JSON; `-` for standard input).
+    #[arg(value_name = "FILE")]
+    pub path: Option<PathBuf>,
+    /// The job file, as an option (`-f job.yaml`).
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    pub flag: Option<PathBuf>,
+}
+
+impl JobFile {
+    pub fn path(&self) -> &std::path::Path {
+        self.path
+            .as_deref()
+            .or(self.flag.as_deref())
+            .expect("clap requires one of the two")
+    }
+}
+
+/// What `jobs wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// Until the job succeeds; ends early (with its code) when it fails, is cancelled or
+    /// needs input.
+    Succeeded,
+    /// Until the job has finished, however it ends; a job needing input is waited through
+    /// (an operator may amend and resume it).
+    Terminal,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCmd {
-    /// Submit a job from a JSON file (`-` for standard input).
+    /// Submit a job from a YAML or JSON file.
     Submit {
-        file: PathBuf,
+        #[command(flatten)]
+        file: JobFile,
         /// Return the first job for a repeated key instead of submitting twice.
         #[arg(long)]
         idempotency_key: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
-    /// List jobs, newest first.
+    /// List jobs, newest first, following the server's pages.
     List {
+        /// Only jobs of this kind (scale_out, delete_nodes, repair, ...).
         #[arg(long)]
         kind: Option<String>,
+        /// Only jobs in this state (queued, running, needs_input, succeeded, failed, cancelled).
         #[arg(long)]
         state: Option<String>,
+        /// Only jobs on this cluster (NS/NAME).
         #[arg(long)]
         cluster: Option<String>,
+        /// Only this tenant's jobs (admins; others see only their own tenant).
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// Print at most this many jobs.
+        #[arg(long, default_value_t = 50, conflicts_with = "all")]
         limit: u32,
+        /// Print every job, however many pages that takes.
+        #[arg(long)]
+        all: bool,
+        /// Start after this job (the cursor a previous listing printed).
         #[arg(long)]
         cursor: Option<String>,
+        /// Jobs asked for per request (the server allows 1 to 500).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
+        page_size: u32,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show a job with its nodes and what each is waiting for.
+    /// Show a job with its nodes, what each is waiting for and, once failed, why.
+    #[command(visible_alias = "get")]
     Show {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Print a job's history.
+    /// Print a job's history, every page of it.
     Events {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
-        /// Keep printing new events until the job finishes.
+        /// Keep printing new events until the job finishes, reconnecting if the server goes
+        /// away; then exit with the job's code.
         #[arg(long, short)]
         follow: bool,
+        /// Events asked for per request.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page_size: u32,
+        #[command(flatten)]
+        patience: Patience,
         #[command(flatten)]
         remote: Remote,
     },
     /// Live progress of each node until the job finishes or needs input; exits with the
     /// job's code (0 succeeded, 3 failed, 4 cancelled, 5 needs input).
     Watch {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
+        #[command(flatten)]
+        patience: Patience,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Wait, printing nothing, until the job reaches a state; exits with the job's code as
+    /// `watch` does (9 when --timeout passes first).
+    Wait {
+        /// The job's ID, or a prefix of it that names one job.
+        id: String,
+        /// What to wait for.
+        #[arg(long = "for", value_name = "STATE", value_enum, default_value_t = WaitFor::Succeeded)]
+        until: WaitFor,
+        /// Give up after this long (e.g. 90s, 10m); without it, wait as long as it takes.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        patience: Patience,
         #[command(flatten)]
         remote: Remote,
     },
     /// Stop a job at its next safe point.
     Cancel {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Continue a job whose nodes needed input, after amending them.
     Resume {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Amend a needs_input node's spec with a JSON object (merge patch).
     Amend {
+        /// The job's ID, or a prefix of it that names one job.
         id: String,
+        /// The node's name.
         node: String,
+        /// The fields to change, as a JSON object (`null` removes a field).
         patch: String,
         #[command(flatten)]
         remote: Remote,
@@ -238,38 +376,51 @@ pub enum JobsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCmd {
+    /// List the schedules you may see.
     List {
         #[command(flatten)]
         remote: Remote,
     },
     /// Create a schedule: NAME, a cron expression and a job template file.
     Create {
+        /// The schedule's name.
         name: String,
+        /// When it fires: a cron expression (`0 3 * * *`, or with a seconds field first).
         cron: String,
+        /// The job it submits each time (YAML or JSON; `-` for standard input).
         job_file: PathBuf,
+        /// Create it switched off.
         #[arg(long)]
         disabled: bool,
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show one schedule.
     Show {
+        /// The schedule's ID.
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Change a schedule's cron expression, template or enabled flag.
     Update {
+        /// The schedule's ID.
         id: String,
+        /// A new cron expression.
         #[arg(long)]
         cron: Option<String>,
+        /// A new job template file (YAML or JSON).
         #[arg(long)]
         job_file: Option<PathBuf>,
+        /// Switch it on (true) or off (false).
         #[arg(long)]
         enabled: Option<bool>,
         #[command(flatten)]
         remote: Remote,
     },
+    /// Delete a schedule (the jobs it submitted stay).
     Delete {
+        /// The schedule's ID.
         id: String,
         #[command(flatten)]
         remote: Remote,
@@ -312,15 +463,23 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
     sim.run_until_stopped().await
 }
 
-/// `serve --sim`: the simulator in this process, on a free loopback port.
+/// `serve --sim`: the simulator in this process, on a free loopback port. Its kubeconfig and
+/// clouds.yaml (which holds a password) go beside the database, in `<db>.sim/` (mode 0700),
+/// rewritten on each start: one private place per database that a `kill -9` leaves nothing
+/// extra in, instead of a new directory in the system temp dir on every run.
 async fn start_embedded_sim(
+    db: &std::path::Path,
     state_dir: Option<PathBuf>,
     scenario: Option<PathBuf>,
     time_scale: f64,
 ) -> anyhow::Result<crate::sim::Sim> {
     let state_dir = match state_dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("capstan-sim-{}", std::process::id())),
+        None => {
+            let dir = db.with_extension("sim");
+            private_dir(&dir)?;
+            dir
+        }
     };
     let opts = crate::sim::SimOptions {
         listen: "127.0.0.1:0".parse().expect("a socket address"),
@@ -340,6 +499,33 @@ async fn start_embedded_sim(
         crate::sim::CLOUD_NAME
     );
     Ok(sim)
+}
+
+/// Creates `dir` readable only by its owner, or makes an existing one so.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// `capstan completion SHELL`. clap_complete writes the script from the very definitions the
+/// parser uses, so completion cannot drift from the flags.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    // Into a buffer first: clap_complete panics on a write error (`| head` closing the pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "capstan", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -362,7 +548,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => {
-                let mut opts = ServeOptions::new(a.listen, a.db);
+                let mut opts = ServeOptions::new(a.listen, a.db.clone());
                 opts.config = a.config;
                 opts.workflows = a.workflows;
                 opts.admin_token = a.admin_token;
@@ -375,7 +561,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 // through the files it writes, over loopback HTTP.
                 let mut _sim = None;
                 if a.sim {
-                    let sim = start_embedded_sim(a.state_dir, a.scenario, a.time_scale).await?;
+                    let sim =
+                        start_embedded_sim(&a.db, a.state_dir, a.scenario, a.time_scale).await?;
                     opts.cloud = Some(crate::cloud::CloudConfig {
                         kubeconfig: sim.kubeconfig.clone(),
                         fallback: None,
@@ -395,6 +582,11 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Sim(a) => run_sim(a).await,
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Schedules(cmd) => client::schedules(cmd).await,
+            Command::Nodes(a) => client::cluster_view(a, client::ClusterView::Nodes).await,
+            Command::Quota(a) => client::cluster_view(a, client::ClusterView::Quota).await,
+            Command::Catalog(a) => client::cluster_view(a, client::ClusterView::Catalog).await,
+            Command::Clusters { remote } => client::clusters(remote).await,
+            Command::Completion { shell } => completion(shell),
             Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,
             Command::Bench(BenchCmd::Sim(args)) => crate::bench::sim(args).await,
             Command::Bench(BenchCmd::ScaleOut(args)) => crate::bench::scale_out::run(args).await,
@@ -406,5 +598,78 @@ pub fn main(cli: Cli) -> ExitCode {
             eprintln!("capstan: {e:#}");
             ExitCode::from(exit::code_of(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand and every argument a user can type says what it is for.
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && !a.is_hide_set() && a.get_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "capstan", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
+
+    /// No subcommand borrows the about text of the options it shares with the others.
+    #[test]
+    fn each_subcommand_has_its_own_about() {
+        let root = Cli::command();
+        let schedules = root.find_subcommand("schedules").unwrap();
+        let abouts: Vec<String> = schedules
+            .get_subcommands()
+            .filter_map(|s| s.get_about().map(|a| a.to_string()))
+            .collect();
+        let distinct: std::collections::HashSet<&String> = abouts.iter().collect();
+        assert_eq!(distinct.len(), abouts.len(), "{abouts:#?}");
+    }
+
+    #[test]
+    fn a_job_file_is_given_once_by_position_or_by_flag() {
+        for args in [
+            &["capstan", "jobs", "submit", "job.yaml"][..],
+            &["capstan", "jobs", "submit", "-f", "job.yaml"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Jobs(JobsCmd::Submit { file, .. }) = cli.command else {
+                panic!("{args:?}")
+            };
+            assert_eq!(file.path(), std::path::Path::new("job.yaml"));
+        }
+        assert!(Cli::try_parse_from(["capstan", "jobs", "submit"]).is_err());
+        assert!(Cli::try_parse_from(["capstan", "jobs", "submit", "a", "-f", "b"]).is_err());
+    }
+
+    #[test]
+    fn json_is_an_alias_of_output_json() {
+        let cli = Cli::try_parse_from(["capstan", "jobs", "list", "--json"]).unwrap();
+        let Command::Jobs(JobsCmd::List { remote, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(remote.format(), output::Format::Json);
+        let cli = Cli::try_parse_from(["capstan", "jobs", "list", "-o", "yaml"]).unwrap();
+        let Command::Jobs(JobsCmd::List { remote, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(remote.format(), output::Format::Yaml);
     }
 }

@@ -39,25 +39,39 @@ impl Process {
         Process::spawn(cmd, marker, file.into(), Some(log))
     }
 
-    fn spawn(
+    /// As `start`, with the lines printed before the marker's (what a server says about
+    /// itself as it starts).
+    pub fn start_telling(cmd: Command, marker: &str) -> (Process, String, Vec<String>) {
+        Process::spawn_telling(cmd, marker, Stdio::null(), None)
+    }
+
+    fn spawn(cmd: Command, marker: &str, stderr: Stdio, log: Option<&Path>) -> (Process, String) {
+        let (process, value, _) = Process::spawn_telling(cmd, marker, stderr, log);
+        (process, value)
+    }
+
+    fn spawn_telling(
         mut cmd: Command,
         marker: &str,
         stderr: Stdio,
         log: Option<&Path>,
-    ) -> (Process, String) {
+    ) -> (Process, String, Vec<String>) {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut before = Vec::new();
         let value = loop {
             match lines.next() {
                 // libtest's own "test ... " prefix may share the line (a test binary as server).
                 Some(line) => {
-                    if let Some((_, v)) = line.unwrap().split_once(marker) {
+                    let line = line.unwrap();
+                    if let Some((_, v)) = line.split_once(marker) {
                         break v.trim().to_string();
                     }
+                    before.push(line);
                 }
                 None => {
                     let status = child.wait().unwrap();
@@ -72,7 +86,7 @@ impl Process {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        (Process { child }, value)
+        (Process { child }, value, before)
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,6 +1,7 @@
 //! Engine tests through its public surfaces: a real `capstan serve` process (with steps these
 //! tests register), its HTTP API, and the side effects its steps leave in a side database.
 
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;
@@ -28,10 +29,8 @@ fn child_server_entry() {
         .unwrap();
     rt.block_on(async {
         capstan::telemetry::init(false, "info,sqlx=warn");
-        let mut opts = ServeOptions::new(
-            "127.0.0.1:0".parse().unwrap(),
-            env("CAPSTAN_TEST_DB").into(),
-        );
+        let listen = std::env::var("CAPSTAN_TEST_LISTEN").unwrap_or("127.0.0.1:0".into());
+        let mut opts = ServeOptions::new(listen.parse().unwrap(), env("CAPSTAN_TEST_DB").into());
         opts.workflows = Some(support::workflows_dir());
         opts.admin_token = Some(capstan::config::Secret::new(env("CAPSTAN_ADMIN_TOKEN")));
         opts.config = std::env::var("CAPSTAN_TEST_CONFIG").ok().map(Into::into);

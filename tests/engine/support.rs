@@ -231,6 +231,9 @@ pub struct ServerSpec {
     pub config: Option<PathBuf>,
     pub lease: &'static str,
     pub log: PathBuf,
+    /// Where to listen (a free port by default); a restarted server given the same address
+    /// is where its clients left it.
+    pub listen: Option<String>,
 }
 
 impl ServerSpec {
@@ -241,6 +244,7 @@ impl ServerSpec {
             config: None,
             lease: "2s",
             log: dir.join("server.log"),
+            listen: None,
         }
     }
 }
@@ -265,6 +269,9 @@ impl Server {
         .env("RUST_LOG", "info,sqlx=warn");
         if let Some(c) = &spec.config {
             cmd.env("CAPSTAN_TEST_CONFIG", c);
+        }
+        if let Some(l) = &spec.listen {
+            cmd.env("CAPSTAN_TEST_LISTEN", l);
         }
         let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, &spec.log);
         Server { process, url }
