@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "CAPSTAN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A PostgreSQL URL for the store: not supported yet (issue 14), so serve refuses it
+    /// rather than keep the jobs in a SQLite file nobody meant to use.
+    #[arg(long, env = "CAPSTAN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<crate::config::Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -400,6 +404,12 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => {
+                if a.database_url.is_some() {
+                    anyhow::bail!(
+                        "--database-url (CAPSTAN_DATABASE_URL): the PostgreSQL store is not there \
+                         yet (issue 14); unset it and keep the database in --db (SQLite)"
+                    );
+                }
                 let mut opts = ServeOptions::new(a.listen, a.db);
                 opts.config = a.config;
                 opts.workflows = a.workflows;

@@ -10,6 +10,8 @@ mod tls;
 use std::path::Path;
 use std::process::Command;
 
+use common::process::refuses;
+
 /// `capstan serve` on a free loopback port with its own database and an admin token, and
 /// none of the ambient Kubernetes settings of whoever runs the tests (each test sets the
 /// ones it is about).
@@ -30,4 +32,17 @@ fn serve(dir: &Path) -> Command {
         cmd.env_remove(var);
     }
     cmd
+}
+
+#[test]
+fn a_postgresql_url_is_refused_until_the_store_supports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve(dir.path());
+    cmd.env(
+        "CAPSTAN_DATABASE_URL",
+        "postgres://capstan:s3cret@db/capstan",
+    );
+    let err = refuses(cmd);
+    assert!(err.contains("issue 14") && !err.contains("s3cret"), "{err}");
+    assert!(!dir.path().join("capstan.db").exists());
 }
