@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine, the scheduler and the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit, inspect and steer jobs on a running server.
     #[command(subcommand)]
     Jobs(JobsCmd),
@@ -404,6 +404,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => {
+                let a = *a;
                 if a.database_url.is_some() {
                     anyhow::bail!(
                         "--database-url (CAPSTAN_DATABASE_URL): the PostgreSQL store is not there \
