@@ -36,6 +36,9 @@ pub struct ServeOptions {
     pub cloud: Option<crate::cloud::CloudConfig>,
     /// A schedule may not fire more often than this.
     pub schedule_min_interval: Duration,
+    /// Serve HTTPS with this certificate and key (re-read when they change); plain HTTP
+    /// without.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ServeOptions {
@@ -53,6 +56,7 @@ impl ServeOptions {
             max_jobs: defaults.max_jobs,
             cloud: None,
             schedule_min_interval: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -66,7 +70,6 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         Some(c) => {
             let clients = crate::cloud::Clients::connect(c).await?;
             info!(
-                kubeconfig = %c.kubeconfig.display(),
                 fallback_clouds_yaml = ?c.fallback.as_ref().map(|f| f.clouds_yaml.display().to_string()),
                 "connected to the management cluster; each cluster's OpenStack credentials come from its identityRef Secret"
             );
@@ -90,6 +93,11 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         );
     }
     let workflows = workflow::load_all(&sources, &registry)?;
+    // A certificate that does not load refuses the start before the database is touched.
+    let certificates = match &opts.tls {
+        Some(files) => Some(crate::tls::Certificates::load(files.clone()).await?),
+        None => None,
+    };
     let store = Store::open(&opts.db).await?;
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
@@ -125,11 +133,16 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut kinds: Vec<&String> = engine.workflows().keys().collect();
     kinds.sort();
-    info!(db = %opts.db.display(), kinds = ?kinds, "capstan serving on http://{addr}");
+    info!(db = %opts.db.display(), kinds = ?kinds, "capstan serving on {scheme}://{addr}");
     // Tests and scripts read the bound address from this line.
-    println!("capstan: listening on http://{addr}");
+    println!("capstan: listening on {scheme}://{addr}");
 
     // The one way in, for the API, the scheduler and the sweeps alike.
     let admission = clients.clone().map(|clients| {
@@ -167,9 +180,25 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         async move { engine.run_scheduler(intake).await }
     });
     let mut http_stop = stop_rx.clone();
-    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stopped = async move {
         let _ = http_stop.changed().await;
-    });
+    };
+    let http = async {
+        match certificates {
+            Some(certs) => {
+                let listener = crate::tls::TlsListener::new(listener, certs)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
+        .map_err(anyhow::Error::from)
+    };
     let signals = async {
         shutdown_signal().await;
         info!("shutting down: finishing in-flight steps and releasing leases");

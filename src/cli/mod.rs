@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine, the scheduler and the HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit, inspect and steer jobs on a running server.
     #[command(subcommand)]
     Jobs(JobsCmd),
@@ -103,17 +103,30 @@ pub struct ServeArgs {
     /// With --sim: simulated seconds per real second.
     #[arg(long, requires = "sim", default_value_t = 1.0)]
     pub time_scale: f64,
-    /// The management cluster's kubeconfig (a real cloud; not with --sim). Each cluster's
+    /// The management cluster's kubeconfig (a real cloud; not with --sim). Without it,
+    /// KUBECONFIG, then ~/.kube/config, then the pod's service account (in a cluster) are
+    /// used, as kubectl would; with none of them only the smoke kind runs. Each cluster's
     /// OpenStack credentials are the Secret its OpenStackCluster names in spec.identityRef.
     #[arg(long, conflicts_with = "sim")]
     pub kubeconfig: Option<PathBuf>,
     /// A fallback clouds.yaml, used only for clusters whose OpenStackCluster names no
     /// identityRef (off unless given).
-    #[arg(long, conflicts_with = "sim", requires = "kubeconfig")]
+    #[arg(long, conflicts_with = "sim")]
     pub clouds_yaml: Option<PathBuf>,
     /// The entry of the fallback clouds.yaml to use.
     #[arg(long, default_value = "openstack", requires = "clouds_yaml")]
     pub cloud: String,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). The files are read
+    /// again when they change, so a renewed certificate needs no restart.
+    #[arg(long, env = "CAPSTAN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CAPSTAN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A PostgreSQL URL for the store: not supported yet (issue 14), so serve refuses it
+    /// rather than keep the jobs in a SQLite file nobody meant to use.
+    #[arg(long, env = "CAPSTAN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<crate::config::Secret>,
 }
 
 /// A cluster named on the command line.
@@ -528,6 +541,35 @@ fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     }
 }
 
+/// `serve`'s management cluster: `--kubeconfig`, else what `Config::infer` would find
+/// (`KUBECONFIG`, `~/.kube/config`, the pod's service account), else none (only `smoke` runs).
+fn management_cluster(
+    kubeconfig: Option<PathBuf>,
+    clouds_yaml: Option<PathBuf>,
+    cloud: String,
+) -> anyhow::Result<Option<crate::cloud::CloudConfig>> {
+    let Some(kube) = kubeconfig
+        .map(crate::cloud::KubeSource::File)
+        .or_else(crate::cloud::KubeSource::discover)
+    else {
+        if clouds_yaml.is_some() {
+            anyhow::bail!(
+                "--clouds-yaml needs a management cluster: give --kubeconfig, set KUBECONFIG, \
+                 or run in a pod with a service account"
+            );
+        }
+        tracing::info!(
+            "no management cluster (no --kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster \
+             service account): only the smoke kind runs"
+        );
+        return Ok(None);
+    };
+    Ok(Some(crate::cloud::CloudConfig {
+        kube,
+        fallback: clouds_yaml.map(|clouds_yaml| crate::cloud::Fallback { clouds_yaml, cloud }),
+    }))
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     // A benchmark should not measure its own log lines.
     let default_log = match cli.command {
@@ -548,6 +590,13 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => {
+                let a = *a;
+                if a.database_url.is_some() {
+                    anyhow::bail!(
+                        "--database-url (CAPSTAN_DATABASE_URL): the PostgreSQL store is not there \
+                         yet (issue 14); unset it and keep the database in --db (SQLite)"
+                    );
+                }
                 let mut opts = ServeOptions::new(a.listen, a.db.clone());
                 opts.config = a.config;
                 opts.workflows = a.workflows;
@@ -555,6 +604,10 @@ pub fn main(cli: Cli) -> ExitCode {
                 opts.metrics_token = a.metrics_token;
                 opts.lease = a.lease;
                 opts.schedule_min_interval = a.schedule_min_interval;
+                opts.tls = a
+                    .tls_cert
+                    .zip(a.tls_key)
+                    .map(|(cert, key)| crate::tls::TlsFiles { cert, key });
                 let mut registry = crate::engine::step::Registry::new();
                 crate::lifecycle::register(&mut registry);
                 // The simulator lives as long as the server; the engine reaches it only
@@ -564,18 +617,12 @@ pub fn main(cli: Cli) -> ExitCode {
                     let sim =
                         start_embedded_sim(&a.db, a.state_dir, a.scenario, a.time_scale).await?;
                     opts.cloud = Some(crate::cloud::CloudConfig {
-                        kubeconfig: sim.kubeconfig.clone(),
+                        kube: crate::cloud::KubeSource::File(sim.kubeconfig.clone()),
                         fallback: None,
                     });
                     _sim = Some(sim);
-                } else if let Some(k) = a.kubeconfig {
-                    opts.cloud = Some(crate::cloud::CloudConfig {
-                        kubeconfig: k,
-                        fallback: a.clouds_yaml.map(|c| crate::cloud::Fallback {
-                            clouds_yaml: c,
-                            cloud: a.cloud,
-                        }),
-                    });
+                } else {
+                    opts.cloud = management_cluster(a.kubeconfig, a.clouds_yaml, a.cloud)?;
                 }
                 serve(opts, registry).await
             }

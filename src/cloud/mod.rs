@@ -1,4 +1,5 @@
-//! How Capstan reaches a cloud: the management cluster through kube-rs (a kubeconfig) and
+//! How Capstan reaches a cloud: the management cluster through kube-rs (a kubeconfig or the
+//! pod's service account, `kube_source.rs`) and
 //! OpenStack through osauth sessions made with each cluster's own credentials
 //! (`credentials.rs`). Lifecycle steps get these clients; nothing here knows whether the
 //! cloud is real or simulated.
@@ -6,10 +7,10 @@
 pub mod capi;
 pub mod credentials;
 mod kube_metered;
+pub mod kube_source;
 pub mod marks;
 pub mod os;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,11 +18,12 @@ use anyhow::Context;
 pub use crate::model::ClusterRef;
 pub use credentials::{CredentialError, Fallback};
 pub use kube_metered::kube_client;
+pub use kube_source::KubeSource;
 
 /// Where the management cluster is, and the optional server-wide OpenStack credentials.
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
-    pub kubeconfig: PathBuf,
+    pub kube: KubeSource,
     /// Used only for clusters whose OpenStackCluster names no identityRef.
     pub fallback: Option<Fallback>,
 }
@@ -38,14 +40,13 @@ pub struct Clients {
 
 impl Clients {
     pub async fn connect(c: &CloudConfig) -> anyhow::Result<Clients> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&c.kubeconfig)
-            .with_context(|| format!("reading {}", c.kubeconfig.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .context("kubeconfig")?;
+        let config = c.kube.config().await?;
+        tracing::info!(
+            source = %c.kube,
+            server = %config.cluster_url,
+            "the management cluster's API server and credentials come from the {}",
+            c.kube
+        );
         let kube = kube_client(config).context("Kubernetes client")?;
         let capi_version: Arc<tokio::sync::OnceCell<capi::CapiVersion>> = Arc::default();
         let clouds = Arc::new(credentials::Clouds::new(
