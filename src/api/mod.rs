@@ -8,8 +8,8 @@
 mod clusters;
 mod error;
 mod jobs;
-pub mod openapi;
 mod metered;
+pub mod openapi;
 mod schedules;
 pub mod views;
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::kind::{JobKind, Steps};
-use crate::engine::progress::{Field, Progress};
 use super::params::OwnFields;
+use crate::engine::progress::{Field, Progress};
 use crate::engine::request::FieldError;
 use crate::engine::step::{Outcome, Registry, StepContext, StepError};
 use crate::model::FailureClass;
