@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/resume", post(jobs::resume))
         .route("/jobs/{id}/nodes/{name}", patch(jobs::amend))
+        .route("/clusters", get(clusters::list))
         .route("/clusters/{ns}/{name}/nodes", get(clusters::nodes))
+        .route("/clusters/{ns}/{name}/catalog", get(clusters::catalog))
         .route("/clusters/{ns}/{name}/quota", get(clusters::quota))
         .route("/schedules", post(schedules::create).get(schedules::list))
         .route(
@@ -145,7 +147,9 @@ mod tests {
             "/v1/jobs/{id}/cancel",
             "/v1/jobs/{id}/resume",
             "/v1/jobs/{id}/nodes/{name}",
+            "/v1/clusters",
             "/v1/clusters/{ns}/{name}/nodes",
+            "/v1/clusters/{ns}/{name}/catalog",
             "/v1/clusters/{ns}/{name}/quota",
             "/v1/schedules",
             "/v1/schedules/{id}",

@@ -7,6 +7,7 @@
 //!
 //! One binary rather than one per kind: each test binary links the whole crate again.
 
+mod catalog;
 #[path = "../common/mod.rs"]
 mod common;
 mod delete;
