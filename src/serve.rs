@@ -153,6 +153,8 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         clients,
         intake: intake.clone(),
         schedule_min_interval: opts.schedule_min_interval,
+        // Served over plain HTTP: a TLS listener sets `Secure` on the session cookie.
+        sessions: Arc::new(crate::portal::Sessions::new(false)),
     });
     let _watches = match &clients_for_watch {
         Some(c) => crate::lifecycle::watch::spawn(c, engine.clone()),

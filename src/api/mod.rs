@@ -1,7 +1,8 @@
 //! The HTTP API (axum): jobs, their history, schedules, health, metrics and the OpenAPI
 //! document.
 //!
-//! Invariants: every `/v1` route needs a bearer token; a principal never sees another
+//! Invariants: every `/v1` route needs a bearer token (or the portal's session cookie, which
+//! `portal::session_principal` resolves to the same principal); a principal never sees another
 //! tenant's (or, for members, another user's) jobs: those answer 404 exactly like absent ones.
 //! Handlers validate the whole request before they write anything.
 
@@ -38,6 +39,9 @@ pub struct AppState {
     pub schedule_min_interval: std::time::Duration,
     /// The cloud's clients, for the views of clusters and quota.
     pub clients: Option<crate::cloud::Clients>,
+    /// The portal's signed-in browsers: a session cookie stands for a principal as a bearer
+    /// token does.
+    pub sessions: Arc<crate::portal::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(crate::portal::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
@@ -75,6 +80,13 @@ async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let has_bearer = req.headers().contains_key(header::AUTHORIZATION);
+    if !has_bearer
+        && let Some(principal) = crate::portal::session_principal(&st, req.method(), req.headers())?
+    {
+        req.extensions_mut().insert(principal);
+        return Ok(next.run(req).await);
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -11,6 +11,7 @@ mod catalog;
 #[path = "../common/mod.rs"]
 mod common;
 mod delete;
+mod portal;
 mod preflight;
 mod repair;
 mod scale_out;
