@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use crate::cloud::capi::{
-    CAPI_GROUP, CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Condition, JOB_LABEL, Machine, capo,
+    CAPI_GROUP, CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Condition, JOB_LABEL, MANAGED_LABEL,
+    Machine, capo,
 };
 use crate::cloud::os::Service;
 use crate::cloud::{ClusterRef, CredentialError};
@@ -68,11 +69,31 @@ pub async fn nodes(
         .get(Service::BlockStorage, &["volumes", "detail"], &[])
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading volumes: {e}")))?;
+    // The Nodes as the workload cluster has them (its labels, taints and Ready), when its
+    // kubeconfig Secret lets Capstan in; the Machines' view stands without them. Read as
+    // plain JSON: one odd Node must not hide every other's.
+    let workload_nodes: Vec<Value> =
+        match crate::lifecycle::common::workload_client(c, &cluster).await {
+            Ok(w) => {
+                let req = axum::http::Request::get("/api/v1/nodes")
+                    .body(Vec::new())
+                    .expect("a request");
+                w.request::<Value>(req)
+                    .await
+                    .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+                    .unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
     let mut out = Vec::new();
     for o in list.items {
         let m = Machine::read(&o);
         let machine = m.name.clone();
         let server_id = m.server_id();
+        let node = m
+            .node
+            .as_deref()
+            .and_then(|n| workload_nodes.iter().find(|x| x["metadata"]["name"] == n));
         let server = servers["servers"]
             .as_array()
             .into_iter()
@@ -96,16 +117,19 @@ pub async fn nodes(
             })
             .map(|v| json!({"name": v["name"], "size_gib": v["size"], "type": v["volume_type"], "status": v["status"]}))
             .collect();
-        // Roles and labels as the Node gets them from its Machine (CAPI's label sync),
-        // without CAPI's and Capstan's own bookkeeping.
-        let labels: serde_json::Map<String, Value> = o
-            .metadata
-            .labels
-            .iter()
+        let labels = node_labels(o.metadata.labels.as_ref(), node);
+        let taints: Vec<Value> = node
+            .and_then(|n| n["spec"]["taints"].as_array())
+            .into_iter()
             .flatten()
-            .filter(|(k, _)| !k.starts_with(CAPI_GROUP) && !k.starts_with("capstan.io/"))
-            .map(|(k, v)| (k.clone(), json!(v)))
+            .map(|t| json!({"key": t["key"], "value": t["value"], "effect": t["effect"]}))
             .collect();
+        let ready = node
+            .and_then(|n| n["status"]["conditions"].as_array())
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(
+                |c| json!({"status": c["status"], "reason": c["reason"], "message": c["message"]}),
+            );
         let port_ids: Vec<&Value> = ports["ports"]
             .as_array()
             .into_iter()
@@ -130,7 +154,8 @@ pub async fn nodes(
             "phase": m.phase,
             "node": m.node,
             "healthy": condition(m.node_health()),
-            "node_ready": condition(m.condition("NodeReady").or(m.node_health())),
+            "node_ready": ready.unwrap_or_else(|| condition(m.condition("NodeReady"))),
+            "taints": taints,
             "control_plane": o.metadata.labels.as_ref().is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL)),
             "labels": labels,
             "server": server,
@@ -148,6 +173,41 @@ pub async fn nodes(
     Ok(Json(
         json!({ "cluster": cluster.to_string(), "nodes": out }),
     ))
+}
+
+/// Roles and labels of a worker: its Machine's (roles among them, which CAPI syncs to the
+/// Node) and its Node's, without what Kubernetes, CAPI and Capstan set for themselves.
+fn node_labels(
+    machine: Option<&std::collections::BTreeMap<String, String>>,
+    node: Option<&Value>,
+) -> serde_json::Map<String, Value> {
+    let own = |k: &str| {
+        let bookkeeping = k.starts_with(CAPI_GROUP)
+            || k.starts_with("capstan.io/")
+            || k == MANAGED_LABEL
+            || [
+                "kubernetes.io/",
+                "beta.kubernetes.io/",
+                "node.kubernetes.io/",
+                "topology.kubernetes.io/",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p));
+        !bookkeeping
+    };
+    let mut out: serde_json::Map<String, Value> = machine
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| own(k))
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let node_labels = node.and_then(|n| n["metadata"]["labels"].as_object());
+    for (k, v) in node_labels.into_iter().flatten() {
+        if own(k) && v.is_string() {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// The cluster named by the path, checked the way Kubernetes would before anything asks it:

@@ -103,7 +103,8 @@ async fn a_catalog_offers_what_the_clusters_own_credentials_see_and_its_choices_
 
     // What the catalog offers is what a scale_out accepts: host, floating IP and type.
     let node = json!({"name": "cat-w-1", "availability_zone": "az2", "host": "compute-3",
-                      "floating_ip": fip, "data_volumes": [{"name": "data", "size_gib": 10, "type": types[0]}]});
+                      "floating_ip": fip, "roles": ["ingress"], "labels": {"team": "edge"},
+                      "data_volumes": [{"name": "data", "size_gib": 10, "type": types[0]}]});
     let (s, job) = w
         .call(Method::POST, "/v1/jobs", ALICE, Some(&request(vec![node])))
         .await;
@@ -126,6 +127,13 @@ async fn a_catalog_offers_what_the_clusters_own_credentials_see_and_its_choices_
     assert_eq!(made["server"]["host"], "compute-3", "{made}");
     assert_eq!(made["floating_ips"], json!([fip]), "{made}");
     assert_eq!(made["job"], job["id"], "{made}");
+    // Its role (a Machine label) and its label (put on the Node), not the bookkeeping.
+    assert_eq!(
+        made["labels"],
+        json!({"node-role.kubernetes.io/ingress": "", "team": "edge"}),
+        "{made}"
+    );
+    assert_eq!(made["node_ready"]["status"], "True", "{made}");
     let volumes: Vec<(&str, &str)> = made["volumes"]
         .as_array()
         .unwrap()

@@ -173,7 +173,7 @@ function showFieldErrors(form, fields, fallbacks) {
       continue;
     }
     const id = nextId('err');
-    const msg = h('p', { class: 'field-error', id, 'data-for': f.field, text: `${f.field}: ${f.message}` });
+    const msg = h('p', { class: 'field-error', id, 'data-for': f.field, text: f.message });
     c.closest('.field').append(msg);
     c.setAttribute('aria-invalid', 'true');
     if (!c.dataset.help && c.getAttribute('aria-describedby')) c.dataset.help = c.getAttribute('aria-describedby');
@@ -226,7 +226,7 @@ function workerRow(cluster, n, selected) {
   const labels = Object.entries(n.labels || {}).map(([k, v]) => {
     const role = k.match(/^node-role\.kubernetes\.io\/(.+)$/);
     return role ? `role ${role[1]}` : `${k}=${v}`;
-  });
+  }).concat((n.taints || []).map((t) => `taint ${t.key}${t.value ? `=${t.value}` : ''}:${t.effect}`));
   const vols = (n.volumes || []).map((v) => `${v.name} ${v.size_gib} GiB ${v.type || ''}`.trim());
   const s = n.server || {};
   const box = h('input', {
