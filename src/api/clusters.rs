@@ -279,9 +279,66 @@ pub async fn quota(
     let usage = crate::lifecycle::quota::read(&os)
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading quotas: {e}")))?;
+    let in_flight = in_flight(&st, &os, &cluster).await?;
     Ok(Json(
-        json!({ "cluster": cluster.to_string(), "project_id": os.project_id, "quota": usage.items }),
+        json!({ "cluster": cluster.to_string(), "project_id": os.project_id, "quota": usage.items,
+                "in_flight": in_flight }),
     ))
+}
+
+/// What the cluster's unfinished scale_out jobs will still take from the quota: the nodes
+/// that have not made their server yet (pending, or waiting at the quota step), each as
+/// preflight counts it. Totals only, whichever principal's jobs they are.
+async fn in_flight(
+    st: &AppState,
+    os: &crate::cloud::os::OpenStack,
+    cluster: &ClusterRef,
+) -> Result<Value, ApiError> {
+    use crate::lifecycle::quota::Need;
+    use crate::model::{JobState, NodeStatus};
+    let store = st.engine.store();
+    let mut need = Need::default();
+    let mut flavors: Option<Value> = None;
+    for state in [JobState::Queued, JobState::Running, JobState::NeedsInput] {
+        let filter = crate::store::JobFilter {
+            kind: Some("scale_out".into()),
+            state: Some(state),
+            cluster: Some(cluster.to_string()),
+            limit: 10_000,
+            ..Default::default()
+        };
+        for job in store.list_jobs(&filter).await? {
+            for t in store.tasks(&job.id).await? {
+                let before_create = t.status == NodeStatus::Pending
+                    || (t.state == "quota" && !t.status.is_terminal());
+                if !before_create {
+                    continue;
+                }
+                let Ok(spec) = serde_json::from_str::<crate::lifecycle::spec::NodeSpec>(&t.spec)
+                else {
+                    continue;
+                };
+                if flavors.is_none() {
+                    flavors = Some(
+                        os.get(Service::Compute, &["flavors", "detail"], &[])
+                            .await
+                            .map_err(|e| ApiError::Unavailable(format!("reading flavors: {e}")))?,
+                    );
+                }
+                let flavor = flavors.as_ref().and_then(|f| {
+                    f["flavors"].as_array().into_iter().flatten().find(|f| {
+                        f["name"] == spec.flavor.as_str() || f["id"] == spec.flavor.as_str()
+                    })
+                });
+                need.add(&Need::with_flavor(&spec, flavor));
+            }
+        }
+    }
+    Ok(json!({
+        "instances": need.instances, "cores": need.cores, "ram": need.ram,
+        "volumes": need.volumes, "gigabytes": need.gigabytes, "port": need.port,
+        "floatingip": need.floatingip,
+    }))
 }
 
 /// `GET /v1/clusters`: the CAPI Clusters of every namespace the principal may see, with the

@@ -201,3 +201,47 @@ async fn another_tenants_catalog_reads_as_a_cluster_that_does_not_exist() {
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["fields"][0]["field"], "ns");
 }
+
+/// `GET /v1/clusters/default/demo/quota` as alice.
+async fn quota(w: &World) -> Value {
+    let (s, q) = w
+        .call(Method::GET, "/v1/clusters/default/demo/quota", ALICE, None)
+        .await;
+    assert_eq!(s, 200, "{q}");
+    q
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_shows_what_the_jobs_in_flight_will_still_take() {
+    let w = World::start();
+    assert_eq!(quota(&w).await["in_flight"]["instances"], 0);
+    // Two nodes held at the quota wait: no room for an instance.
+    let used = w.servers_used().await;
+    w.quota(json!({"instances": used})).await;
+    let nodes: Vec<Value> = (1..=2)
+        .map(|i| json!({"name": format!("held-w-{i}"), "floating_ip": true}))
+        .collect();
+    let (s, job) = w
+        .call(Method::POST, "/v1/jobs", ALICE, Some(&request(nodes)))
+        .await;
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    w.until_event(id, "a quota wait", |e| e["kind"] == "waiting")
+        .await;
+    let q = quota(&w).await;
+    // k8s.small is 2 vCPU and 4096 MiB; each node a 20 GiB root volume and a floating IP.
+    assert_eq!(
+        q["in_flight"],
+        json!({"instances": 2, "cores": 4, "ram": 8192, "volumes": 2, "gigabytes": 40,
+               "port": 2, "floatingip": 2}),
+        "{q}"
+    );
+    w.quota(json!({"instances": used + 50})).await;
+    let done = w.finished(id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(
+        quota(&w).await["in_flight"]["instances"],
+        0,
+        "made: now in `used`"
+    );
+}

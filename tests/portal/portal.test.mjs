@@ -281,6 +281,18 @@ await scenario('a volume type removed after submit: needs_input, the amend form,
   const id = page.url().split('/').pop();
   await page.evaluate(() => { window.__stayed = true; });
   await page.locator('table.history tbody tr', { hasText: 'waiting' }).first().waitFor();
+  // Meanwhile the quota shows what the held node will take, and the form says it is short.
+  const other = await page.context().newPage();
+  await other.goto(`${BASE}/ui/clusters`);
+  await ready(other);
+  const instances = other.locator('.quota-item', { hasText: 'instances' });
+  assert.match(await instances.innerText(), new RegExp(`${used} of ${used} used, 1 more for jobs in flight`));
+  await other.goto(`${BASE}/ui/clusters/default/demo/add`);
+  await ready(other);
+  await other.locator('fieldset.node-row').nth(0).getByLabel('Name').fill('portal-w-5');
+  await other.getByText('instances: needs 1, 0 free').waitFor();
+  await shoot(other, 'add-workers-quota-short');
+  await other.close();
   const fault = await console_('POST', 'faults', { kind: 'volume_type_missing', name: 'ssd' });
   await console_('PUT', 'quotas/demo', { instances: used + 50 });
   const amend = page.getByRole('button', { name: 'Amend portal-w-4' });

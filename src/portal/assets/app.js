@@ -208,7 +208,9 @@ function quotaBars(q) {
   const items = (q.quota || []).map((i) => {
     const id = nextId('q');
     const unlimited = i.limit < 0;
-    const text = unlimited ? `${i.used} used (no limit)` : `${i.used} of ${i.limit} used`;
+    const coming = (q.in_flight || {})[i.resource] || 0;
+    const text = (unlimited ? `${i.used} used (no limit)` : `${i.used} of ${i.limit} used`)
+      + (coming ? `, ${coming} more for jobs in flight` : '');
     return h('div', { class: 'quota-item' },
       h('span', { id, class: 'quota-name', text: i.resource }),
       unlimited
@@ -437,8 +439,11 @@ function quotaShortfall(quota, cat, flavorName, nodes) {
   for (const q of quota.quota || []) {
     const n = need[q.resource];
     if (!n || q.limit < 0) continue;
-    const free = q.limit - q.used;
-    if (n > free) out.push(`${q.resource}: needs ${n}, ${free} free (${q.used} of ${q.limit} used)`);
+    const coming = (quota.in_flight || {})[q.resource] || 0;
+    const free = q.limit - q.used - coming;
+    if (n > free) {
+      out.push(`${q.resource}: needs ${n}, ${Math.max(free, 0)} free (${q.used} of ${q.limit} used${coming ? `, ${coming} for jobs in flight` : ''})`);
+    }
   }
   return out;
 }
