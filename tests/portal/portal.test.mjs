@@ -383,6 +383,39 @@ await scenario('removing a MachineSet worker from the page deletes exactly that 
   await page.context().close();
 });
 
+await scenario('repairing a healthy worker from the page leaves it alone; cancelling a held job from its page stops it', async () => {
+  const before = (await simState()).servers.find((x) => x.name === 'portal-w-2');
+  const page = await signIn(ALICE);
+  await page.locator('input[type=checkbox][data-machine="portal-w-2"]').check();
+  await page.getByRole('button', { name: 'Repair selected' }).click();
+  const dialog = page.getByRole('dialog');
+  assert.deepEqual(await dialog.locator('li').allInnerTexts(),
+    ['portal-w-2 is deleted and made again with the same spec, if unhealthy']);
+  await dialog.getByRole('button', { name: 'Repair' }).click();
+  await page.waitForURL(/\/ui\/jobs\/[0-9a-f-]+$/);
+  await ready(page);
+  await waitJobState(page, 'succeeded');
+  const after = (await simState()).servers.find((x) => x.name === 'portal-w-2');
+  assert.equal(after.id, before.id, 'the same server: a healthy node is left alone');
+  // A job held at the quota wait, cancelled from its page.
+  const used = (await simState()).servers.length;
+  await console_('PUT', 'quotas/demo', { instances: used });
+  const held = await call('POST', '/v1/jobs', ALICE, {
+    kind: 'scale_out', cluster: 'default/demo',
+    defaults: { flavor: 'k8s.small', image: 'ubuntu-2204-kube-v1.30', network: 'demo-net', subnet: 'demo-subnet' },
+    nodes: [{ name: 'portal-w-9' }],
+  });
+  assert.equal(held.status, 202, JSON.stringify(held.data));
+  await go(page, `/ui/jobs/${held.data.id}`);
+  await page.locator('table.history tbody tr', { hasText: 'waiting' }).first().waitFor();
+  await page.getByRole('button', { name: 'Cancel job' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Cancel job' }).click();
+  await waitJobState(page, 'cancelled');
+  await console_('PUT', 'quotas/demo', { instances: used + 50 });
+  assert.equal((await simState()).servers.filter((x) => x.name === 'portal-w-9').length, 0, 'nothing made');
+  await page.context().close();
+});
+
 await scenario('schedules: a tenant admin creates a repair sweep; a member does not see it', async () => {
   const dana = await signIn(DANA);
   await go(dana, '/ui/schedules');
