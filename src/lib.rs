@@ -12,6 +12,7 @@ pub mod ipv4;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod portal;
 pub mod serve;
 pub mod sim;
 pub mod store;

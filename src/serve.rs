@@ -166,6 +166,8 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         clients,
         intake: intake.clone(),
         schedule_min_interval: opts.schedule_min_interval,
+        // Over TLS the session cookie is `Secure`.
+        sessions: Arc::new(crate::portal::Sessions::new(certificates.is_some())),
     });
     let _watches = match &clients_for_watch {
         Some(c) => crate::lifecycle::watch::spawn(c, engine.clone()),

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): jobs, their history, schedules, health, metrics and the OpenAPI
 //! document.
 //!
-//! Invariants: every `/v1` route needs a bearer token; a principal never sees another
+//! Invariants: every `/v1` route needs a bearer token (or the portal's session cookie, which
+//! `portal::session_principal` resolves to the same principal); a principal never sees another
 //! tenant's (or, for members, another user's) jobs: those answer 404 exactly like absent ones.
 //! Handlers validate the whole request before they write anything.
 
@@ -41,6 +42,9 @@ pub struct AppState {
     pub schedule_min_interval: std::time::Duration,
     /// The cloud's clients, for the views of clusters and quota.
     pub clients: Option<crate::cloud::Clients>,
+    /// The portal's signed-in browsers: a session cookie stands for a principal as a bearer
+    /// token does.
+    pub sessions: Arc<crate::portal::Sessions>,
 }
 
 /// The `/v1` operations, each registered with its document entry (`openapi.rs` says how to
@@ -53,7 +57,9 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::resume))
         .routes(routes!(jobs::amend))
+        .routes(routes!(clusters::list))
         .routes(routes!(clusters::nodes))
+        .routes(routes!(clusters::catalog))
         .routes(routes!(clusters::quota))
         .routes(routes!(schedules::create, schedules::list))
         .routes(routes!(
@@ -88,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(open)
+        .merge(crate::portal::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -108,6 +115,13 @@ async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let has_bearer = req.headers().contains_key(header::AUTHORIZATION);
+    if !has_bearer
+        && let Some(principal) = crate::portal::session_principal(&st, req.method(), req.headers())?
+    {
+        req.extensions_mut().insert(principal);
+        return Ok(next.run(req).await);
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)

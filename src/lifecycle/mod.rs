@@ -7,7 +7,7 @@
 
 pub mod admission;
 pub(crate) mod classify;
-mod common;
+pub(crate) mod common;
 mod delete_nodes;
 pub mod kind;
 mod leftovers;

@@ -7,11 +7,13 @@
 //!
 //! One binary rather than one per kind: each test binary links the whole crate again.
 
+mod catalog;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod delete;
 mod metrics;
+mod portal;
 mod preflight;
 mod repair;
 mod scale_out;

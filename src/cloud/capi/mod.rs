@@ -133,6 +133,14 @@ impl Capi {
         self.capi(ns, "Cluster")
     }
 
+    /// Every namespace's Clusters.
+    pub fn all_clusters(&self) -> Api<DynamicObject> {
+        Api::all_with(
+            self.kube.clone(),
+            &resource(CAPI_GROUP, self.version.as_str(), "Cluster"),
+        )
+    }
+
     pub fn openstack_clusters(&self, ns: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.kube.clone(),
