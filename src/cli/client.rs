@@ -29,8 +29,21 @@ impl Client {
         let Some(token) = remote.token.clone() else {
             bail!("no token: pass --token or set CAPSTAN_TOKEN");
         };
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &remote.cacert {
+            let shown = path.display();
+            let pem = std::fs::read(path).with_context(|| format!("--cacert {shown}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--cacert {shown}: not PEM certificates"))?;
+            if certs.is_empty() {
+                bail!("--cacert {shown}: no certificate in the file");
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Client {
-            http: reqwest::Client::new(),
+            http: http.build()?,
             base: remote.url.trim_end_matches('/').to_string(),
             token,
         })

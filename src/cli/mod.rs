@@ -198,6 +198,10 @@ pub struct Remote {
         global = true
     )]
     pub url: String,
+    /// A PEM file of certificates to trust for an `https://` --url besides the system's
+    /// roots: the server's own CA (or its self-signed certificate).
+    #[arg(long, env = "CAPSTAN_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
     /// The bearer token to send (`capstan.admin-token` beside the database on a first run).
     #[arg(long, env = "CAPSTAN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<crate::config::Secret>,

@@ -152,3 +152,44 @@ fn serve_refuses_to_start_with_a_key_that_is_not_the_certificates_and_says_which
     let err = refuses(cmd);
     assert!(err.contains("--tls-key"), "{err}");
 }
+
+/// The CLI against an HTTPS server with a private certificate: refused as unreachable (8)
+/// without `--cacert`, answered with it; a file with no certificate is an error naming it.
+#[test]
+fn the_cli_reaches_an_https_server_whose_certificate_it_is_given_with_cacert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, key, _) = certificate();
+    let files = write_pair(dir.path(), &pem, &key);
+    let mut cmd = serve(dir.path());
+    cmd.arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key);
+    let (_server, url) = Process::start_logged(cmd, SERVE_LISTENING, &dir.path().join("log"));
+    let cli = |extra: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["jobs", "list", "--url", &url])
+            .args(extra)
+            .env("CAPSTAN_TOKEN", crate::common::TOKEN)
+            .env_remove("CAPSTAN_CACERT")
+            .output()
+            .unwrap();
+        (
+            out.status.code().expect("exited, not killed"),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = cli(&[]);
+    assert_eq!(
+        code, 8,
+        "an untrusted certificate is an unreachable server: {err}"
+    );
+    let (code, err) = cli(&["--cacert".as_ref(), files.cert.as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = cli(&["--cacert".as_ref(), files.key.as_os_str()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--cacert") && err.contains("no certificate"),
+        "{err}"
+    );
+}
