@@ -156,7 +156,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 /// Open, or behind `--metrics-token` when one is set; it never names a tenant either way.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "server", responses(
-    (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain"),
+    (status = 200, description = "OpenMetrics text exposition (prometheus-client).", body = String, content_type = "application/openmetrics-text"),
     (status = 401, description = "A metrics token is set and was not presented.", body = openapi::ErrorBody),
     (status = 500, description = "The database could not be read.", body = openapi::ErrorBody),
     (status = 503, description = "The database is not writable.", body = openapi::ErrorBody),
