@@ -34,10 +34,31 @@ fn condition(c: Option<&Condition>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A cluster's path parameters, as every `/clusters/{ns}/{name}/…` operation takes and
+/// documents them (checked by `cluster_ref`, which answers 422 naming the one that is wrong).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ClusterPath {
+    /// The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.
+    #[param(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )]
+    ns: String,
+    /// The CAPI Cluster's name, a DNS-1123 label.
+    #[param(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )]
+    name: String,
+}
+
 /// `GET /v1/clusters/{ns}/{name}/nodes`: every Machine of the cluster, its phase, health,
 /// addresses, floating IP and the job that made it.
 #[utoipa::path(get, path = "/clusters/{ns}/{name}/nodes", operation_id = "clusterNodes", tag = "clusters", security(("bearerAuth" = [])),
-    params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    params(ClusterPath),
     responses((status = 200, description = "`{cluster, nodes}`: each Machine with its phase, health, addresses, floating IPs and the job that made it.", body = openapi::AnyObject),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "No such cluster, or not the principal's to see.", body = openapi::ErrorBody),
@@ -48,9 +69,9 @@ fn condition(c: Option<&Condition>) -> Value {
 pub async fn nodes(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(path): Path<ClusterPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let cluster = cluster_ref(ns, name)?;
+    let cluster = cluster_ref(path.ns, path.name)?;
     let (ns, name) = (cluster.ns.as_str(), cluster.name.as_str());
     visible(&st, &p, &cluster)?;
     let c = clients(&st)?;
@@ -278,7 +299,7 @@ async fn cluster_os(
 /// `GET /v1/clusters/{ns}/{name}/quota`: the limits and usage of the cluster's project, read
 /// with the cluster's own credentials, for whoever may see the cluster.
 #[utoipa::path(get, path = "/clusters/{ns}/{name}/quota", operation_id = "clusterQuota", tag = "clusters", security(("bearerAuth" = [])),
-    params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    params(ClusterPath),
     responses((status = 200, description = "`{cluster, project_id, quota}`: the project's limits and usage.", body = openapi::AnyObject),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "No such cluster, or not the principal's to see.", body = openapi::ErrorBody),
@@ -289,9 +310,9 @@ async fn cluster_os(
 pub async fn quota(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(path): Path<ClusterPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let cluster = cluster_ref(ns, name)?;
+    let cluster = cluster_ref(path.ns, path.name)?;
     visible(&st, &p, &cluster)?;
     let c = clients(&st)?;
     let os = cluster_os(c, &cluster).await?;
@@ -427,7 +448,7 @@ pub async fn list(
 /// availability zones, compute hosts (`null` where the credentials may not list them),
 /// volume types and free floating IP addresses of the external networks.
 #[utoipa::path(get, path = "/clusters/{ns}/{name}/catalog", operation_id = "clusterCatalog", tag = "clusters", security(("bearerAuth" = [])),
-    params(("ns" = String, Path, description = "The cluster's namespace, a DNS-1123 label; anything else is a 422 naming the parameter.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), ("name" = String, Path, description = "The CAPI Cluster's name, a DNS-1123 label.", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")),
+    params(ClusterPath),
     responses((status = 200, description = "What the cluster's own credentials see: `flavors`, `images`, `networks` with subnets, `availability_zones`, `hosts` (null where not allowed), `volume_types`, free `floating_ips`.", body = openapi::AnyObject),
     (status = 401, description = "Missing or unknown bearer token.", body = openapi::ErrorBody),
     (status = 404, description = "No such cluster, or not the principal's to see.", body = openapi::ErrorBody),
@@ -438,9 +459,9 @@ pub async fn list(
 pub async fn catalog(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(path): Path<ClusterPath>,
 ) -> Result<Json<Value>, ApiError> {
-    let cluster = cluster_ref(ns, name)?;
+    let cluster = cluster_ref(path.ns, path.name)?;
     visible(&st, &p, &cluster)?;
     let c = clients(&st)?;
     let os = cluster_os(c, &cluster).await?;
