@@ -16,13 +16,13 @@ use crate::config::{Auth, Config, Secret};
 use crate::engine::step::Registry;
 use crate::engine::{Engine, EngineConfig, workflow};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{DbLocation, Store};
 
 /// Everything `serve` needs, from flags or from a test.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    pub db: PathBuf,
+    pub db: DbLocation,
     pub config: Option<PathBuf>,
     /// Load workflows from this directory instead of the built-in ones.
     pub workflows: Option<PathBuf>,
@@ -42,11 +42,11 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    pub fn new(listen: SocketAddr, db: PathBuf) -> ServeOptions {
+    pub fn new(listen: SocketAddr, db: impl Into<DbLocation>) -> ServeOptions {
         let defaults = EngineConfig::default();
         ServeOptions {
             listen,
-            db,
+            db: db.into(),
             config: None,
             workflows: None,
             admin_token: None,
@@ -98,14 +98,21 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
         Some(files) => Some(crate::tls::Certificates::load(files.clone()).await?),
         None => None,
     };
-    let store = Store::open(&opts.db).await?;
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if config.tokens.is_empty() && opts.admin_token.is_none() && opts.db.file().is_none() {
+        anyhow::bail!(
+            "no API token configured: with a PostgreSQL --db, set CAPSTAN_ADMIN_TOKEN (or \
+             tokens in --config); there is no database file to keep a local token beside"
+        );
+    }
+    let store = Store::open(&opts.db).await?;
     let mut admin_token = opts.admin_token.clone();
     if config.tokens.is_empty() && admin_token.is_none() {
-        let (path, token) = local_admin_token(&opts.db)?;
+        let file = opts.db.file().expect("a PostgreSQL store with no token was refused above");
+        let (path, token) = local_admin_token(file)?;
         info!(
             file = %path.display(),
             "no API token configured; using the local admin token kept in this file"
@@ -140,7 +147,7 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     };
     let mut kinds: Vec<&String> = engine.workflows().keys().collect();
     kinds.sort();
-    info!(db = %opts.db.display(), kinds = ?kinds, "capstan serving on {scheme}://{addr}");
+    info!(db = %opts.db, kinds = ?kinds, "capstan serving on {scheme}://{addr}");
     // Tests and scripts read the bound address from this line.
     println!("capstan: listening on {scheme}://{addr}");
 

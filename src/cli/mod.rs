@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::serve::{ServeOptions, serve};
+use crate::store::DbLocation;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +61,26 @@ pub enum Command {
     /// Measure the engine and print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Check or migrate the store's schema, e.g. before rolling out a new version.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Apply this binary's pending migrations (replicas also do on start; this lets an
+    /// operator migrate first, then roll out).
+    Migrate(DbArgs),
+    /// Say whether the database is at this binary's schema: exit 0 if it is, 1 if it needs
+    /// migrating, was migrated by a newer binary, or is not Capstan's.
+    Check(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The store: a SQLite file or a postgres:// URL.
+    #[arg(long, env = "CAPSTAN_DB", hide_env_values = true, value_parser = DbLocation::parse)]
+    pub db: DbLocation,
 }
 
 #[derive(Debug, Args)]
@@ -67,9 +88,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// SQLite database file (created if absent).
-    #[arg(long, default_value = "capstan.db")]
-    pub db: PathBuf,
+    /// The store: a SQLite file (created if absent), or a PostgreSQL database
+    /// (`postgres://user:password@host:5432/db?sslmode=require`) that several replicas
+    /// share with no leader. The password is never logged.
+    #[arg(long, env = "CAPSTAN_DB", hide_env_values = true, default_value = "capstan.db",
+          value_parser = DbLocation::parse)]
+    pub db: DbLocation,
     /// Tenants and tokens (YAML); see README.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -123,10 +147,6 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "CAPSTAN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// A PostgreSQL URL for the store: not supported yet (issue 14), so serve refuses it
-    /// rather than keep the jobs in a SQLite file nobody meant to use.
-    #[arg(long, env = "CAPSTAN_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<crate::config::Secret>,
 }
 
 /// A cluster named on the command line.
@@ -484,15 +504,60 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
 /// clouds.yaml (which holds a password) go beside the database, in `<db>.sim/` (mode 0700),
 /// rewritten on each start: one private place per database that a `kill -9` leaves nothing
 /// extra in, instead of a new directory in the system temp dir on every run.
+/// `capstan db migrate|check`.
+async fn db(cmd: DbCmd) -> anyhow::Result<()> {
+    use crate::store::Store;
+    match cmd {
+        DbCmd::Check(a) => {
+            let s = Store::check(&a.db).await?;
+            if s.current() {
+                println!(
+                    "capstan: {} is at migration {}, this binary's schema",
+                    a.db, s.applied
+                );
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} is at migration {}; this binary needs {}: run `capstan db migrate`",
+                    a.db,
+                    s.applied,
+                    s.known
+                )
+            }
+        }
+        DbCmd::Migrate(a) => {
+            let before = Store::check(&a.db).await?;
+            drop(Store::open(&a.db).await?);
+            let after = Store::check(&a.db).await?;
+            if before.applied == after.applied {
+                println!(
+                    "capstan: {} was already at migration {}; nothing to do",
+                    a.db, after.applied
+                );
+            } else {
+                println!(
+                    "capstan: migrated {} from migration {} to {}",
+                    a.db, before.applied, after.applied
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn start_embedded_sim(
-    db: &std::path::Path,
+    db: &DbLocation,
     state_dir: Option<PathBuf>,
     scenario: Option<PathBuf>,
     time_scale: f64,
 ) -> anyhow::Result<crate::sim::Sim> {
-    let state_dir = match state_dir {
-        Some(d) => d,
-        None => {
+    let state_dir = match (state_dir, db.file()) {
+        (Some(d), _) => d,
+        (None, None) => anyhow::bail!(
+            "--sim with a PostgreSQL --db needs --state-dir: there is no database file to keep \
+             the simulated cloud's state beside"
+        ),
+        (None, Some(db)) => {
             let dir = db.with_extension("sim");
             private_dir(&dir)?;
             dir
@@ -595,12 +660,6 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve(a) => {
                 let a = *a;
-                if a.database_url.is_some() {
-                    anyhow::bail!(
-                        "--database-url (CAPSTAN_DATABASE_URL): the PostgreSQL store is not there \
-                         yet (issue 14); unset it and keep the database in --db (SQLite)"
-                    );
-                }
                 let mut opts = ServeOptions::new(a.listen, a.db.clone());
                 opts.config = a.config;
                 opts.workflows = a.workflows;
@@ -641,6 +700,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Bench(BenchCmd::Engine(args)) => crate::bench::engine(args).await,
             Command::Bench(BenchCmd::Sim(args)) => crate::bench::sim(args).await,
             Command::Bench(BenchCmd::ScaleOut(args)) => crate::bench::scale_out::run(args).await,
+            Command::Db(cmd) => db(cmd).await,
         }
     });
     match result {

@@ -143,6 +143,7 @@ impl Engine {
         info!(worker = %inner.config.worker_id, lease = ?inner.config.lease, "engine started");
         let mut runners = JoinSet::new();
         let mut shutdown = inner.shutdown.clone();
+        let remote = tokio::spawn(wake_on_remote_writes(self.inner.clone()));
         let lease_ms = inner.config.lease.as_millis() as i64;
         loop {
             if *shutdown.borrow() {
@@ -184,6 +185,7 @@ impl Engine {
                 _ = shutdown.changed() => {}
             }
         }
+        remote.abort();
         while runners.join_next().await.is_some() {}
         info!("engine stopped");
     }
@@ -192,5 +194,21 @@ impl Engine {
     /// Fires due schedules through `intake`, each as its owner.
     pub async fn run_scheduler(&self, intake: Arc<intake::Intake>) {
         scheduler::run(self.clone(), intake).await
+    }
+}
+
+/// Another replica wrote to a job this process does not hold (PostgreSQL's NOTIFY: a
+/// submit, a resume, a nudge, a release): claim now rather than on the next poll. Notices
+/// about held jobs are this process's own writes (or an operator's, which the runner's
+/// heartbeat reads), so they wake nothing.
+async fn wake_on_remote_writes(inner: Arc<Inner>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut notices = inner.store.subscribe_remote();
+    loop {
+        match notices.recv().await {
+            Ok(job) if !job.is_empty() && inner.held.get(&job).is_some() => {}
+            Ok(_) | Err(RecvError::Lagged(_)) => inner.poke.notify_one(),
+            Err(RecvError::Closed) => return,
+        }
     }
 }

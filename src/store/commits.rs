@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::events::NewEvent;
 use super::jobs::JobRow;
 use super::progress::{TaskUpdate, apply_task_update};
+use super::sql::{Pool, Tx, query};
 use super::{Result, Store, StoreError, WriteHealth};
 use crate::model::JobState;
 
@@ -31,7 +31,7 @@ pub(crate) struct Request {
 }
 
 pub(super) fn spawn_writer(
-    pool: SqlitePool,
+    pool: Pool,
     appended: broadcast::Sender<String>,
     health: Arc<WriteHealth>,
 ) -> mpsc::Sender<Request> {
@@ -62,7 +62,7 @@ pub(super) async fn commit(
 }
 
 async fn writer(
-    pool: SqlitePool,
+    pool: Pool,
     mut rx: mpsc::Receiver<Request>,
     appended: broadcast::Sender<String>,
     health: Arc<WriteHealth>,
@@ -111,21 +111,24 @@ async fn writer(
 
 /// Writes a batch in one transaction; the outer error means nothing of it was committed.
 async fn write_batch(
-    pool: &SqlitePool,
+    pool: &Pool,
     batch: &[Request],
 ) -> Result<Vec<Result<Option<JobState>>>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = match pool {
+        Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+        Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+    };
     let mut results = Vec::with_capacity(batch.len());
     for r in batch {
-        sqlx::query("SAVEPOINT outcome").execute(&mut *tx).await?;
+        query("SAVEPOINT outcome").execute(&mut tx).await?;
         let result = apply_task_update(
             &mut tx, &r.job_id, &r.cluster, r.fence, &r.update, &r.events,
         )
         .await;
         if result.is_err() {
-            sqlx::query("ROLLBACK TO outcome").execute(&mut *tx).await?;
+            query("ROLLBACK TO outcome").execute(&mut tx).await?;
         }
-        sqlx::query("RELEASE outcome").execute(&mut *tx).await?;
+        query("RELEASE outcome").execute(&mut tx).await?;
         results.push(result);
     }
     tx.commit().await?;

@@ -1,7 +1,7 @@
 //! A job's state, derived from its node tasks inside the writing transaction, so the two
 //! never disagree.
 
-use sqlx::{Sqlite, Transaction};
+use super::sql::{Tx, query};
 
 use super::events::{NewEvent, insert_event};
 use super::{Result, StoreError};
@@ -14,24 +14,24 @@ type StatusCounts = [(String, i64, Option<i64>)];
 /// Re-derives a job's state and next wake-up from its tasks, inside the caller's transaction,
 /// and records a `job_state` event when the state changes.
 pub(super) async fn derive_job_state(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     job_id: &str,
     now: i64,
 ) -> Result<JobState> {
     let (old, cancel_requested, deadline_at): (String, bool, Option<i64>) =
-        sqlx::query_as("SELECT state, cancel_requested, deadline_at FROM jobs WHERE id = ?")
+        query("SELECT state, cancel_requested, deadline_at FROM jobs WHERE id = ?")
             .bind(job_id)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
     let old: JobState = old.parse().map_err(StoreError::Conflict)?;
-    let counts: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+    let counts: Vec<(String, i64, Option<i64>)> = query(
         "SELECT status, COUNT(*), MIN(wake_at) FROM node_tasks WHERE job_id = ? GROUP BY status",
     )
     .bind(job_id)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let (state, next_run_at) = derive(old, cancel_requested, deadline_at, &counts, now);
-    sqlx::query(
+    query(
         "UPDATE jobs SET state = ?, next_run_at = ?, updated_at = ?, \
            finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END \
          WHERE id = ?",
@@ -42,7 +42,7 @@ pub(super) async fn derive_job_state(
     .bind(state.is_terminal())
     .bind(now)
     .bind(job_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if state != old {
         let summary = counts

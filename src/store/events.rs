@@ -2,10 +2,10 @@
 //! deletes), written in the transaction of the change they record.
 
 use serde_json::Value;
-use sqlx::{Sqlite, Transaction};
+use super::sql::{Dialect, Tx, query};
 
 use super::leases::check_fence;
-use super::{Result, Store, now_ms};
+use super::{Result, Store, lock_job, now_ms};
 use crate::model::{EventKind, FailureClass};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -85,7 +85,7 @@ impl NewEvent {
 impl Store {
     /// A job's history after event `after`, oldest first.
     pub async fn events(&self, job_id: &str, after: i64, limit: i64) -> Result<Vec<EventRow>> {
-        Ok(sqlx::query_as(
+        Ok(query(
             "SELECT id, job_id, at, node, kind, from_state, to_state, attempt, class, message, data \
              FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
         )
@@ -110,13 +110,19 @@ impl Store {
     }
 }
 
-pub(super) async fn insert_event(
-    tx: &mut Transaction<'static, Sqlite>,
-    job_id: &str,
-    at: i64,
-    e: &NewEvent,
-) -> Result<()> {
-    sqlx::query(
+/// Appends one entry to a job's history. On PostgreSQL it first locks the job's row (so
+/// the job's event IDs grow in commit order: a reader paging by ID never passes one that
+/// commits later) and notifies the other replicas, on commit, that the job was written to.
+pub(super) async fn insert_event(tx: &mut Tx, job_id: &str, at: i64, e: &NewEvent) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        lock_job(tx, job_id).await?;
+        query("SELECT pg_notify(?, ?)")
+            .bind(super::postgres::CHANNEL)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    query(
         "INSERT INTO events (job_id, at, node, kind, from_state, to_state, attempt, class, message, data) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -130,7 +136,7 @@ pub(super) async fn insert_event(
     .bind(e.class.map(|c| c.as_str()))
     .bind(&e.message)
     .bind(e.data.as_ref().map(|d| d.to_string()))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

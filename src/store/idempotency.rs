@@ -1,10 +1,13 @@
 //! Idempotency keys: a submit retried with the same key and request returns the job the
 //! first one made; the same key with another request is a conflict.
 
-use sqlx::{Sqlite, Transaction};
+use super::sql::{Dialect, Tx, query};
 
 use super::jobs::{NewJob, Submitted};
 use super::{Result, Store, StoreError, now_ms};
+
+/// The first key of the advisory locks on idempotency keys (the second is the key's hash).
+const KEY_LOCKS: i64 = 1;
 
 /// Ties a submit to a key, so a retried request returns the first job.
 #[derive(Debug, Clone)]
@@ -22,7 +25,7 @@ impl Store {
         owner: &str,
         key: &str,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
+        let row: Option<(String,)> = query(
             "SELECT job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?",
         )
         .bind(tenant)
@@ -35,20 +38,29 @@ impl Store {
 }
 
 /// The job `k` already made for this tenant and owner, or a conflict if it was made for
-/// another request.
+/// another request. On PostgreSQL the key stays locked to this transaction from here on, so
+/// the same key submitted to two replicas at once makes one job (the second waits, then
+/// finds it).
 pub(super) async fn existing_for_key(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     tenant: &str,
     owner: &str,
     k: &IdempotencyKey,
 ) -> Result<Option<Submitted>> {
-    let row: Option<(String, String)> = sqlx::query_as(
+    if tx.dialect() == Dialect::Postgres {
+        query("SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(?))")
+            .bind(KEY_LOCKS)
+            .bind(format!("{tenant}\n{owner}\n{}", k.key))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let row: Option<(String, String)> = query(
         "SELECT request, job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?",
     )
     .bind(tenant)
     .bind(owner)
     .bind(&k.key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     match row {
         None => Ok(None),
@@ -65,11 +77,11 @@ pub(super) async fn existing_for_key(
 
 /// Ties `k` to the job being inserted, in the same transaction.
 pub(super) async fn record_key(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     job: &NewJob,
     k: &IdempotencyKey,
 ) -> Result<()> {
-    sqlx::query(
+    query(
         "INSERT INTO idempotency_keys (tenant, owner, key, request, job_id, created_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
     )
@@ -79,7 +91,7 @@ pub(super) async fn record_key(
     .bind(&k.request)
     .bind(&job.id)
     .bind(now_ms())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

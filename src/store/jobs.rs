@@ -2,7 +2,7 @@
 //! asked, its idempotency key, in one transaction) and the reads the API and the engine make.
 
 use serde_json::Value;
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use super::sql::{Tx, query};
 
 use super::events::{NewEvent, insert_event};
 use super::idempotency::{IdempotencyKey, existing_for_key, record_key};
@@ -158,7 +158,7 @@ impl Store {
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-        Ok(sqlx::query_as(&sql)
+        Ok(query(&sql)
             .bind(id)
             .fetch_optional(&self.read)
             .await?)
@@ -166,41 +166,42 @@ impl Store {
 
     pub async fn tasks(&self, job_id: &str) -> Result<Vec<TaskRow>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM node_tasks WHERE job_id = ? ORDER BY seq");
-        Ok(sqlx::query_as(&sql)
+        Ok(query(&sql)
             .bind(job_id)
             .fetch_all(&self.read)
             .await?)
     }
 
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1"));
-        if let Some(v) = &f.tenant {
-            q.push(" AND tenant = ").push_bind(v.clone());
+        let filters = [
+            ("tenant = ?", f.tenant.clone()),
+            ("owner = ?", f.owner.clone()),
+            ("kind = ?", f.kind.clone()),
+            ("state = ?", f.state.map(|s| s.as_str().to_string())),
+            ("cluster = ?", f.cluster.clone()),
+            ("id < ?", f.before.clone()),
+        ];
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
+        let mut values = Vec::new();
+        for (clause, value) in filters {
+            if let Some(v) = value {
+                sql.push_str(" AND ");
+                sql.push_str(clause);
+                values.push(v);
+            }
         }
-        if let Some(v) = &f.owner {
-            q.push(" AND owner = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.kind {
-            q.push(" AND kind = ").push_bind(v.clone());
-        }
-        if let Some(v) = f.state {
-            q.push(" AND state = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &f.cluster {
-            q.push(" AND cluster = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.before {
-            q.push(" AND id < ").push_bind(v.clone());
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
-        Ok(q.build_query_as().fetch_all(&self.read).await?)
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let q = values
+            .into_iter()
+            .fold(query(sql), |q, v| q.bind(v))
+            .bind(f.limit);
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     /// Counts of jobs by kind and state, for `/metrics`.
     pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
         Ok(
-            sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
+            query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
                 .fetch_all(&self.read)
                 .await?,
         )
@@ -210,7 +211,7 @@ impl Store {
     /// node whose wait is for quota counts as `waiting_for_quota` (the reason scale_out's
     /// quota step gives, [`WAITING_FOR_QUOTA`]).
     pub async fn node_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        Ok(sqlx::query_as(
+        Ok(query(
             "SELECT j.kind, CASE WHEN t.status = 'waiting' AND t.wait_reason LIKE ? || '%' \
                THEN ? ELSE t.status END AS s, COUNT(*) \
              FROM node_tasks t JOIN jobs j ON j.id = t.job_id GROUP BY j.kind, s",
@@ -222,9 +223,9 @@ impl Store {
     }
 }
 
-pub(super) async fn insert_job(tx: &mut Transaction<'static, Sqlite>, job: &NewJob) -> Result<()> {
+pub(super) async fn insert_job(tx: &mut Tx, job: &NewJob) -> Result<()> {
     let now = now_ms();
-    sqlx::query(
+    query(
         "INSERT INTO jobs (id, kind, tenant, owner, cluster, params, state, deadline_at, \
            concurrency, schedule_id, created_at, updated_at, next_run_at) \
          VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
@@ -241,10 +242,10 @@ pub(super) async fn insert_job(tx: &mut Transaction<'static, Sqlite>, job: &NewJ
     .bind(now)
     .bind(now)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     for (seq, (name, spec)) in job.nodes.iter().enumerate() {
-        sqlx::query(
+        query(
             "INSERT INTO node_tasks (job_id, name, seq, spec, state, status, entered_at, wake_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
         )
@@ -256,7 +257,7 @@ pub(super) async fn insert_job(tx: &mut Transaction<'static, Sqlite>, job: &NewJ
         .bind(now)
         .bind(now)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     let names: Vec<&str> = job.nodes.iter().map(|(n, _)| n.as_str()).collect();

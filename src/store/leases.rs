@@ -1,9 +1,10 @@
 //! Leases with fencing: claiming due or lapsed jobs (each claim bumps the job's fencing
 //! token), heartbeats, clean release, and the fence check every holder's write makes.
 
-use sqlx::{Sqlite, Transaction};
+use super::sql::{Tx, query};
 
 use super::derive::derive_job_state;
+use super::sql::query_by;
 use super::events::{NewEvent, insert_event};
 use super::jobs::{JOB_COLUMNS, JobRow, TASK_COLUMNS, TaskRow};
 use super::{Result, Store, StoreError, now_ms};
@@ -32,38 +33,40 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // Read the clock once the write lock is held: waiting for it must not eat the lease.
         let now = now_ms();
-        let mut candidates: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT id, lease_owner FROM jobs \
+        // On PostgreSQL other replicas claim at the same moment: each skips the rows
+        // another holds locked, so no two claim one job and none waits on another.
+        const DUE: &str = "SELECT id, lease_owner FROM jobs \
              WHERE next_run_at IS NOT NULL AND lease_owner IS NULL AND next_run_at <= ? \
-             ORDER BY next_run_at LIMIT ?",
-        )
+             ORDER BY next_run_at LIMIT ?";
+        let mut candidates: Vec<(String, Option<String>)> =
+            query_by(DUE, format!("{DUE} FOR UPDATE SKIP LOCKED"))
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         if candidates.len() < limit {
             // Leases that lapsed: their holder died (or stalled) mid-job.
-            let lapsed: Vec<(String, Option<String>)> = sqlx::query_as(
-                "SELECT id, lease_owner FROM jobs \
+            const LAPSED: &str = "SELECT id, lease_owner FROM jobs \
                  WHERE lease_owner IS NOT NULL AND lease_until < ? \
-                 ORDER BY lease_until LIMIT ?",
-            )
+                 ORDER BY lease_until LIMIT ?";
+            let lapsed: Vec<(String, Option<String>)> =
+                query_by(LAPSED, format!("{LAPSED} FOR UPDATE SKIP LOCKED"))
             .bind(now)
             .bind((limit - candidates.len()) as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             candidates.extend(lapsed);
         }
         let mut claims = Vec::with_capacity(candidates.len());
         for (id, previous) in candidates {
-            let job: JobRow = sqlx::query_as(&format!(
+            let job: JobRow = query(format!(
                 "UPDATE jobs SET lease_owner = ?, lease_until = ?, fence = fence + 1 WHERE id = ? \
                  RETURNING {JOB_COLUMNS}"
             ))
             .bind(worker)
             .bind(now + lease_ms)
             .bind(&id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
             // A lease is cleared on a clean release; one still set here lapsed under a dead worker.
             let taken_over_from = previous.filter(|p| p != worker);
@@ -73,11 +76,11 @@ impl Store {
                 ));
                 insert_event(&mut tx, &id, now, &e).await?;
             }
-            let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
+            let tasks: Vec<TaskRow> = query(format!(
                 "SELECT {TASK_COLUMNS} FROM node_tasks WHERE job_id = ? ORDER BY seq"
             ))
             .bind(&id)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             claims.push(Claim {
                 job,
@@ -99,9 +102,12 @@ impl Store {
         fence: i64,
         lease_ms: i64,
     ) -> Result<Option<Heartbeat>> {
-        let row: Option<(bool, i64)> = sqlx::query_as(
-            // The new expiry is computed when the statement runs, after any wait for the lock.
+        // The new expiry is computed when the statement runs, after any wait for the lock.
+        let row: Option<(bool, i64)> = query_by(
             "UPDATE jobs SET lease_until = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ? \
+             WHERE id = ? AND fence = ? RETURNING cancel_requested, operator_seq",
+            "UPDATE jobs SET lease_until = \
+               CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT) + ? \
              WHERE id = ? AND fence = ? RETURNING cancel_requested, operator_seq",
         )
         .bind(lease_ms)
@@ -136,14 +142,17 @@ impl Store {
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, job_id, fence).await?;
         derive_job_state(&mut tx, job_id, now_ms()).await?;
-        sqlx::query(
+        query_by(
             "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, \
                next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE MAX(next_run_at, COALESCE(?, 0)) END \
+             WHERE id = ?",
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, \
+               next_run_at = CASE WHEN next_run_at IS NULL THEN NULL ELSE GREATEST(next_run_at, COALESCE(?, 0)) END \
              WHERE id = ?",
         )
         .bind(not_before)
         .bind(job_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         self.commit(tx).await?;
         self.notify_appended(job_id);
@@ -151,15 +160,14 @@ impl Store {
     }
 }
 
-/// Refuses the write unless `fence` is still the job's fencing token.
-pub(super) async fn check_fence(
-    tx: &mut Transaction<'static, Sqlite>,
-    job_id: &str,
-    fence: i64,
-) -> Result<()> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT fence FROM jobs WHERE id = ?")
+/// Refuses the write unless `fence` is still the job's fencing token; on PostgreSQL the
+/// job's row stays locked for the rest of the transaction, so a claim cannot bump the token
+/// between this check and the writes it guards.
+pub(super) async fn check_fence(tx: &mut Tx, job_id: &str, fence: i64) -> Result<()> {
+    const FENCE: &str = "SELECT fence FROM jobs WHERE id = ?";
+    let current: Option<i64> = query_by(FENCE, format!("{FENCE} FOR UPDATE"))
         .bind(job_id)
-        .fetch_optional(&mut **tx)
+        .scalar_optional(&mut *tx)
         .await?;
     if current != Some(fence) {
         return Err(StoreError::LeaseLost { fence });

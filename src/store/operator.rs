@@ -4,8 +4,9 @@
 use serde_json::Value;
 
 use super::derive::derive_job_state;
+use super::sql::query;
 use super::events::{NewEvent, insert_event};
-use super::{Result, Store, StoreError, now_ms};
+use super::{Result, Store, StoreError, lock_job, now_ms};
 use crate::model::{EventKind, JobState};
 
 impl Store {
@@ -13,24 +14,24 @@ impl Store {
     pub async fn request_cancel(&self, job_id: &str, who: &str) -> Result<JobState> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let state: JobState =
-            sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE id = ?")
-                .bind(job_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .parse()
-                .map_err(StoreError::Conflict)?;
+        lock_job(&mut tx, job_id).await?;
+        let state: JobState = query("SELECT state FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .scalar::<String>(&mut tx)
+            .await?
+            .parse()
+            .map_err(StoreError::Conflict)?;
         if state.is_terminal() {
             return Err(StoreError::Conflict(format!("the job has already {state}")));
         }
-        sqlx::query(
-            "UPDATE jobs SET cancel_requested = 1, state = 'cancelling', next_run_at = ?, \
+        query(
+            "UPDATE jobs SET cancel_requested = TRUE, state = 'cancelling', next_run_at = ?, \
              operator_seq = operator_seq + 1, updated_at = ? WHERE id = ?",
         )
         .bind(now)
         .bind(now)
         .bind(job_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let e = NewEvent::new(EventKind::Operator).message(format!(
             "cancel requested by {who}; in-flight steps finish, nothing new starts"
@@ -46,7 +47,8 @@ impl Store {
     pub async fn resume(&self, job_id: &str, who: &str) -> Result<Vec<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let names: Vec<(String, String)> = sqlx::query_as(
+        lock_job(&mut tx, job_id).await?;
+        let names: Vec<(String, String)> = query(
             "UPDATE node_tasks SET status = 'running', attempt = 0, wake_at = ?, wait_reason = NULL, \
                entered_at = ?, updated_at = ? \
              WHERE job_id = ? AND status = 'needs_input' RETURNING name, state",
@@ -55,7 +57,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(job_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await?;
         if names.is_empty() {
             return Err(StoreError::Conflict(
@@ -69,9 +71,9 @@ impl Store {
                 .message(format!("resumed by {who}"));
             insert_event(&mut tx, job_id, now, &e).await?;
         }
-        sqlx::query("UPDATE jobs SET operator_seq = operator_seq + 1 WHERE id = ?")
+        query("UPDATE jobs SET operator_seq = operator_seq + 1 WHERE id = ?")
             .bind(job_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         derive_job_state(&mut tx, job_id, now).await?;
         self.commit(tx).await?;
@@ -91,11 +93,12 @@ impl Store {
     ) -> Result<Vec<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        lock_job(&mut tx, job_id).await?;
         let row: Option<(String, String)> =
-            sqlx::query_as("SELECT status, spec FROM node_tasks WHERE job_id = ? AND name = ?")
+            query("SELECT status, spec FROM node_tasks WHERE job_id = ? AND name = ?")
                 .bind(job_id)
                 .bind(node)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         let Some((status, spec)) = row else {
             return Err(StoreError::Conflict(format!(
@@ -110,17 +113,17 @@ impl Store {
         let mut spec: Value = serde_json::from_str(&spec)?;
         merge_patch(&mut spec, &Value::Object(patch.clone()));
         let changed: Vec<String> = patch.keys().cloned().collect();
-        sqlx::query("UPDATE node_tasks SET spec = ?, updated_at = ? WHERE job_id = ? AND name = ?")
+        query("UPDATE node_tasks SET spec = ?, updated_at = ? WHERE job_id = ? AND name = ?")
             .bind(spec.to_string())
             .bind(now)
             .bind(job_id)
             .bind(node)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query("UPDATE jobs SET operator_seq = operator_seq + 1, updated_at = ? WHERE id = ?")
+        query("UPDATE jobs SET operator_seq = operator_seq + 1, updated_at = ? WHERE id = ?")
             .bind(now)
             .bind(job_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         let e = NewEvent::new(EventKind::Operator)
             .node(node)

@@ -3,13 +3,13 @@
 //! and giving it back when it ends, and cancelling the unfinished nodes at a safe point.
 
 use serde_json::Value;
-use sqlx::{Sqlite, Transaction};
+use super::sql::{Tx, query, query_by};
 
 use super::derive::derive_job_state;
 use super::events::{NewEvent, insert_event};
 use super::jobs::{JobRow, PROGRESS_VERSION_KEY, TaskRow};
 use super::leases::check_fence;
-use super::{Result, Store, StoreError, now_ms};
+use super::{Result, Store, StoreError, lock_job, now_ms};
 use crate::model::{EventKind, FailureClass, JobState, NodeStatus};
 
 /// The mutable part of a node task, written whole by its lease holder after each step.
@@ -75,9 +75,15 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
+        lock_job(&mut tx, job_id).await?;
+        let changed = query_by(
             "UPDATE node_tasks SET external_ids = json_set(external_ids, '$.\"' || ? || '\"', ?, \
                '$.\"' || ? || '\"', json(?)), \
+               updated_at = ? \
+             WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
+            "UPDATE node_tasks SET external_ids = (external_ids::jsonb \
+               || jsonb_build_object(?::text, ?::bigint) \
+               || jsonb_build_object(?::text, ?::jsonb))::text, \
                updated_at = ? \
              WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
         )
@@ -90,9 +96,8 @@ impl Store {
         .bind(node)
         .bind(job_id)
         .bind(fence)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut tx)
+        .await?;
         if changed == 0 {
             return Err(StoreError::LeaseLost { fence });
         }
@@ -114,7 +119,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, &job.id, fence).await?;
         // A no-op update on conflict makes RETURNING give the current holder either way.
-        let holder: String = sqlx::query_scalar(
+        let holder: String = query(
             "INSERT INTO node_locks (cluster, node, job_id, acquired_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (cluster, node) DO UPDATE SET node = excluded.node RETURNING job_id",
         )
@@ -122,20 +127,19 @@ impl Store {
         .bind(node)
         .bind(&job.id)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .scalar(&mut tx)
         .await?;
         if holder != job.id {
             self.commit(tx).await?;
             return Ok(Some(holder));
         }
-        let started = sqlx::query(
+        let started = query(
             "UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ? AND state = 'queued'",
         )
         .bind(now)
         .bind(&job.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut tx)
+        .await?;
         if started > 0 {
             let e = NewEvent::new(EventKind::JobState)
                 .transition("queued", "running")
@@ -160,14 +164,14 @@ impl Store {
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, &job.id, fence).await?;
         for t in tasks.iter().filter(|t| !t.status.is_terminal()) {
-            sqlx::query(
+            query(
                 "UPDATE node_tasks SET status = 'cancelled', wake_at = NULL, wait_reason = NULL, \
                  updated_at = ? WHERE job_id = ? AND name = ?",
             )
             .bind(now)
             .bind(&job.id)
             .bind(&t.name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             release_node_lock(&mut tx, &job.cluster, &t.name, &job.id).await?;
             let leaves = t.external_ids();
@@ -198,7 +202,7 @@ impl Store {
 /// The body of [`Store::commit_task`], inside the caller's transaction. Writes nothing when
 /// the fence is stale.
 pub(super) async fn apply_task_update(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     job_id: &str,
     cluster: &str,
     fence: i64,
@@ -206,7 +210,8 @@ pub(super) async fn apply_task_update(
     events: &[NewEvent],
 ) -> Result<Option<JobState>> {
     let now = now_ms();
-    let changed = sqlx::query(
+    lock_job(tx, job_id).await?;
+    let changed = query(
         "UPDATE node_tasks SET state = ?, status = ?, attempt = ?, attempts_total = ?, \
            entered_at = ?, wake_at = ?, wait_reason = ?, failure_class = ?, last_error = ?, updated_at = ? \
          WHERE job_id = ? AND name = ? AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND fence = ?)",
@@ -225,9 +230,8 @@ pub(super) async fn apply_task_update(
     .bind(&update.name)
     .bind(job_id)
     .bind(fence)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    .execute(&mut *tx)
+    .await?;
     if changed == 0 {
         return Err(StoreError::LeaseLost { fence });
     }
@@ -243,25 +247,25 @@ pub(super) async fn apply_task_update(
     let state = derive_job_state(tx, job_id, now).await?;
     if state.is_terminal() {
         // The job is done: its lease goes in the same transaction.
-        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
+        query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ?")
             .bind(job_id)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(Some(state))
 }
 
 pub(super) async fn release_node_lock(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     cluster: &str,
     node: &str,
     job_id: &str,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM node_locks WHERE cluster = ? AND node = ? AND job_id = ?")
+    query("DELETE FROM node_locks WHERE cluster = ? AND node = ? AND job_id = ?")
         .bind(cluster)
         .bind(node)
         .bind(job_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! transaction that inserts the job, so two engine processes on one file, or a restart in the
 //! middle, can never enqueue a tick twice.
 
-use sqlx::{QueryBuilder, Sqlite};
+use super::sql::query;
 
 use super::events::{NewEvent, insert_event};
 use super::jobs::{NewJob, insert_job};
@@ -47,19 +47,18 @@ pub struct ScheduleChange {
 impl Store {
     pub async fn create_schedule(&self, s: &ScheduleRow) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let taken: Option<String> =
-            sqlx::query_scalar("SELECT id FROM schedules WHERE tenant = ? AND name = ?")
-                .bind(&s.tenant)
-                .bind(&s.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let taken: Option<String> = query("SELECT id FROM schedules WHERE tenant = ? AND name = ?")
+            .bind(&s.tenant)
+            .bind(&s.name)
+            .scalar_optional(&mut tx)
+            .await?;
         if taken.is_some() {
             return Err(StoreError::Conflict(format!(
                 "tenant {} already has a schedule named `{}`",
                 s.tenant, s.name
             )));
         }
-        sqlx::query(&format!(
+        query(&format!(
             "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&s.id)
@@ -76,7 +75,7 @@ impl Store {
         .bind(s.updated_at)
         .bind(&s.last_error)
         .bind(s.last_error_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         self.commit(tx).await?;
         Ok(())
@@ -84,7 +83,7 @@ impl Store {
 
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
         Ok(
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM schedules WHERE id = ?"))
+            query(&format!("SELECT {COLUMNS} FROM schedules WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?,
@@ -92,16 +91,18 @@ impl Store {
     }
 
     pub async fn list_schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM schedules"));
-        if let Some(t) = tenant {
-            q.push(" WHERE tenant = ").push_bind(t.to_string());
-        }
-        q.push(" ORDER BY tenant, name");
-        Ok(q.build_query_as().fetch_all(&self.read).await?)
+        let q = match tenant {
+            Some(t) => query(format!(
+                "SELECT {COLUMNS} FROM schedules WHERE tenant = ? ORDER BY tenant, name"
+            ))
+            .bind(t),
+            None => query(format!("SELECT {COLUMNS} FROM schedules ORDER BY tenant, name")),
+        };
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     pub async fn update_schedule(&self, id: &str, c: &ScheduleChange) -> Result<()> {
-        sqlx::query(
+        query(
             "UPDATE schedules SET cron = COALESCE(?, cron), template = COALESCE(?, template), \
                enabled = COALESCE(?, enabled), next_fire_at = COALESCE(?, next_fire_at), \
                owner = COALESCE(?, owner), updated_at = ? WHERE id = ?",
@@ -119,18 +120,17 @@ impl Store {
     }
 
     pub async fn delete_schedule(&self, id: &str) -> Result<bool> {
-        Ok(sqlx::query("DELETE FROM schedules WHERE id = ?")
+        Ok(query("DELETE FROM schedules WHERE id = ?")
             .bind(id)
             .execute(&self.write)
             .await?
-            .rows_affected()
             > 0)
     }
 
     /// Enabled schedules whose next tick is due.
     pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE enabled = 1 AND next_fire_at <= ? ORDER BY next_fire_at"
+        Ok(query(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE enabled = TRUE AND next_fire_at <= ? ORDER BY next_fire_at"
         ))
         .bind(now)
         .fetch_all(&self.read)
@@ -148,11 +148,11 @@ impl Store {
     ) -> Result<Option<String>> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let moved = sqlx::query(
+        let moved = query(
             "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, \
                last_fired_at = ?, last_job_id = ?, last_error = NULL, last_error_at = NULL, \
                updated_at = ? \
-             WHERE id = ? AND next_fire_at = ? AND enabled = 1",
+             WHERE id = ? AND next_fire_at = ? AND enabled = TRUE",
         )
         .bind(next)
         .bind(next.is_some())
@@ -161,9 +161,8 @@ impl Store {
         .bind(now)
         .bind(&s.id)
         .bind(s.next_fire_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut tx)
+        .await?;
         if moved == 0 {
             return Ok(None);
         }
@@ -185,7 +184,7 @@ impl Store {
     /// broken template does not spin.
     pub async fn skip_tick(&self, s: &ScheduleRow, next: Option<i64>, why: &str) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
+        query(
             "UPDATE schedules SET next_fire_at = COALESCE(?, next_fire_at), enabled = ?, \
                last_error = ?, last_error_at = ?, updated_at = ? \
              WHERE id = ? AND next_fire_at = ?",
@@ -206,8 +205,8 @@ impl Store {
     /// longer holds the role), saying why.
     pub async fn pause_schedule(&self, id: &str, why: &str) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE schedules SET enabled = 0, last_error = ?, last_error_at = ?, updated_at = ? \
+        query(
+            "UPDATE schedules SET enabled = FALSE, last_error = ?, last_error_at = ?, updated_at = ? \
              WHERE id = ?",
         )
         .bind(why)
