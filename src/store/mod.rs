@@ -167,6 +167,8 @@ pub struct Store {
     commits: tokio::sync::mpsc::Sender<commits::Request>,
     health: Arc<WriteHealth>,
     location: DbLocation,
+    /// PostgreSQL: keeps the listening connection open while any clone of the store lives.
+    _listener: Option<Arc<postgres::ListenerGuard>>,
 }
 
 impl Store {
@@ -186,9 +188,14 @@ impl Store {
         };
         let (appended, _) = broadcast::channel(1024);
         let (remote, _) = broadcast::channel(1024);
-        if let Pool::Postgres(pool) = &write {
-            postgres::spawn_listener(pool.clone(), appended.clone(), remote.clone());
-        }
+        let listener = match &write {
+            Pool::Postgres(pool) => Some(Arc::new(postgres::spawn_listener(
+                pool.clone(),
+                appended.clone(),
+                remote.clone(),
+            ))),
+            Pool::Sqlite(_) => None,
+        };
         let health = Arc::new(WriteHealth::default());
         let commits = commits::spawn_writer(write.clone(), appended.clone(), health.clone());
         Ok(Store {
@@ -199,6 +206,7 @@ impl Store {
             commits,
             health,
             location,
+            _listener: listener,
         })
     }
 

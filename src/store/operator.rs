@@ -48,10 +48,11 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         lock_job(&mut tx, job_id).await?;
-        let names: Vec<(String, String)> = query(
+        // RETURNING has no defined order on PostgreSQL: sort by request order ourselves.
+        let mut names: Vec<(i64, String, String)> = query(
             "UPDATE node_tasks SET status = 'running', attempt = 0, wake_at = ?, wait_reason = NULL, \
                entered_at = ?, updated_at = ? \
-             WHERE job_id = ? AND status = 'needs_input' RETURNING name, state",
+             WHERE job_id = ? AND status = 'needs_input' RETURNING seq, name, state",
         )
         .bind(now)
         .bind(now)
@@ -64,7 +65,8 @@ impl Store {
                 "no node of this job is needs_input".into(),
             ));
         }
-        for (name, state) in &names {
+        names.sort_by_key(|(seq, _, _)| *seq);
+        for (_, name, state) in &names {
             let e = NewEvent::new(EventKind::Operator)
                 .node(name)
                 .transition("needs_input", state)
@@ -78,7 +80,7 @@ impl Store {
         derive_job_state(&mut tx, job_id, now).await?;
         self.commit(tx).await?;
         self.notify_appended(job_id);
-        Ok(names.into_iter().map(|(n, _)| n).collect())
+        Ok(names.into_iter().map(|(_, n, _)| n).collect())
     }
 
     /// Operator: applies a JSON merge patch (RFC 7396) to a `needs_input` node's spec, read

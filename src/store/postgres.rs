@@ -138,12 +138,15 @@ pub(super) fn cannot_write(code: &str) -> bool {
 /// live event streams (`appended`) and to the engine (`remote`). When the connection drops
 /// it reconnects, and sends an empty ID to `remote`: notices may have been missed, look
 /// again.
+///
+/// The task lives as long as the returned guard: the [`Store`](super::Store) holds it, so
+/// the connection closes when the last clone of the store is dropped.
 pub(super) fn spawn_listener(
     pool: PgPool,
     appended: broadcast::Sender<String>,
     remote: broadcast::Sender<String>,
-) {
-    tokio::spawn(async move {
+) -> ListenerGuard {
+    ListenerGuard(tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut listener = match PgListener::connect_with(&pool).await {
@@ -180,5 +183,14 @@ pub(super) fn spawn_listener(
                 }
             }
         }
-    });
+    }))
+}
+
+/// Stops the listening task when dropped.
+pub(super) struct ListenerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
