@@ -7,7 +7,8 @@
 //! leaked (no server, port, volume or floating IP beyond the living nodes').
 //!
 //! Needs `CAPSTAN_TEST_PG` (`tests/postgres/run` starts a server); without it the test says
-//! it is skipped and passes. `CAPSTAN_SOAK_JOBS` sets its size (default 20, a CI run of about a minute).
+//! it is skipped and passes. `CAPSTAN_SOAK_JOBS` sets its size (default 20: a CI run of
+//! about a minute).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
