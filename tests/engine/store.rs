@@ -129,7 +129,7 @@ async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_
     // Declared before the server, so the server stops before the tmpfs is unmounted.
     let _unmount = Unmount(mnt.clone());
     let log = dir.path().join("serve.log");
-    let server = Capstan::start(&mnt.join("capstan.db"), &[], Some(ADMIN), &log);
+    let server = Capstan::start(mnt.join("capstan.db"), &[], Some(ADMIN), &log);
     let api = Api::new(&server.url);
 
     let before = api.submit(ADMIN, &smoke("n-1")).await;
