@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sqlx::{Connection, PgPool, SqlitePool};
 
@@ -67,12 +68,20 @@ fn with_database(server: &str, name: &str) -> String {
     url.to_string()
 }
 
-/// One test's engine database, given to `capstan serve --db` as `location`.
+/// One test's engine database, given to `capstan serve --db` as `location`. Its clones
+/// share it: a PostgreSQL database is dropped with the last of them (a server started from
+/// a test's spec keeps one).
+#[derive(Clone)]
 pub struct TestDb {
     /// A SQLite file's path or a `postgres://` URL.
     pub location: String,
-    /// PostgreSQL: the server's URL and the database's name, dropped with this.
-    postgres: Option<(String, String)>,
+    postgres: Option<Arc<Dropped>>,
+}
+
+/// A PostgreSQL database of a test: the server's URL and the database's name.
+struct Dropped {
+    server: String,
+    name: String,
 }
 
 impl TestDb {
@@ -117,7 +126,10 @@ impl TestDb {
         });
         TestDb {
             location: with_database(server, &name),
-            postgres: Some((server.to_string(), name)),
+            postgres: Some(Arc::new(Dropped {
+                server: server.to_string(),
+                name,
+            })),
         }
     }
 
@@ -137,19 +149,18 @@ impl AsRef<OsStr> for TestDb {
     }
 }
 
-impl Drop for TestDb {
+impl Drop for Dropped {
     /// Drops the PostgreSQL database, closing what is still connected (a killed server's
     /// sessions end on their own; a test's own pools may still be open).
     fn drop(&mut self) {
-        if let Some((server, name)) = self.postgres.take() {
-            block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
-                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(&drop).execute(&mut conn).await;
-                    conn.close().await.ok();
-                }
-            });
-        }
+        let (server, name) = (self.server.clone(), self.name.clone());
+        block_on(async move {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&drop).execute(&mut conn).await;
+                conn.close().await.ok();
+            }
+        });
     }
 }
 

@@ -226,6 +226,8 @@ pub fn test_registry() -> Registry {
 pub struct Server {
     process: Process,
     pub url: String,
+    /// Its database lives at least as long as it (dropped after the process).
+    _db: TestDb,
 }
 
 pub struct ServerSpec {
@@ -278,7 +280,11 @@ impl Server {
             cmd.env("CAPSTAN_TEST_LISTEN", l);
         }
         let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, &spec.log);
-        Server { process, url }
+        Server {
+            process,
+            url,
+            _db: spec.db.clone(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
