@@ -8,7 +8,7 @@
 //!
 //! Needs `CAPSTAN_TEST_PG` (`tests/postgres/run` starts a server); without it the test says
 //! it is skipped and passes. `CAPSTAN_SOAK_JOBS` sets its size (default 20: a CI run of
-//! about a minute).
+//! under a minute); `CAPSTAN_SOAK_SEED` repeats a run's choices (each run prints its seed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -144,7 +144,12 @@ async fn three_replicas_on_one_postgresql_killed_at_random_lose_double_and_leak_
     let baseline = counts(&w).await;
     let start_state = w.state().await;
 
-    let mut rng = fastrand::Rng::with_seed(0x5EED_0014);
+    let seed = std::env::var("CAPSTAN_SOAK_SEED")
+        .ok()
+        .map(|v| v.parse().expect("CAPSTAN_SOAK_SEED: a number"))
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    eprintln!("replica soak: {jobs} jobs, seed {seed}");
     let mut submitted: Vec<(String, Plan)> = Vec::new();
     let mut finished: BTreeMap<String, Value> = BTreeMap::new();
     let mut todo = (scale_outs, deletes - set_deletes, set_deletes, repairs);
@@ -368,7 +373,7 @@ async fn three_replicas_on_one_postgresql_killed_at_random_lose_double_and_leak_
          workers deleted), {REPLICAS} replicas, {kills} kills, {restarts} restarts, {rounds} \
          rounds; failed {}, lost {lost}, extra {extra}, duplicated servers \
          {duplicated_servers}, set lowered wrong by {lowered_wrong}, leaked \
-         [servers, ports, volumes, floating IPs] {leaked:?}; {:.1} s",
+         [servers, ports, volumes, floating IPs] {leaked:?}; {:.1} s (seed {seed})",
         submitted.len(),
         deleted_set.len(),
         failed.len(),
