@@ -4,6 +4,8 @@
 //! - `api`: Capstan's HTTP API and the bounded polling the tests wait with;
 //! - `console`: the simulator's console (ground truth, faults, quotas);
 //! - `fixtures`: tokens, tenants and the demo cluster's workers;
+//! - `db`: the engine's database of a test, a SQLite file or (`CAPSTAN_TEST_STORE=postgres`)
+//!   a fresh PostgreSQL database, and a direct reader of it;
 //! - `World`: one harness, two clouds — a `capstan serve` driven over its HTTP API against
 //!   either a fresh simulator (`capstan sim`: its own Kubernetes side, CAPI and CAPO) or the
 //!   lab (`lab/up` + `lab/demo`: real kube-apiserver, CAPI v1.12 and CAPO v0.14, with the
@@ -16,6 +18,7 @@
 
 pub mod api;
 pub mod console;
+pub mod db;
 pub mod fixtures;
 pub mod process;
 pub mod scenarios;

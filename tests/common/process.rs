@@ -104,9 +104,10 @@ impl Drop for Process {
     }
 }
 
-/// `capstan serve` on a free loopback port with lease 2 s, its own database and a
-/// kubeconfig, and `token` as the admin token; callers add what else they need.
-pub fn serve_command(db: &Path, kubeconfig: &Path, token: &str) -> Command {
+/// `capstan serve` on a free loopback port with lease 2 s, its database (a SQLite file or a
+/// PostgreSQL URL) and a kubeconfig, and `token` as the admin token; callers add what else
+/// they need.
+pub fn serve_command(db: impl AsRef<OsStr>, kubeconfig: &Path, token: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--lease", "2s"])
         .arg("--db")

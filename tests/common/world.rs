@@ -45,15 +45,31 @@ pub struct World {
     prefix: String,
     /// Fixed IPs for `node(i)` on the lab: free addresses of demo-subnet when it started.
     free_ips: Vec<String>,
+    /// Capstan's database when it is not the `capstan.db` file beside the rest (a
+    /// PostgreSQL URL that replicas share).
+    db: Option<String>,
 }
 
 impl World {
     /// A fresh simulator with the demo scenario (3 workers in MachineSet demo-md-0) and a
     /// `capstan serve` on it.
     pub fn start() -> World {
+        let mut w = World::sim(None);
+        w.start_serve();
+        w
+    }
+
+    /// A fresh simulator with the demo scenario and no `capstan serve` yet: the caller
+    /// starts servers (`serve_command`) on `db`, each with this World's kubeconfig, config
+    /// and admin token, and points `api` at one that is up.
+    pub fn replicas_on(db: &str) -> World {
+        World::sim(Some(db.to_string()))
+    }
+
+    fn sim(db: Option<String>) -> World {
         // 50 simulated seconds a second: a server boots in 0.4 s, a Node joins 0.2 s later.
         let sim = Sim::start(50, None, &[]);
-        let mut w = World {
+        let w = World {
             cloud: Cloud::Sim,
             serve: None,
             api: api::Api::new("", TOKEN, None),
@@ -65,9 +81,9 @@ impl World {
             http: reqwest::Client::new(),
             prefix: "demo-w".into(),
             free_ips: Vec::new(),
+            db,
         };
         std::fs::write(w.path("capstan.yaml"), TENANTS).unwrap();
-        w.start_serve();
         w
     }
 
@@ -94,6 +110,7 @@ impl World {
             http: reqwest::Client::new(),
             prefix: format!("lab-{letters}"),
             free_ips: Vec::new(),
+            db: None,
         };
         let used: BTreeSet<String> = w.state().await["ports"]
             .as_array()
@@ -130,14 +147,24 @@ impl World {
         }
     }
 
-    pub fn start_serve(&mut self) {
-        let mut cmd = serve_command(&self.path("capstan.db"), &self.kubeconfig(), TOKEN);
+    /// The `capstan serve` this World runs (`start_serve`), for a caller that starts more
+    /// of them on one database.
+    pub fn serve_command(&self) -> std::process::Command {
+        let db = match &self.db {
+            Some(db) => db.into(),
+            None => self.path("capstan.db").into_os_string(),
+        };
+        let mut cmd = serve_command(db, &self.kubeconfig(), TOKEN);
         if self.cloud == Cloud::Sim {
             cmd.arg("--config")
                 .arg(self.path("capstan.yaml"))
                 .args(["--schedule-min-interval", "2s"]);
         }
-        let (process, url) = Process::start(cmd, SERVE_LISTENING);
+        cmd
+    }
+
+    pub fn start_serve(&mut self) {
+        let (process, url) = Process::start(self.serve_command(), SERVE_LISTENING);
         self.serve = Some(process);
         self.api.url = url;
     }

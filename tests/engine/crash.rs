@@ -1,4 +1,4 @@
-//! kill -9 at random instants, with two engine processes on one database file: every job
+//! kill -9 at random instants, with two engine processes on one database: every job
 //! completes, each step's effect happens exactly once, a step re-runs only when the process
 //! that ran it died, no two processes ever work one job at once, and no event is lost or
 //! doubled.
@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::common::db::EngineDb;
 use crate::support::{ADMIN, Api, Server, ServerSpec, side_pool};
 
 const MIN_JOBS: usize = 16;
@@ -43,16 +44,14 @@ async fn submit_somewhere(urls: &[String], body: &Value, key: &str) -> String {
 }
 
 /// Whether a worker process currently holds a lease, read from the engine's database.
-async fn holds_a_lease(db: &sqlx::SqlitePool, pid: u32) -> bool {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE lease_owner LIKE ? AND lease_until > ?",
-    )
-    .bind(format!("%-{pid}-%"))
-    .bind(capstan::store::now_ms())
-    .fetch_one(db)
-    .await
-    .unwrap();
-    n > 0
+async fn holds_a_lease(db: &EngineDb, pid: u32) -> bool {
+    let now = capstan::store::now_ms();
+    let held = db
+        .integer(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE lease_owner LIKE '%-{pid}-%' AND lease_until > {now}"
+        ))
+        .await;
+    held > 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,13 +61,7 @@ async fn sigkill_at_random_instants_loses_and_doubles_nothing() {
     spec.lease = "2s"; // a runner trusts it for 2/3 of that past each heartbeat
     let mut rng = fastrand::Rng::with_seed(0xCA9_57A1);
     let mut servers = vec![Server::start(&spec), Server::start(&spec)];
-    let engine_db = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&spec.db)
-            .read_only(true),
-    )
-    .await
-    .unwrap();
+    let engine_db = EngineDb::read_only(&spec.db).await;
 
     let mut ids = Vec::new();
     let mut killed: HashMap<i64, i64> = HashMap::new(); // pid -> kill time

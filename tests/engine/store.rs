@@ -1,8 +1,11 @@
 //! The store as an operator meets it: a full disk (503s and `/readyz`, then recovery without a
 //! restart), the modes of the files Capstan keeps, a foreign file left exactly as it was, an
 //! upgrade with jobs in flight, and who may read `/metrics`. These run the real `capstan`
-//! binary and its built-in `smoke` kind, or open its database as `capstan serve` does.
+//! binary and its built-in `smoke` kind, or open its database as `capstan serve` does. Those
+//! about the SQLite file itself (a full disk, file modes, an upgrade from SQLite's older
+//! schemas) say so and are skipped on PostgreSQL.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +14,9 @@ use std::process::Command;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::db::{EngineDb, TestDb, sqlite_only};
 use crate::common::process::{Process, SERVE_LISTENING, refuses};
-use crate::support::{ADMIN, Api};
+use crate::support::{ADMIN, Api, open_store};
 
 fn smoke(node: &str) -> Value {
     json!({"kind": "smoke", "cluster": "default/demo", "nodes": [node]})
@@ -26,7 +30,7 @@ struct Capstan {
 
 impl Capstan {
     /// Starts `capstan serve --db <db> <args>`; `admin` sets `CAPSTAN_ADMIN_TOKEN`.
-    fn start(db: &Path, args: &[&str], admin: Option<&str>, log: &Path) -> Capstan {
+    fn start(db: impl AsRef<OsStr>, args: &[&str], admin: Option<&str>, log: &Path) -> Capstan {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -46,7 +50,7 @@ impl Capstan {
 }
 
 /// Runs `capstan serve` expecting it to refuse to start; returns its stderr.
-fn refused(db: &Path, admin: Option<&str>) -> String {
+fn refused(db: impl AsRef<OsStr>, admin: Option<&str>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
@@ -98,6 +102,9 @@ fn fill(path: &Path) -> u64 {
 
 #[tokio::test]
 async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_restart() {
+    if sqlite_only("a full disk is the SQLite file's; PostgreSQL's disk is its server's") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
@@ -122,7 +129,7 @@ async fn a_full_disk_answers_503_and_not_ready_then_writes_work_again_without_a_
     // Declared before the server, so the server stops before the tmpfs is unmounted.
     let _unmount = Unmount(mnt.clone());
     let log = dir.path().join("serve.log");
-    let server = Capstan::start(&mnt.join("capstan.db"), &[], Some(ADMIN), &log);
+    let server = Capstan::start(mnt.join("capstan.db"), &[], Some(ADMIN), &log);
     let api = Api::new(&server.url);
 
     let before = api.submit(ADMIN, &smoke("n-1")).await;
@@ -179,6 +186,9 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn the_database_and_token_files_are_private_and_a_readable_token_file_is_refused() {
+    if sqlite_only("the modes are those of the SQLite file and the token file beside it") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("capstan.db");
     let token_file = dir.path().join("capstan.admin-token");
@@ -227,32 +237,6 @@ async fn the_database_and_token_files_are_private_and_a_readable_token_file_is_r
     drop(Capstan::start(&db, &[], None, &log));
 }
 
-/// The tables of an SQLite file, read without writing.
-async fn tables(path: &Path) -> Vec<String> {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let names =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    names
-}
-
-async fn foreign_file(path: &Path, statements: &[&str]) {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    for statement in statements {
-        sqlx::query(statement).execute(&pool).await.unwrap();
-    }
-    pool.close().await;
-}
-
 /// Before `backing_off` was a status, a node backing off was stored as `waiting`, told apart
 /// by its reason's text. A database upgraded with jobs in flight keeps their backoffs: the
 /// migration moves those nodes to `backing_off` (so a nudge leaves them alone) and leaves a
@@ -262,6 +246,9 @@ async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
     use sqlx::Connection;
     use sqlx::migrate::{Migrate, Migrator};
 
+    if sqlite_only("PostgreSQL's schema began with `backing_off`: no older one to upgrade from") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("capstan.db");
     // The database as the release before `backing_off` left it: migrations 1 and 2.
@@ -349,39 +336,32 @@ async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
 #[tokio::test]
 async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_records() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("capstan.db");
-    drop(capstan::store::Store::open(&db).await.unwrap());
+    let db = TestDb::fresh(dir.path(), "capstan.db");
+    drop(open_store(&db).await);
     let touched = capstan::store::now_ms() + 3_600_000;
-    let pool = sqlx::SqlitePool::connect_with(capstan::store::connect_options(&db))
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, tenant, owner, cluster, params, state, concurrency, \
-           created_at, updated_at, next_run_at) \
-         VALUES ('job-1', 'smoke', 'default', 'admin', 'default/demo', '{}', 'running', 10, 0, 0, 0)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let direct = EngineDb::open(&db).await;
+    direct
+        .execute(
+            "INSERT INTO jobs (id, kind, tenant, owner, cluster, params, state, concurrency, \
+               created_at, updated_at, next_run_at) \
+             VALUES ('job-1', 'smoke', 'default', 'admin', 'default/demo', '{}', 'running', 10, 0, 0, 0)",
+        )
+        .await;
     let nodes = [
         ("n-1", json!({ "touched_at": touched })),
         ("n-2", json!({ "touched_at": "yesterday" })),
         ("n-3", json!(["not", "a", "record"])),
     ];
     for (seq, (name, record)) in nodes.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO node_tasks (job_id, name, seq, spec, state, status, entered_at, \
-               external_ids, updated_at) \
-             VALUES ('job-1', ?, ?, '{}', 'settle', 'pending', 0, ?, 0)",
-        )
-        .bind(name)
-        .bind(seq as i64)
-        .bind(record.to_string())
-        .execute(&pool)
-        .await
-        .unwrap();
+        direct
+            .execute(&format!(
+                "INSERT INTO node_tasks (job_id, name, seq, spec, state, status, entered_at, \
+                   external_ids, updated_at) \
+                 VALUES ('job-1', '{name}', {seq}, '{{}}', 'settle', 'pending', 0, '{record}', 0)"
+            ))
+            .await;
     }
-    pool.close().await;
+    direct.close().await;
 
     let server = Capstan::start(&db, &[], Some(ADMIN), &dir.path().join("server.log"));
     let api = Api::new(&server.url);
@@ -425,6 +405,11 @@ async fn a_job_in_flight_across_the_upgrade_reads_its_unversioned_progress_recor
 #[tokio::test]
 async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
+    let blob = match crate::common::db::backend() {
+        crate::common::db::Backend::Sqlite => "BLOB",
+        crate::common::db::Backend::Postgres => "BYTEA",
+    };
+    let other_shape = format!("CREATE TABLE capstan_meta (id INTEGER PRIMARY KEY, data {blob})");
     let cases: [(&str, &[&str], &str); 3] = [
         (
             "meta-only.db",
@@ -445,34 +430,46 @@ async fn a_foreign_file_with_a_capstan_meta_table_is_refused_before_anything_is_
         ),
         (
             "other-shape.db",
-            &["CREATE TABLE capstan_meta (id INTEGER PRIMARY KEY, data BLOB)"],
+            &[&other_shape],
             "its capstan_meta table is not Capstan's",
         ),
     ];
     for (name, statements, why) in cases {
-        let path = dir.path().join(name);
-        foreign_file(&path, statements).await;
-        let tables_before = tables(&path).await;
-        let bytes_before = std::fs::read(&path).unwrap();
-        let err = refused(&path, Some(ADMIN));
+        let db = TestDb::fresh(dir.path(), name);
+        let direct = EngineDb::open(&db).await;
+        for statement in statements {
+            direct.execute(statement).await;
+        }
+        direct.close().await;
+        let tables = || async {
+            let direct = EngineDb::read_only(&db).await;
+            let names = direct.tables().await;
+            direct.close().await;
+            names
+        };
+        let tables_before = tables().await;
+        let bytes_before = db.file().map(|f| std::fs::read(f).unwrap());
+        let err = refused(&db, Some(ADMIN));
         assert!(
-            err.contains(&format!("{} is not a Capstan database", path.display())),
+            err.contains(&format!("{} is not a Capstan database", db.location)),
             "{name}: {err}"
         );
         assert!(err.contains(why), "{name}: {err}");
         assert_eq!(
-            tables(&path).await,
+            tables().await,
             tables_before,
             "{name}: its tables are unchanged"
         );
-        assert!(
-            bytes_before == std::fs::read(&path).unwrap(),
-            "{name}: its bytes are unchanged"
-        );
-        assert!(
-            !dir.path().join(format!("{name}-wal")).exists(),
-            "{name}: no WAL was started in it"
-        );
+        if let Some(file) = db.file() {
+            assert!(
+                bytes_before.as_deref() == Some(&std::fs::read(file).unwrap()[..]),
+                "{name}: its bytes are unchanged"
+            );
+            assert!(
+                !dir.path().join(format!("{name}-wal")).exists(),
+                "{name}: no WAL was started in it"
+            );
+        }
     }
 }
 
@@ -482,12 +479,8 @@ async fn metrics_need_the_metrics_token_when_one_is_set_and_never_name_a_tenant(
     let log = dir.path().join("serve.log");
     let secret = "metrics-token-5f1c9e";
 
-    let guarded = Capstan::start(
-        &dir.path().join("guarded.db"),
-        &["--metrics-token", secret],
-        Some(ADMIN),
-        &log,
-    );
+    let guarded_db = TestDb::fresh(dir.path(), "guarded.db");
+    let guarded = Capstan::start(&guarded_db, &["--metrics-token", secret], Some(ADMIN), &log);
     let api = Api::new(&guarded.url);
     let (admin, right) = (format!("Bearer {ADMIN}"), format!("Bearer {secret}"));
     for (headers, want) in [
@@ -507,7 +500,8 @@ async fn metrics_need_the_metrics_token_when_one_is_set_and_never_name_a_tenant(
     }
     drop(guarded);
 
-    let open = Capstan::start(&dir.path().join("open.db"), &[], Some(ADMIN), &log);
+    let open_db = TestDb::fresh(dir.path(), "open.db");
+    let open = Capstan::start(&open_db, &[], Some(ADMIN), &log);
     let api = Api::new(&open.url);
     for tenant in ["acme-corp", "globex"] {
         let mut job = smoke("n-1");

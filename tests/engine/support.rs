@@ -1,6 +1,8 @@
 //! What the engine tests share: a real `capstan serve` child process with test-registered
 //! steps, an HTTP client, and the side database in which the test steps record every
-//! execution (the "outside world" the engine must not act on twice).
+//! execution (the "outside world" the engine must not act on twice). The engine's own
+//! database is a SQLite file, or with `CAPSTAN_TEST_STORE=postgres` a fresh PostgreSQL
+//! database of each test's own (`common::db`): every test here runs on either store.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +20,7 @@ use tokio::sync::OnceCell;
 
 use crate::common;
 use crate::common::api::poll;
+use crate::common::db::TestDb;
 use crate::common::process::{Process, SERVE_LISTENING, refuses};
 
 pub const ADMIN: &str = "admin-token-0001";
@@ -223,10 +226,13 @@ pub fn test_registry() -> Registry {
 pub struct Server {
     process: Process,
     pub url: String,
+    /// Its database lives at least as long as it (dropped after the process).
+    _db: TestDb,
 }
 
 pub struct ServerSpec {
-    pub db: PathBuf,
+    /// The engine's database; servers started from this spec share it.
+    pub db: TestDb,
     pub side: PathBuf,
     pub config: Option<PathBuf>,
     pub lease: &'static str,
@@ -239,7 +245,7 @@ pub struct ServerSpec {
 impl ServerSpec {
     pub fn new(dir: &Path) -> ServerSpec {
         ServerSpec {
-            db: dir.join("capstan.db"),
+            db: TestDb::fresh(dir, "capstan.db"),
             side: dir.join("side.db"),
             config: None,
             lease: "2s",
@@ -262,7 +268,7 @@ impl Server {
             "--test-threads=1",
         ])
         .env("CAPSTAN_TEST_CHILD", "1")
-        .env("CAPSTAN_TEST_DB", &spec.db)
+        .env("CAPSTAN_TEST_DB", &spec.db.location)
         .env("CAPSTAN_TEST_SIDE_DB", &spec.side)
         .env("CAPSTAN_TEST_LEASE", spec.lease)
         .env("CAPSTAN_ADMIN_TOKEN", ADMIN)
@@ -274,7 +280,11 @@ impl Server {
             cmd.env("CAPSTAN_TEST_LISTEN", l);
         }
         let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, &spec.log);
-        Server { process, url }
+        Server {
+            process,
+            url,
+            _db: spec.db.clone(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -287,8 +297,15 @@ impl Server {
     }
 }
 
+/// The store as `capstan serve` opens it, on the test's database.
+pub async fn open_store(db: &TestDb) -> capstan::store::Store {
+    capstan::store::Store::open(Path::new(&db.location))
+        .await
+        .unwrap()
+}
+
 /// Runs `capstan serve` and expects it to refuse to start; returns its stderr.
-pub fn serve_refuses(db: &Path, workflows: Option<&Path>) -> String {
+pub fn serve_refuses(db: impl AsRef<std::ffi::OsStr>, workflows: Option<&Path>) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)

@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, Api, Server, ServerSpec, open_gate, serve_refuses};
+use crate::common::db::{EngineDb, TestDb, sqlite_only};
+use crate::support::{ADMIN, Api, Server, ServerSpec, open_gate, open_store, serve_refuses};
 
 fn job(kind: &str, nodes: Value) -> Value {
     json!({"kind": kind, "cluster": "default/demo", "nodes": nodes})
@@ -208,7 +209,7 @@ async fn a_nudge_wakes_a_waiting_node_and_never_one_backing_off() {
     );
     assert_eq!(before["waits"][0]["status"], "backing_off");
 
-    let store = capstan::store::Store::open(&spec.db).await.unwrap();
+    let store = open_store(&spec.db).await;
     assert_eq!(
         store.nudge("default", "backing-1").await.unwrap(),
         Vec::<String>::new(),
@@ -609,18 +610,9 @@ async fn a_schedule_fires_once_per_tick_across_two_processes_and_collapses_misse
     drop(b);
     tokio::time::sleep(Duration::from_millis(3800)).await;
     let due_at_restart: i64 = {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&spec.db)
-                .read_only(true),
-        )
-        .await
-        .unwrap();
-        let v = sqlx::query_scalar("SELECT next_fire_at FROM schedules")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        let db = EngineDb::read_only(&spec.db).await;
+        let v = db.integer("SELECT next_fire_at FROM schedules").await;
+        db.close().await;
         v
     };
     let c = Server::start(&spec);
@@ -980,64 +972,82 @@ async fn history_streams_live_over_sse_until_the_job_finishes() {
     assert_eq!(streamed.last().unwrap()["to"], "succeeded");
 }
 
-/// Runs statements on an SQLite file directly, as another program would.
-async fn run_sql(path: &std::path::Path, statements: &[&str]) {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    for statement in statements {
-        sqlx::query(statement).execute(&pool).await.unwrap();
-    }
-    pool.close().await;
+/// What a refused start must leave as it was: the tables, and a SQLite file's bytes.
+async fn fingerprint(db: &TestDb) -> (Vec<String>, Option<Vec<u8>>) {
+    let direct = EngineDb::read_only(db).await;
+    let tables = direct.tables().await;
+    direct.close().await;
+    (tables, db.file().map(|f| std::fs::read(f).unwrap()))
 }
 
 #[tokio::test]
 async fn serve_refuses_a_database_that_is_not_its_own_and_leaves_it_untouched() {
     let dir = tempfile::tempdir().unwrap();
     // Not SQLite at all.
-    let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, b"these are someone's notes, not a database").unwrap();
-    let err = serve_refuses(&junk, None);
-    assert!(
-        err.contains("is not a Capstan database (not an SQLite file)"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read(&junk).unwrap(),
-        b"these are someone's notes, not a database"
-    );
+    if !sqlite_only("a file that is not SQLite has no PostgreSQL counterpart") {
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"these are someone's notes, not a database").unwrap();
+        let err = serve_refuses(&junk, None);
+        assert!(
+            err.contains("is not a Capstan database (not an SQLite file)"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&junk).unwrap(),
+            b"these are someone's notes, not a database"
+        );
+    }
 
-    // Another application's SQLite file.
-    let theirs = dir.path().join("theirs.db");
-    run_sql(&theirs, &["CREATE TABLE invoices (id INTEGER PRIMARY KEY)"]).await;
-    let before = std::fs::read(&theirs).unwrap();
+    // Another application's database.
+    let theirs = TestDb::fresh(dir.path(), "theirs.db");
+    let direct = EngineDb::open(&theirs).await;
+    direct
+        .execute("CREATE TABLE invoices (id BIGINT PRIMARY KEY)")
+        .await;
+    direct.execute("INSERT INTO invoices VALUES (7)").await;
+    direct.close().await;
+    let before = fingerprint(&theirs).await;
     let err = serve_refuses(&theirs, None);
     assert!(
         err.contains("has tables (invoices) but no capstan_meta"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&theirs).unwrap(), before);
+    assert_eq!(fingerprint(&theirs).await, before);
 
-    // Ours, but migrated by a newer binary.
-    let newer = dir.path().join("newer.db");
-    drop(capstan::store::Store::open(&newer).await.unwrap());
-    run_sql(
-        &newer,
-        &[
+    // Ours, but migrated by a newer binary: serve refuses it, and so does `db check`.
+    let newer = TestDb::fresh(dir.path(), "newer.db");
+    drop(open_store(&newer).await);
+    let direct = EngineDb::open(&newer).await;
+    let checksum = if newer.is_postgres() {
+        "'\\x00'"
+    } else {
+        "x'00'"
+    };
+    direct
+        .execute(&format!(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (99990101000000, 'from the future', 1, x'00', 0)",
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-        ],
-    )
-    .await;
-    let before = std::fs::read(&newer).unwrap();
+             VALUES (99990101000000, 'from the future', TRUE, {checksum}, 0)"
+        ))
+        .await;
+    if !newer.is_postgres() {
+        direct.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+    }
+    direct.close().await;
+    let before = fingerprint(&newer).await;
     let err = serve_refuses(&newer, None);
     assert!(
         err.contains("written by a newer Capstan (migration 99990101000000"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&newer).unwrap(), before);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["db", "check", "--db"])
+        .arg(&newer)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "db check: {said}");
+    assert!(said.contains("99990101000000"), "db check: {said}");
+    assert_eq!(fingerprint(&newer).await, before);
 }
 
 #[tokio::test]
@@ -1046,7 +1056,8 @@ async fn serve_refuses_an_incomplete_workflow_naming_file_state_and_problem() {
     let wf = dir.path().join("workflows");
     std::fs::create_dir(&wf).unwrap();
     std::fs::write(wf.join("broken.yaml"), "kind: broken\nstart: a\nstates:\n  a: {step: smoke.touch, on: {ok: b}}\n  b: {step: no.such.step, on: {ok: done}}\n  done: {end: succeeded}\n  lost: {end: failed}\n").unwrap();
-    let err = serve_refuses(&dir.path().join("c.db"), Some(&wf));
+    let db = TestDb::fresh(dir.path(), "c.db");
+    let err = serve_refuses(&db, Some(&wf));
     assert!(
         err.contains("broken.yaml: state `b`: step `no.such.step` is not registered"),
         "{err}"
@@ -1055,10 +1066,14 @@ async fn serve_refuses_an_incomplete_workflow_naming_file_state_and_problem() {
         err.contains("broken.yaml: state `lost`: unreachable from the start state `a`"),
         "{err}"
     );
-    assert!(
-        !dir.path().join("c.db").exists(),
-        "no database is created for a refused start"
-    );
+    match db.file() {
+        Some(file) => assert!(!file.exists(), "no database is created for a refused start"),
+        None => assert_eq!(
+            EngineDb::read_only(&db).await.tables().await,
+            Vec::<String>::new(),
+            "nothing is created in the database for a refused start"
+        ),
+    }
 }
 
 #[tokio::test]
@@ -1066,6 +1081,17 @@ async fn with_no_token_configured_serve_keeps_a_private_admin_token_file_and_nev
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    if sqlite_only("the local admin token is a file kept beside the SQLite file") {
+        // With no file to keep it beside, a PostgreSQL store wants a configured token.
+        let db = TestDb::fresh(dir.path(), "fresh.db");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env_remove("CAPSTAN_ADMIN_TOKEN");
+        let err = crate::common::process::refuses(cmd);
+        assert!(err.contains("token"), "{err}");
+        return;
+    }
     let db = dir.path().join("fresh.db");
     let log = dir.path().join("serve.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))

@@ -191,7 +191,7 @@ impl RealLab {
 
     fn start_serve(&mut self) {
         let cmd = serve_command(
-            &self.db.path().join("capstan.db"),
+            self.db.path().join("capstan.db"),
             &self.k8s.join("kubeconfig"),
             TOKEN,
         );

@@ -3,7 +3,8 @@
 //! `capstan sim` and `capstan serve` run as separate processes and meet only over loopback
 //! HTTP, as in production. The scenarios shared with the lab suite (tests/common/scenarios.rs: one
 //! suite, two clouds) run here on a fresh simulator each; the tests written here use what
-//! only the simulator has (its own Kubernetes side, CAPO faults, tenants).
+//! only the simulator has (its own Kubernetes side, CAPO faults, tenants). `replicas` is the
+//! soak of three replicas on one PostgreSQL database (skipped without `CAPSTAN_TEST_PG`).
 //!
 //! One binary rather than one per kind: each test binary links the whole crate again.
 
@@ -16,6 +17,7 @@ mod metrics;
 mod portal;
 mod preflight;
 mod repair;
+mod replicas;
 mod scale_out;
 mod sweep;
 mod tenancy;
