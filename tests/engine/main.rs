@@ -30,7 +30,10 @@ fn child_server_entry() {
     rt.block_on(async {
         capstan::telemetry::init(false, "info,sqlx=warn");
         let listen = std::env::var("CAPSTAN_TEST_LISTEN").unwrap_or("127.0.0.1:0".into());
-        let mut opts = ServeOptions::new(listen.parse().unwrap(), env("CAPSTAN_TEST_DB").into());
+        let mut opts = ServeOptions::new(
+            listen.parse().unwrap(),
+            capstan::store::DbLocation::parse(&env("CAPSTAN_TEST_DB")).unwrap(),
+        );
         opts.workflows = Some(support::workflows_dir());
         opts.admin_token = Some(capstan::config::Secret::new(env("CAPSTAN_ADMIN_TOKEN")));
         opts.config = std::env::var("CAPSTAN_TEST_CONFIG").ok().map(Into::into);

@@ -252,7 +252,7 @@ async fn an_upgrade_with_jobs_in_flight_keeps_their_backoffs() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("capstan.db");
     // The database as the release before `backing_off` left it: migrations 1 and 2.
-    let migrations = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+    let migrations = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"))
         .await
         .unwrap();
     let mut conn = sqlx::SqliteConnection::connect_with(&capstan::store::connect_options(&db))

@@ -299,9 +299,8 @@ impl Server {
 
 /// The store as `capstan serve` opens it, on the test's database.
 pub async fn open_store(db: &TestDb) -> capstan::store::Store {
-    capstan::store::Store::open(Path::new(&db.location))
-        .await
-        .unwrap()
+    let location = capstan::store::DbLocation::parse(&db.location).unwrap();
+    capstan::store::Store::open(location).await.unwrap()
 }
 
 /// Runs `capstan serve` and expects it to refuse to start; returns its stderr.
