@@ -79,6 +79,8 @@ pub enum StoreError {
     /// file system is read-only or failing, the server is unreachable. The API answers 503.
     #[error("the database cannot be written: {0}")]
     Unwritable(String),
+    #[error("cannot connect to {location}: {why}")]
+    Connect { location: String, why: String },
     #[error("database: {0}")]
     Db(sqlx::Error),
     #[error("stored JSON is corrupt: {0}")]
@@ -216,7 +218,7 @@ impl Store {
         let location = location.into();
         match &location {
             DbLocation::Sqlite(path) => sqlite::check(path, &location.to_string()).await,
-            DbLocation::Postgres(url) => postgres::check(url, &location.to_string()).await,
+            DbLocation::Postgres(url) => postgres::check(url, &location).await,
         }
     }
 

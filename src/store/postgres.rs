@@ -39,12 +39,13 @@ fn options(url: &str) -> Result<PgConnectOptions> {
 /// Connects, refuses a database that is not Capstan's or is newer, and migrates it, all
 /// under [`SCHEMA_LOCK`].
 pub(super) async fn open(url: &str, location: &DbLocation) -> Result<Pool> {
+    // One connection of its own first: an unreachable server or a refused login is said
+    // at once, with its reason, rather than as the pool's timeout 30 s later.
+    let mut conn = connect(url, location).await?;
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options(url)?)
-        .await?;
-    let mut conn = pool.acquire().await?;
+        .connect_lazy_with(options(url)?);
     query("SELECT pg_advisory_lock(?)")
         .bind(SCHEMA_LOCK)
         .execute(super::sql::Ex::PgConn(&mut conn))
@@ -64,10 +65,20 @@ pub(super) async fn open(url: &str, location: &DbLocation) -> Result<Pool> {
     Ok(Pool::Postgres(pool))
 }
 
+async fn connect(url: &str, location: &DbLocation) -> Result<PgConnection> {
+    options(url)?
+        .connect()
+        .await
+        .map_err(|e| StoreError::Connect {
+            location: location.to_string(),
+            why: e.to_string(),
+        })
+}
+
 /// Where the database's schema stands, read without writing.
-pub(super) async fn check(url: &str, display: &str) -> Result<SchemaStatus> {
-    let mut conn = options(url)?.connect().await?;
-    let applied = identify(&mut conn, display).await?;
+pub(super) async fn check(url: &str, location: &DbLocation) -> Result<SchemaStatus> {
+    let mut conn = connect(url, location).await?;
+    let applied = identify(&mut conn, &location.to_string()).await?;
     Ok(SchemaStatus {
         applied,
         known: known(),
