@@ -111,7 +111,10 @@ pub async fn serve(opts: ServeOptions, mut registry: Registry) -> anyhow::Result
     let store = Store::open(&opts.db).await?;
     let mut admin_token = opts.admin_token.clone();
     if config.tokens.is_empty() && admin_token.is_none() {
-        let file = opts.db.file().expect("a PostgreSQL store with no token was refused above");
+        let file = opts
+            .db
+            .file()
+            .expect("a PostgreSQL store with no token was refused above");
         let (path, token) = local_admin_token(file)?;
         info!(
             file = %path.display(),

@@ -26,10 +26,7 @@ use super::{peak_rss_mb, percentile, tempdir_in};
 use crate::engine::step::{Outcome, Registry};
 use crate::engine::{Engine, EngineConfig, request, workflow};
 use crate::metrics::Metrics;
-use crate::store::{JobFilter, Store, connect_options};
-// TEMPORARY until the PostgreSQL store (issue 14, (S)) lands: then `crate::store::DbLocation`
-// and `Store::open(location)`.
-use super::db_location_stub::{DbLocation, open_store};
+use crate::store::{DbLocation, JobFilter, Store, connect_options};
 
 #[derive(Debug, Args)]
 pub struct EngineBenchArgs {
@@ -123,7 +120,7 @@ pub async fn run(args: EngineBenchArgs) -> anyhow::Result<EngineReport> {
             dir: tempdir_in(args.dir.clone())?,
             remove: args.dir.is_none(),
         },
-        Some(url) => match DbLocation::parse(url) {
+        Some(url) => match DbLocation::parse(url).map_err(|e| anyhow::anyhow!("--db {e}"))? {
             DbLocation::Postgres(server) => {
                 let db = ScratchDatabase::create(&server).await?;
                 println!(
@@ -162,7 +159,7 @@ async fn measure(args: &EngineBenchArgs, location: &DbLocation) -> anyhow::Resul
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut replicas = Vec::with_capacity(args.replicas);
     for i in 0..args.replicas {
-        let store = open_store(location).await?;
+        let store = Store::open(location).await?;
         // Each replica counts the steps it ran: its share of the work.
         let ran = Arc::new(AtomicU64::new(0));
         let mut registry = Registry::new();

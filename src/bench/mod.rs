@@ -10,7 +10,6 @@
 //! `capstan bench scale-out` (`scale_out.rs`): N workers through Capstan versus through a
 //! MachineSet, on the simulator or a cloud of your own.
 
-mod db_location_stub;
 mod engine;
 pub mod scale_out;
 mod scratch;

@@ -110,10 +110,7 @@ async fn writer(
 }
 
 /// Writes a batch in one transaction; the outer error means nothing of it was committed.
-async fn write_batch(
-    pool: &Pool,
-    batch: &[Request],
-) -> Result<Vec<Result<Option<JobState>>>> {
+async fn write_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Result<Option<JobState>>>> {
     let mut tx = match pool {
         Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         Pool::Postgres(p) => Tx::Postgres(p.begin().await?),

@@ -13,11 +13,7 @@ type StatusCounts = [(String, i64, Option<i64>)];
 
 /// Re-derives a job's state and next wake-up from its tasks, inside the caller's transaction,
 /// and records a `job_state` event when the state changes.
-pub(super) async fn derive_job_state(
-    tx: &mut Tx,
-    job_id: &str,
-    now: i64,
-) -> Result<JobState> {
+pub(super) async fn derive_job_state(tx: &mut Tx, job_id: &str, now: i64) -> Result<JobState> {
     let (old, cancel_requested, deadline_at): (String, bool, Option<i64>) =
         query("SELECT state, cancel_requested, deadline_at FROM jobs WHERE id = ?")
             .bind(job_id)

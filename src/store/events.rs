@@ -1,8 +1,8 @@
 //! A job's history: append-only entries (the schema's triggers refuse updates and
 //! deletes), written in the transaction of the change they record.
 
-use serde_json::Value;
 use super::sql::{Dialect, Tx, query};
+use serde_json::Value;
 
 use super::leases::check_fence;
 use super::{Result, Store, lock_job, now_ms};

@@ -25,14 +25,13 @@ impl Store {
         owner: &str,
         key: &str,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = query(
-            "SELECT job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?",
-        )
-        .bind(tenant)
-        .bind(owner)
-        .bind(key)
-        .fetch_optional(&self.read)
-        .await?;
+        let row: Option<(String,)> =
+            query("SELECT job_id FROM idempotency_keys WHERE tenant = ? AND owner = ? AND key = ?")
+                .bind(tenant)
+                .bind(owner)
+                .bind(key)
+                .fetch_optional(&self.read)
+                .await?;
         Ok(row.map(|r| r.0))
     }
 }
@@ -76,11 +75,7 @@ pub(super) async fn existing_for_key(
 }
 
 /// Ties `k` to the job being inserted, in the same transaction.
-pub(super) async fn record_key(
-    tx: &mut Tx,
-    job: &NewJob,
-    k: &IdempotencyKey,
-) -> Result<()> {
+pub(super) async fn record_key(tx: &mut Tx, job: &NewJob, k: &IdempotencyKey) -> Result<()> {
     query(
         "INSERT INTO idempotency_keys (tenant, owner, key, request, job_id, created_at) \
          VALUES (?, ?, ?, ?, ?, ?)",

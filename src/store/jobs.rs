@@ -1,8 +1,8 @@
 //! Jobs and their node tasks as rows: a new job's insert (with its first event and, when
 //! asked, its idempotency key, in one transaction) and the reads the API and the engine make.
 
-use serde_json::Value;
 use super::sql::{Tx, query};
+use serde_json::Value;
 
 use super::events::{NewEvent, insert_event};
 use super::idempotency::{IdempotencyKey, existing_for_key, record_key};
@@ -158,18 +158,12 @@ impl Store {
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-        Ok(query(&sql)
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(query(&sql).bind(id).fetch_optional(&self.read).await?)
     }
 
     pub async fn tasks(&self, job_id: &str) -> Result<Vec<TaskRow>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM node_tasks WHERE job_id = ? ORDER BY seq");
-        Ok(query(&sql)
-            .bind(job_id)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(query(&sql).bind(job_id).fetch_all(&self.read).await?)
     }
 
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {

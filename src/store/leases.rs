@@ -4,9 +4,9 @@
 use super::sql::{Tx, query};
 
 use super::derive::derive_job_state;
-use super::sql::query_by;
 use super::events::{NewEvent, insert_event};
 use super::jobs::{JOB_COLUMNS, JobRow, TASK_COLUMNS, TaskRow};
+use super::sql::query_by;
 use super::{Result, Store, StoreError, now_ms};
 use crate::model::EventKind;
 
@@ -40,10 +40,10 @@ impl Store {
              ORDER BY next_run_at LIMIT ?";
         let mut candidates: Vec<(String, Option<String>)> =
             query_by(DUE, format!("{DUE} FOR UPDATE SKIP LOCKED"))
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&mut tx)
-        .await?;
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&mut tx)
+                .await?;
         if candidates.len() < limit {
             // Leases that lapsed: their holder died (or stalled) mid-job.
             const LAPSED: &str = "SELECT id, lease_owner FROM jobs \
@@ -51,10 +51,10 @@ impl Store {
                  ORDER BY lease_until LIMIT ?";
             let lapsed: Vec<(String, Option<String>)> =
                 query_by(LAPSED, format!("{LAPSED} FOR UPDATE SKIP LOCKED"))
-            .bind(now)
-            .bind((limit - candidates.len()) as i64)
-            .fetch_all(&mut tx)
-            .await?;
+                    .bind(now)
+                    .bind((limit - candidates.len()) as i64)
+                    .fetch_all(&mut tx)
+                    .await?;
             candidates.extend(lapsed);
         }
         let mut claims = Vec::with_capacity(candidates.len());

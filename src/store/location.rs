@@ -116,14 +116,20 @@ mod tests {
             DbLocation::parse("postgresql://db/capstan").unwrap(),
             DbLocation::Postgres(_)
         ));
-        assert!(DbLocation::parse("mysql://db/capstan").unwrap_err().contains("does not know"));
+        assert!(
+            DbLocation::parse("mysql://db/capstan")
+                .unwrap_err()
+                .contains("does not know")
+        );
         assert!(DbLocation::parse(" ").unwrap_err().contains("empty"));
     }
 
     #[test]
     fn the_password_is_never_shown() {
-        let l = DbLocation::parse("postgres://capstan:s3cret@db:5432/capstan?password=s3cret&sslmode=require")
-            .unwrap();
+        let l = DbLocation::parse(
+            "postgres://capstan:s3cret@db:5432/capstan?password=s3cret&sslmode=require",
+        )
+        .unwrap();
         let shown = format!("{l} {l:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("db:5432/capstan"), "{shown}");

@@ -90,10 +90,12 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         let cannot_write = match &e {
-            sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                Some(pg) => postgres::cannot_write(pg.code()),
-                None => sqlite::cannot_write(db.code().as_deref()),
-            },
+            sqlx::Error::Database(db) => {
+                match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    Some(pg) => postgres::cannot_write(pg.code()),
+                    None => sqlite::cannot_write(db.code().as_deref()),
+                }
+            }
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
             _ => false,
         };

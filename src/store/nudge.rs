@@ -13,7 +13,9 @@ impl Store {
         let now = now_ms();
         let pattern = format!(
             "{}/%",
-            ns.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            ns.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
         let mut tx = self.begin_write().await?;
         // PostgreSQL: the jobs' rows are locked first, in ID order, as every other write

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::derive::derive_job_state;
-use super::sql::query;
 use super::events::{NewEvent, insert_event};
+use super::sql::query;
 use super::{Result, Store, StoreError, lock_job, now_ms};
 use crate::model::{EventKind, JobState};
 

@@ -2,8 +2,8 @@
 //! the group commit), external IDs a step recorded, taking a node's lock when it starts
 //! and giving it back when it ends, and cancelling the unfinished nodes at a safe point.
 
-use serde_json::Value;
 use super::sql::{Tx, query, query_by};
+use serde_json::Value;
 
 use super::derive::derive_job_state;
 use super::events::{NewEvent, insert_event};

@@ -58,7 +58,7 @@ impl Store {
                 s.tenant, s.name
             )));
         }
-        query(&format!(
+        query(format!(
             "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&s.id)
@@ -83,7 +83,7 @@ impl Store {
 
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
         Ok(
-            query(&format!("SELECT {COLUMNS} FROM schedules WHERE id = ?"))
+            query(format!("SELECT {COLUMNS} FROM schedules WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?,
@@ -96,7 +96,9 @@ impl Store {
                 "SELECT {COLUMNS} FROM schedules WHERE tenant = ? ORDER BY tenant, name"
             ))
             .bind(t),
-            None => query(format!("SELECT {COLUMNS} FROM schedules ORDER BY tenant, name")),
+            None => query(format!(
+                "SELECT {COLUMNS} FROM schedules ORDER BY tenant, name"
+            )),
         };
         Ok(q.fetch_all(&self.read).await?)
     }
@@ -129,7 +131,7 @@ impl Store {
 
     /// Enabled schedules whose next tick is due.
     pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
-        Ok(query(&format!(
+        Ok(query(format!(
             "SELECT {COLUMNS} FROM schedules WHERE enabled = TRUE AND next_fire_at <= ? ORDER BY next_fire_at"
         ))
         .bind(now)

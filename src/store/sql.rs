@@ -8,7 +8,10 @@
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Arguments, FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{
+    Arguments, FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool,
+    Transaction,
+};
 
 /// Which database a statement runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,12 +204,23 @@ impl Query {
         })
     }
 
-    pub async fn fetch_all<'e, T: Rowed>(self, ex: impl Into<Ex<'e>>) -> Result<Vec<T>, sqlx::Error> {
+    pub async fn fetch_all<'e, T: Rowed>(
+        self,
+        ex: impl Into<Ex<'e>>,
+    ) -> Result<Vec<T>, sqlx::Error> {
         let ex = ex.into();
         let (sql, args) = self.parts(ex.dialect());
         match ex {
-            Ex::SqliteConn(c) => sqlx::query_as_with(&sql, sqlite_args(args)?).fetch_all(c).await,
-            Ex::SqlitePool(p) => sqlx::query_as_with(&sql, sqlite_args(args)?).fetch_all(p).await,
+            Ex::SqliteConn(c) => {
+                sqlx::query_as_with(&sql, sqlite_args(args)?)
+                    .fetch_all(c)
+                    .await
+            }
+            Ex::SqlitePool(p) => {
+                sqlx::query_as_with(&sql, sqlite_args(args)?)
+                    .fetch_all(p)
+                    .await
+            }
             Ex::PgConn(c) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_all(c).await,
             Ex::PgPool(p) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_all(p).await,
         }
@@ -219,15 +233,33 @@ impl Query {
         let ex = ex.into();
         let (sql, args) = self.parts(ex.dialect());
         match ex {
-            Ex::SqliteConn(c) => sqlx::query_as_with(&sql, sqlite_args(args)?).fetch_optional(c).await,
-            Ex::SqlitePool(p) => sqlx::query_as_with(&sql, sqlite_args(args)?).fetch_optional(p).await,
-            Ex::PgConn(c) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_optional(c).await,
-            Ex::PgPool(p) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_optional(p).await,
+            Ex::SqliteConn(c) => {
+                sqlx::query_as_with(&sql, sqlite_args(args)?)
+                    .fetch_optional(c)
+                    .await
+            }
+            Ex::SqlitePool(p) => {
+                sqlx::query_as_with(&sql, sqlite_args(args)?)
+                    .fetch_optional(p)
+                    .await
+            }
+            Ex::PgConn(c) => {
+                sqlx::query_as_with(&sql, pg_args(args)?)
+                    .fetch_optional(c)
+                    .await
+            }
+            Ex::PgPool(p) => {
+                sqlx::query_as_with(&sql, pg_args(args)?)
+                    .fetch_optional(p)
+                    .await
+            }
         }
     }
 
     pub async fn fetch_one<'e, T: Rowed>(self, ex: impl Into<Ex<'e>>) -> Result<T, sqlx::Error> {
-        self.fetch_optional(ex).await?.ok_or(sqlx::Error::RowNotFound)
+        self.fetch_optional(ex)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// The first column of each row.
@@ -240,7 +272,10 @@ impl Query {
     }
 
     /// The first column of the first row, if there is a row.
-    pub async fn scalar_optional<'e, T>(self, ex: impl Into<Ex<'e>>) -> Result<Option<T>, sqlx::Error>
+    pub async fn scalar_optional<'e, T>(
+        self,
+        ex: impl Into<Ex<'e>>,
+    ) -> Result<Option<T>, sqlx::Error>
     where
         (T,): Rowed,
     {
@@ -253,7 +288,9 @@ impl Query {
     where
         (T,): Rowed,
     {
-        self.scalar_optional(ex).await?.ok_or(sqlx::Error::RowNotFound)
+        self.scalar_optional(ex)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 }
 

@@ -236,4 +236,3 @@ async fn identify(pool: &SqlitePool, tables: &[String]) -> std::result::Result<i
         .map_err(|e| format!("its migration record is unreadable ({e})"))?;
     found.ok_or_else(|| "its migration record is empty".to_string())
 }
-

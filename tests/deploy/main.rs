@@ -47,10 +47,14 @@ fn an_unreachable_postgresql_server_is_refused_naming_it_without_its_password() 
     let dir = tempfile::tempdir().unwrap();
     // The URL from the environment, as the deploy component passes it.
     let mut cmd = serve_no_db(dir.path());
-    cmd.env("CAPSTAN_DB", "postgres://capstan:s3cret@127.0.0.1:1/capstan");
+    cmd.env(
+        "CAPSTAN_DB",
+        "postgres://capstan:s3cret@127.0.0.1:1/capstan",
+    );
     let err = refuses(cmd);
     assert!(
-        err.contains("cannot connect to postgres://capstan:") && err.contains("127.0.0.1:1/capstan"),
+        err.contains("cannot connect to postgres://capstan:")
+            && err.contains("127.0.0.1:1/capstan"),
         "{err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
