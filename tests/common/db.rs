@@ -46,6 +46,16 @@ pub fn sqlite_only(why: &str) -> bool {
     skip
 }
 
+/// For a test of what only PostgreSQL does: on SQLite it says why it is skipped and returns
+/// true.
+pub fn postgres_only(why: &str) -> bool {
+    let skip = backend() != Backend::Postgres;
+    if skip {
+        println!("skipped on SQLite: {why}");
+    }
+    skip
+}
+
 /// Runs `f` to completion on a runtime of its own in another thread: the databases are
 /// made and dropped from synchronous code (constructors, `Drop`) inside the tests' runtime.
 fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {

@@ -38,7 +38,10 @@ fn child_server_entry() {
         opts.admin_token = Some(capstan::config::Secret::new(env("CAPSTAN_ADMIN_TOKEN")));
         opts.config = std::env::var("CAPSTAN_TEST_CONFIG").ok().map(Into::into);
         opts.lease = capstan::duration::parse(&env("CAPSTAN_TEST_LEASE")).unwrap();
-        opts.poll = Duration::from_millis(100);
+        opts.poll = capstan::duration::parse(&env("CAPSTAN_TEST_POLL")).unwrap();
+        if let Ok(n) = std::env::var("CAPSTAN_TEST_MAX_JOBS") {
+            opts.max_jobs = n.parse().unwrap();
+        }
         // The engine tests fire schedules every second.
         opts.schedule_min_interval = Duration::from_secs(1);
         if let Err(e) = serve(opts, support::test_registry()).await {

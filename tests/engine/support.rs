@@ -240,6 +240,10 @@ pub struct ServerSpec {
     /// Where to listen (a free port by default); a restarted server given the same address
     /// is where its clients left it.
     pub listen: Option<String>,
+    /// The engine's poll interval (`100ms` by default).
+    pub poll: &'static str,
+    /// How many jobs the engine holds at once; 0 claims none (the replica only serves the API).
+    pub max_jobs: Option<usize>,
 }
 
 impl ServerSpec {
@@ -251,6 +255,8 @@ impl ServerSpec {
             lease: "2s",
             log: dir.join("server.log"),
             listen: None,
+            poll: "100ms",
+            max_jobs: None,
         }
     }
 }
@@ -271,6 +277,7 @@ impl Server {
         .env("CAPSTAN_TEST_DB", &spec.db.location)
         .env("CAPSTAN_TEST_SIDE_DB", &spec.side)
         .env("CAPSTAN_TEST_LEASE", spec.lease)
+        .env("CAPSTAN_TEST_POLL", spec.poll)
         .env("CAPSTAN_ADMIN_TOKEN", ADMIN)
         .env("RUST_LOG", "info,sqlx=warn");
         if let Some(c) = &spec.config {
@@ -278,6 +285,9 @@ impl Server {
         }
         if let Some(l) = &spec.listen {
             cmd.env("CAPSTAN_TEST_LISTEN", l);
+        }
+        if let Some(n) = spec.max_jobs {
+            cmd.env("CAPSTAN_TEST_MAX_JOBS", n.to_string());
         }
         let (process, url) = Process::start_logged(cmd, SERVE_LISTENING, &spec.log);
         Server {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::db::{EngineDb, TestDb, sqlite_only};
+use crate::common::db::{EngineDb, TestDb, postgres_only, sqlite_only};
 use crate::support::{ADMIN, Api, Server, ServerSpec, open_gate, open_store, serve_refuses};
 
 fn job(kind: &str, nodes: Value) -> Value {
@@ -571,6 +571,40 @@ async fn fired_ticks(api: &Api) -> Vec<String> {
     }
     ticks.sort();
     ticks
+}
+
+#[tokio::test]
+async fn on_postgresql_a_job_submitted_to_one_replica_is_run_by_another_without_waiting_for_its_poll()
+ {
+    if postgres_only("replicas hear of each other's writes through PostgreSQL's NOTIFY") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A serves the API and runs nothing; B runs jobs but polls only once an hour, so only
+    // a notice from A's write can wake it.
+    let mut front = ServerSpec::new(dir.path());
+    front.max_jobs = Some(0);
+    front.log = dir.path().join("front.log");
+    let mut worker = ServerSpec::new(dir.path());
+    worker.db = front.db.clone();
+    worker.poll = "1h";
+    worker.log = dir.path().join("worker.log");
+    let a = Server::start(&front);
+    let _b = Server::start(&worker);
+    let api = Api::new(&a.url);
+    for round in 1..=2 {
+        // The second round comes after B has run the first and gone back to sleep.
+        let node = format!("n-{round}");
+        let created = api
+            .submit(
+                ADMIN,
+                &job("retry", json!([{"name": node, "fail_times": 0}])),
+            )
+            .await;
+        let id = created["id"].as_str().unwrap();
+        let done = api.wait_finished(id).await;
+        assert_eq!(done["state"], "succeeded", "round {round}: {done}");
+    }
 }
 
 #[tokio::test]
