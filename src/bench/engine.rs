@@ -334,25 +334,11 @@ fn workflow_yaml(steps: usize) -> String {
 
 /// Each job's time from submission to its end, in ms, read through the store's own listing.
 async fn latencies_ms(store: &Store) -> anyhow::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    let mut before = None;
-    loop {
-        let page = store
-            .list_jobs(&JobFilter {
-                before: before.clone(),
-                limit: 1000,
-                ..JobFilter::default()
-            })
-            .await?;
-        let Some(last) = page.last() else {
-            return Ok(out);
-        };
-        before = Some(last.id.clone());
-        out.extend(
-            page.iter()
-                .filter_map(|j| j.finished_at.map(|f| f - j.created_at)),
-        );
-    }
+    let jobs = store.list_all_jobs(&JobFilter::default()).await?;
+    Ok(jobs
+        .iter()
+        .filter_map(|j| j.finished_at.map(|f| f - j.created_at))
+        .collect())
 }
 
 /// The floor: `n` transactions of one UPDATE and one INSERT, one after another, on the same

@@ -166,6 +166,29 @@ impl Store {
         Ok(query(&sql).bind(job_id).fetch_all(&self.read).await?)
     }
 
+    /// Every job the filter matches, newest first: all of them, read a page at a time
+    /// (`f.before` and `f.limit` are ignored).
+    pub async fn list_all_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {
+        const PAGE: i64 = 500;
+        let mut out = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .list_jobs(&JobFilter {
+                    before: before.clone(),
+                    limit: PAGE,
+                    ..f.clone()
+                })
+                .await?;
+            before = page.last().map(|j| j.id.clone());
+            let full = page.len() as i64 == PAGE;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>> {
         let filters = [
             ("tenant = ?", f.tenant.clone()),

@@ -137,6 +137,18 @@ impl WriteHealth {
     }
 }
 
+/// `found`, the newest migration a database has, unless a newer binary applied it.
+fn not_newer(display: &str, found: i64, known: i64) -> Result<i64> {
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: display.to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(found)
+}
+
 /// Where the schema of a database stands against this binary's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchemaStatus {

@@ -127,14 +127,7 @@ async fn identify(conn: &mut PgConnection, display: &str) -> Result<i64> {
         .await
         .map_err(|e| not_ours(format!("its migration record is unreadable ({e})")))?;
     let found = found.ok_or_else(|| not_ours("its migration record is empty".into()))?;
-    if found > known() {
-        return Err(StoreError::TooNew {
-            path: display.to_string(),
-            found,
-            known: known(),
-        });
-    }
-    Ok(found)
+    super::not_newer(display, found, known())
 }
 
 /// SQLSTATEs that mean the database cannot take writes now, whatever Capstan sends: class

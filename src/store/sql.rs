@@ -140,6 +140,29 @@ impl<T> Rowed for T where
 {
 }
 
+/// Runs `sqlx::$make(sql, args).$run(executor)` on whichever executor `ex` holds, with the
+/// arguments converted for its database, and maps the result (the same closure text in
+/// each arm: the result types differ per database), or returns it as it is.
+macro_rules! on_either {
+    ($ex:expr, $make:ident($sql:expr, $args:expr).$run:ident) => {
+        on_either!($ex, $make($sql, $args).$run, std::convert::identity)
+    };
+    ($ex:expr, $make:ident($sql:expr, $args:expr).$run:ident, $map:expr) => {
+        match $ex {
+            Ex::SqliteConn(c) => sqlx::$make($sql, sqlite_args($args)?)
+                .$run(c)
+                .await
+                .map($map),
+            Ex::SqlitePool(p) => sqlx::$make($sql, sqlite_args($args)?)
+                .$run(p)
+                .await
+                .map($map),
+            Ex::PgConn(c) => sqlx::$make($sql, pg_args($args)?).$run(c).await.map($map),
+            Ex::PgPool(p) => sqlx::$make($sql, pg_args($args)?).$run(p).await.map($map),
+        }
+    };
+}
+
 /// A statement and its bound values.
 pub(crate) struct Query {
     sqlite: String,
@@ -184,24 +207,7 @@ impl Query {
     pub async fn execute<'e>(self, ex: impl Into<Ex<'e>>) -> Result<u64, sqlx::Error> {
         let ex = ex.into();
         let (sql, args) = self.parts(ex.dialect());
-        Ok(match ex {
-            Ex::SqliteConn(c) => sqlx::query_with(&sql, sqlite_args(args)?)
-                .execute(c)
-                .await?
-                .rows_affected(),
-            Ex::SqlitePool(p) => sqlx::query_with(&sql, sqlite_args(args)?)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            Ex::PgConn(c) => sqlx::query_with(&sql, pg_args(args)?)
-                .execute(c)
-                .await?
-                .rows_affected(),
-            Ex::PgPool(p) => sqlx::query_with(&sql, pg_args(args)?)
-                .execute(p)
-                .await?
-                .rows_affected(),
-        })
+        on_either!(ex, query_with(&sql, args).execute, |r| r.rows_affected())
     }
 
     pub async fn fetch_all<'e, T: Rowed>(
@@ -210,20 +216,7 @@ impl Query {
     ) -> Result<Vec<T>, sqlx::Error> {
         let ex = ex.into();
         let (sql, args) = self.parts(ex.dialect());
-        match ex {
-            Ex::SqliteConn(c) => {
-                sqlx::query_as_with(&sql, sqlite_args(args)?)
-                    .fetch_all(c)
-                    .await
-            }
-            Ex::SqlitePool(p) => {
-                sqlx::query_as_with(&sql, sqlite_args(args)?)
-                    .fetch_all(p)
-                    .await
-            }
-            Ex::PgConn(c) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_all(c).await,
-            Ex::PgPool(p) => sqlx::query_as_with(&sql, pg_args(args)?).fetch_all(p).await,
-        }
+        on_either!(ex, query_as_with(&sql, args).fetch_all)
     }
 
     pub async fn fetch_optional<'e, T: Rowed>(
@@ -232,28 +225,7 @@ impl Query {
     ) -> Result<Option<T>, sqlx::Error> {
         let ex = ex.into();
         let (sql, args) = self.parts(ex.dialect());
-        match ex {
-            Ex::SqliteConn(c) => {
-                sqlx::query_as_with(&sql, sqlite_args(args)?)
-                    .fetch_optional(c)
-                    .await
-            }
-            Ex::SqlitePool(p) => {
-                sqlx::query_as_with(&sql, sqlite_args(args)?)
-                    .fetch_optional(p)
-                    .await
-            }
-            Ex::PgConn(c) => {
-                sqlx::query_as_with(&sql, pg_args(args)?)
-                    .fetch_optional(c)
-                    .await
-            }
-            Ex::PgPool(p) => {
-                sqlx::query_as_with(&sql, pg_args(args)?)
-                    .fetch_optional(p)
-                    .await
-            }
-        }
+        on_either!(ex, query_as_with(&sql, args).fetch_optional)
     }
 
     pub async fn fetch_one<'e, T: Rowed>(self, ex: impl Into<Ex<'e>>) -> Result<T, sqlx::Error> {

@@ -197,14 +197,7 @@ async fn check_is_ours(path: &Path, display: &str) -> Result<i64> {
     let identity = identify(&pool, &tables).await;
     pool.close().await;
     let found = identity.map_err(not_ours)?;
-    if found > known() {
-        return Err(StoreError::TooNew {
-            path: display.to_string(),
-            found,
-            known: known(),
-        });
-    }
-    Ok(found)
+    super::not_newer(display, found, known())
 }
 
 /// Reads, without writing, what makes a non-empty file Capstan's: a `capstan_meta` table

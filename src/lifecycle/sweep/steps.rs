@@ -54,27 +54,6 @@ pub fn register_orphan_sweep(r: &mut Registry, clients: Clients, intake: IntakeC
     });
 }
 
-/// Every job the filter matches (all of them: paged, no cap).
-async fn all_jobs(store: &Store, filter: JobFilter) -> Result<Vec<JobRow>, StepError> {
-    let mut out = Vec::new();
-    let mut before = None;
-    loop {
-        let page = store
-            .list_jobs(&JobFilter {
-                before: before.clone(),
-                limit: PAGE,
-                ..filter.clone()
-            })
-            .await?;
-        before = page.last().map(|j| j.id.clone());
-        let full = page.len() as i64 == PAGE;
-        out.extend(page);
-        if !full {
-            return Ok(out);
-        }
-    }
-}
-
 /// Every unfinished job, other than `except`.
 async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, StepError> {
     let mut out = Vec::new();
@@ -89,7 +68,8 @@ async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, Ste
             ..JobFilter::default()
         };
         out.extend(
-            all_jobs(store, filter)
+            store
+                .list_all_jobs(&filter)
                 .await?
                 .into_iter()
                 .filter(|j| j.id != except),
@@ -97,8 +77,6 @@ async fn unfinished_jobs(store: &Store, except: &str) -> Result<Vec<JobRow>, Ste
     }
     Ok(out)
 }
-
-const PAGE: i64 = 500;
 
 /// Node names held by unfinished jobs anywhere (other than `except`): a name in any
 /// tenant's job is not an orphan.
@@ -465,7 +443,8 @@ impl Alive {
             cluster: Some(ctx.cluster.clone()),
             ..JobFilter::default()
         };
-        for j in all_jobs(store, filter)
+        for j in store
+            .list_all_jobs(&filter)
             .await?
             .iter()
             .filter(|j| kind::find(&j.kind).is_some_and(|k| k.makes_servers()))
