@@ -500,10 +500,6 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
     sim.run_until_stopped().await
 }
 
-/// `serve --sim`: the simulator in this process, on a free loopback port. Its kubeconfig and
-/// clouds.yaml (which holds a password) go beside the database, in `<db>.sim/` (mode 0700),
-/// rewritten on each start: one private place per database that a `kill -9` leaves nothing
-/// extra in, instead of a new directory in the system temp dir on every run.
 /// `capstan db migrate|check`.
 async fn db(cmd: DbCmd) -> anyhow::Result<()> {
     use crate::store::Store;
@@ -545,6 +541,11 @@ async fn db(cmd: DbCmd) -> anyhow::Result<()> {
     }
 }
 
+/// `serve --sim`: the simulator in this process, on a free loopback port. Its kubeconfig and
+/// clouds.yaml (which holds a password) go beside the database, in `<db>.sim/` (mode 0700),
+/// rewritten on each start: one private place per database that a `kill -9` leaves nothing
+/// extra in, instead of a new directory in the system temp dir on every run. With a
+/// PostgreSQL store there is no such file: `--state-dir` is required.
 async fn start_embedded_sim(
     db: &DbLocation,
     state_dir: Option<PathBuf>,

@@ -1,11 +1,11 @@
 //! A job's history: append-only entries (the schema's triggers refuse updates and
 //! deletes), written in the transaction of the change they record.
 
-use super::sql::{Dialect, Tx, query};
+use super::sql::{Tx, query};
 use serde_json::Value;
 
 use super::leases::check_fence;
-use super::{Result, Store, lock_job, now_ms};
+use super::{Result, Store, lock_job, notify_replicas, now_ms};
 use crate::model::{EventKind, FailureClass};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -114,14 +114,8 @@ impl Store {
 /// the job's event IDs grow in commit order: a reader paging by ID never passes one that
 /// commits later) and notifies the other replicas, on commit, that the job was written to.
 pub(super) async fn insert_event(tx: &mut Tx, job_id: &str, at: i64, e: &NewEvent) -> Result<()> {
-    if tx.dialect() == Dialect::Postgres {
-        lock_job(tx, job_id).await?;
-        query("SELECT pg_notify(?, ?)")
-            .bind(super::postgres::CHANNEL)
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    lock_job(tx, job_id).await?;
+    notify_replicas(tx, job_id).await?;
     query(
         "INSERT INTO events (job_id, at, node, kind, from_state, to_state, attempt, class, message, data) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -342,6 +342,19 @@ pub(crate) async fn lock_job(tx: &mut Tx, job_id: &str) -> Result<bool> {
     Ok(found.is_some())
 }
 
+/// PostgreSQL: tells the other replicas, when `tx` commits, that `job_id` was written to
+/// (they hear it on their listening connection). SQLite has no other replicas to tell.
+pub(crate) async fn notify_replicas(tx: &mut Tx, job_id: &str) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        query("SELECT pg_notify(?, ?)")
+            .bind(postgres::CHANNEL)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch: the store's one time unit.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -1,8 +1,8 @@
 //! Nudges: a watch saw something a waiting node waits for change, so the node looks again
 //! now instead of sleeping out its recheck interval.
 
-use super::sql::{Dialect, query, query_by};
-use super::{Result, Store, now_ms};
+use super::sql::{query, query_by};
+use super::{Result, Store, notify_replicas, now_ms};
 
 impl Store {
     /// Makes the waiting node tasks named `node` in unfinished jobs on clusters of
@@ -49,14 +49,8 @@ impl Store {
             .bind(now)
             .execute(&mut tx)
             .await?;
-            if tx.dialect() == Dialect::Postgres {
-                // Whichever replica is free claims it now, not on its next poll.
-                query("SELECT pg_notify(?, ?)")
-                    .bind(super::postgres::CHANNEL)
-                    .bind(job)
-                    .execute(&mut tx)
-                    .await?;
-            }
+            // Whichever replica is free claims it now, not on its next poll.
+            notify_replicas(&mut tx, job).await?;
         }
         self.commit(tx).await?;
         Ok(jobs.into_iter().map(|(j,)| j).collect())

@@ -47,19 +47,11 @@ pub struct ScheduleChange {
 impl Store {
     pub async fn create_schedule(&self, s: &ScheduleRow) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let taken: Option<String> = query("SELECT id FROM schedules WHERE tenant = ? AND name = ?")
-            .bind(&s.tenant)
-            .bind(&s.name)
-            .scalar_optional(&mut tx)
-            .await?;
-        if taken.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "tenant {} already has a schedule named `{}`",
-                s.tenant, s.name
-            )));
-        }
-        query(format!(
-            "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        // The name is taken or not in the insert itself: two replicas creating the same name
+        // at once make one schedule, and the other is told so.
+        let inserted = query(format!(
+            "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant, name) DO NOTHING"
         ))
         .bind(&s.id)
         .bind(&s.tenant)
@@ -77,6 +69,12 @@ impl Store {
         .bind(s.last_error_at)
         .execute(&mut tx)
         .await?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "tenant {} already has a schedule named `{}`",
+                s.tenant, s.name
+            )));
+        }
         self.commit(tx).await?;
         Ok(())
     }

@@ -267,20 +267,22 @@ impl Query {
 }
 
 fn sqlite_args<'q>(args: Vec<Arg>) -> Result<SqliteArguments<'q>, sqlx::Error> {
-    let mut out = SqliteArguments::default();
-    for a in args {
-        match a {
-            Arg::Int(v) => out.add(v),
-            Arg::Text(v) => out.add(v),
-            Arg::Bool(v) => out.add(v),
-        }
-        .map_err(sqlx::Error::Encode)?;
-    }
-    Ok(out)
+    arguments(args)
 }
 
 fn pg_args(args: Vec<Arg>) -> Result<PgArguments, sqlx::Error> {
-    let mut out = PgArguments::default();
+    arguments(args)
+}
+
+/// The values in the argument list of database `A::Database`.
+fn arguments<'q, A>(args: Vec<Arg>) -> Result<A, sqlx::Error>
+where
+    A: Arguments<'q> + Default,
+    Option<i64>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+    Option<String>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+    Option<bool>: sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+{
+    let mut out = A::default();
     for a in args {
         match a {
             Arg::Int(v) => out.add(v),

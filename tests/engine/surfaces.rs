@@ -628,6 +628,17 @@ async fn a_schedule_fires_once_per_tick_across_two_processes_and_collapses_misse
         .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let sched_id = created["id"].as_str().unwrap().to_string();
+    // The other process knows the name is taken.
+    let (s, again) = Api::new(&b.url)
+        .post("/v1/schedules", ADMIN, &json!({"name": "every-second", "cron": "*/2 * * * * *", "job": job("retry", json!([{"name": "s-2", "fail_times": 0}]))}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{again}");
+    assert!(
+        again
+            .to_string()
+            .contains("already has a schedule named `every-second`"),
+        "{again}"
+    );
 
     // Two processes share the database for a few ticks.
     tokio::time::sleep(Duration::from_millis(3500)).await;
