@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Secret;
 use crate::serve::{ServeOptions, serve};
 use crate::store::DbLocation;
 
@@ -79,8 +80,8 @@ pub enum DbCmd {
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// The store: a SQLite file or a postgres:// URL.
-    #[arg(long, env = "CAPSTAN_DB", hide_env_values = true, value_parser = DbLocation::parse)]
-    pub db: DbLocation,
+    #[arg(long, env = "CAPSTAN_DB", hide_env_values = true)]
+    pub db: Secret,
 }
 
 #[derive(Debug, Args)]
@@ -91,9 +92,13 @@ pub struct ServeArgs {
     /// The store: a SQLite file (created if absent), or a PostgreSQL database
     /// (`postgres://user:password@host:5432/db?sslmode=require`) that several replicas
     /// share with no leader. The password is never logged.
-    #[arg(long, env = "CAPSTAN_DB", hide_env_values = true, default_value = "capstan.db",
-          value_parser = DbLocation::parse)]
-    pub db: DbLocation,
+    #[arg(
+        long,
+        env = "CAPSTAN_DB",
+        hide_env_values = true,
+        default_value = "capstan.db"
+    )]
+    pub db: Secret,
     /// Tenants and tokens (YAML); see README.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -500,40 +505,48 @@ async fn run_sim(a: SimArgs) -> anyhow::Result<()> {
     sim.run_until_stopped().await
 }
 
+/// The store `--db` names. Read here rather than by clap, whose refusal would print the
+/// value, a URL's password included.
+fn db_location(raw: &Secret) -> anyhow::Result<DbLocation> {
+    DbLocation::parse(raw.expose()).map_err(|e| anyhow::anyhow!("--db (CAPSTAN_DB) {e}"))
+}
+
 /// `capstan db migrate|check`.
 async fn db(cmd: DbCmd) -> anyhow::Result<()> {
     use crate::store::Store;
     match cmd {
         DbCmd::Check(a) => {
-            let s = Store::check(&a.db).await?;
+            let db = db_location(&a.db)?;
+            let s = Store::check(&db).await?;
             if s.current() {
                 println!(
                     "capstan: {} is at migration {}, this binary's schema",
-                    a.db, s.applied
+                    db, s.applied
                 );
                 Ok(())
             } else {
                 anyhow::bail!(
                     "{} is at migration {}; this binary needs {}: run `capstan db migrate`",
-                    a.db,
+                    db,
                     s.applied,
                     s.known
                 )
             }
         }
         DbCmd::Migrate(a) => {
-            let before = Store::check(&a.db).await?;
-            drop(Store::open(&a.db).await?);
-            let after = Store::check(&a.db).await?;
+            let db = db_location(&a.db)?;
+            let before = Store::check(&db).await?;
+            drop(Store::open(&db).await?);
+            let after = Store::check(&db).await?;
             if before.applied == after.applied {
                 println!(
                     "capstan: {} was already at migration {}; nothing to do",
-                    a.db, after.applied
+                    db, after.applied
                 );
             } else {
                 println!(
                     "capstan: migrated {} from migration {} to {}",
-                    a.db, before.applied, after.applied
+                    db, before.applied, after.applied
                 );
             }
             Ok(())
@@ -661,7 +674,8 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve(a) => {
                 let a = *a;
-                let mut opts = ServeOptions::new(a.listen, a.db.clone());
+                let db = db_location(&a.db)?;
+                let mut opts = ServeOptions::new(a.listen, db.clone());
                 opts.config = a.config;
                 opts.workflows = a.workflows;
                 opts.admin_token = a.admin_token;
@@ -679,7 +693,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 let mut _sim = None;
                 if a.sim {
                     let sim =
-                        start_embedded_sim(&a.db, a.state_dir, a.scenario, a.time_scale).await?;
+                        start_embedded_sim(&db, a.state_dir, a.scenario, a.time_scale).await?;
                     opts.cloud = Some(crate::cloud::CloudConfig {
                         kube: crate::cloud::KubeSource::File(sim.kubeconfig.clone()),
                         fallback: None,
