@@ -65,7 +65,10 @@ fn an_unreachable_postgresql_server_is_refused_naming_it_without_its_password() 
 fn a_malformed_postgresql_url_is_refused_naming_the_field_without_its_password() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = serve_no_db(dir.path());
-    cmd.env("CAPSTAN_DB", "postgres://capstan:s3cret@db:99999999/capstan");
+    cmd.env(
+        "CAPSTAN_DB",
+        "postgres://capstan:s3cret@db:99999999/capstan",
+    );
     let err = refuses(cmd);
     assert!(
         err.contains("--db (CAPSTAN_DB) is not a valid PostgreSQL URL (invalid port number)"),
